@@ -1,0 +1,148 @@
+"""Assembly: configuration -> storage -> core -> services -> grpclib server, and its lifetime.
+
+Shutdown drains: health turns NOT_SERVING, the listener closes, new calls are refused, calls in
+flight finish (bounded by `drain_timeout`), and only then are connections closed and storage
+synced and closed. (grpclib's own `Server.close()` would cancel calls in flight.)
+"""
+
+import asyncio
+import logging
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.health.v1 import health_pb2
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+
+from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from govc.blobs import Blobs
+from govc.repositories import Repositories
+from govc.services.blobs import BlobService
+from govc.services.grpc import CallTracker, GovcService
+from govc.services.health import HealthService
+from govc.services.repositories import RepositoryService
+from govc.storage import Storage, StorageConfig
+
+log = logging.getLogger("govc.server")
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    data_dir: str = "./govc-data"
+    host: str = "127.0.0.1"
+    grpc_port: int = 9090
+    rest_port: int = 8080
+    durability: str = "durable"  # or "relaxed": no fsync, for throwaway CI workloads
+    ephemeral: bool = False  # temporary data dir removed at exit
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    drain_timeout: float = 30.0
+    initial_map_size: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("durable", "relaxed"):
+            raise ValueError(f"durability must be durable or relaxed, not {self.durability!r}")
+        if self.max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be positive")
+
+
+def _reflection_pool() -> Any:
+    """The generated descriptor pool, plus the health service so reflection can describe it."""
+    pool = default_google_proto_descriptor_pool
+    try:
+        pool.FindFileByName(health_pb2.DESCRIPTOR.name)
+    except KeyError:
+        pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+class GovcServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._temp_dir: str | None = None
+        self.storage: Storage | None = None
+        self.tracker = CallTracker()
+        self._serving = ServiceStatus()
+        self._server: Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        config = self.config
+        data_dir = config.data_dir
+        if config.ephemeral:
+            self._temp_dir = data_dir = tempfile.mkdtemp(prefix="govc-ephemeral-")
+        started = time.monotonic()
+        self.storage = storage = Storage(
+            StorageConfig(
+                path=data_dir,
+                durable=config.durability == "durable",
+                initial_map_size=config.initial_map_size,
+            )
+        )
+        repositories = Repositories(storage)
+        blobs = Blobs(storage, repositories)
+        handlers: list[object] = [
+            RepositoryService(repositories),
+            BlobService(blobs, config.max_message_bytes),
+            HealthService(storage, started),
+        ]
+        service = GovcService(handlers, self.tracker, config.max_message_bytes)
+        health = Health({service: [self._serving]})
+        services = [service, health]
+        services = ServerReflection.extend(services, pool=_reflection_pool())
+        self._server = Server(services)
+        await self._server.start(config.host, config.grpc_port)
+        sockets = self._server._server.sockets if self._server._server else []
+        self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
+        self._serving.set(True)
+        log.info(
+            "govc serving gRPC on %s:%d, data dir %s (%s%s), max message %d bytes; "
+            "REST port %d reserved (REST gateway not served by this version)",
+            config.host,
+            self.port,
+            data_dir,
+            config.durability,
+            ", ephemeral" if config.ephemeral else "",
+            config.max_message_bytes,
+            config.rest_port,
+        )
+
+    async def stop(self) -> None:
+        """Drain and stop; safe to call more than once."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        self._serving.set(False)
+        self.tracker.accepting = False
+        if server._server is not None:
+            server._server.close()  # stop listening; open connections stay up
+        try:
+            await asyncio.wait_for(self.tracker.wait_idle(), self.config.drain_timeout)
+        except TimeoutError:
+            log.warning("drain timed out with %d calls in flight", self.tracker.in_flight)
+        server.close()
+        await server.wait_closed()
+        if self.storage is not None:
+            await asyncio.to_thread(self.storage.close)
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        log.info("govc stopped")
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("signal received: draining")
+        finally:
+            await self.stop()

@@ -1,0 +1,87 @@
+"""Blob RPCs: StoreBlob, GetBlob, StoreBlobWithDelta, GetBlobWithDelta."""
+
+import asyncio
+
+from generated.govc import (
+    GetBlobRequest,
+    GetBlobResponse,
+    GetBlobWithDeltaRequest,
+    GetBlobWithDeltaResponse,
+    StoreBlobRequest,
+    StoreBlobResponse,
+    StoreBlobWithDeltaRequest,
+    StoreBlobWithDeltaResponse,
+)
+from govc.blobs import Blobs
+from govc.errors import ResourceExhausted
+from govc.objects import validate_object_id
+from govc.storage.objects import DELTA, ObjectInfo
+from govc.validation import validate_repo_id
+
+# Above this size, hashing, compressing and decoding run in a worker thread, not on the loop.
+OFFLOAD_BYTES = 256 * 1024
+
+
+class BlobService:
+    def __init__(self, blobs: Blobs, max_message_bytes: int) -> None:
+        self._blobs = blobs
+        self._max_message_bytes = max_message_bytes
+
+    async def store_blob(self, message: StoreBlobRequest) -> StoreBlobResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        content = message.content
+        if len(content) > OFFLOAD_BYTES:
+            prepared = await asyncio.to_thread(Blobs.prepare, content)
+        else:
+            prepared = Blobs.prepare(content)
+        await asyncio.wrap_future(self._blobs.store(repo_id, prepared))
+        return StoreBlobResponse(hash=prepared.hex, size=prepared.size)
+
+    async def get_blob(self, message: GetBlobRequest) -> GetBlobResponse:
+        content, info, hex_id = await self._read(message.repository_id, message.hash)
+        return GetBlobResponse(content=content, hash=hex_id, size=info.size)
+
+    async def store_blob_with_delta(
+        self, message: StoreBlobWithDeltaRequest
+    ) -> StoreBlobWithDeltaResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        content = message.content
+        compress = message.use_compression
+        if len(content) > OFFLOAD_BYTES:
+            prepared = await asyncio.to_thread(
+                self._blobs.prepare_with_delta, repo_id, content, compress
+            )
+        else:
+            prepared = self._blobs.prepare_with_delta(repo_id, content, compress)
+        info = await asyncio.wrap_future(self._blobs.store_delta_candidate(repo_id, prepared))
+        return StoreBlobWithDeltaResponse(
+            hash=prepared.hex,
+            size=info.size,
+            compressed_size=info.stored_size,
+            compression_ratio=info.stored_size / info.size if info.size else 0.0,
+        )
+
+    async def get_blob_with_delta(self, message: GetBlobWithDeltaRequest) -> GetBlobWithDeltaResponse:
+        content, info, hex_id = await self._read(message.repository_id, message.hash)
+        return GetBlobWithDeltaResponse(
+            content=content,
+            hash=hex_id,
+            size=info.size,
+            compressed_size=info.stored_size,
+            was_compressed=info.compressed,
+        )
+
+    async def _read(self, repository_id: str, hash_: str) -> tuple[bytes, ObjectInfo, str]:
+        repo_id = validate_repo_id(repository_id, "repository_id")
+        oid = validate_object_id(hash_, "hash")
+        info = self._blobs.info(repo_id, oid)
+        if info.size > self._max_message_bytes:
+            raise ResourceExhausted(
+                f"blob {hash_} is {info.size} bytes, over the {self._max_message_bytes}-byte "
+                "message limit; read it with StreamBlob"
+            )
+        if info.size > OFFLOAD_BYTES or info.encoding == DELTA:
+            content, info = await asyncio.to_thread(self._blobs.read, repo_id, oid)
+        else:
+            content, info = self._blobs.read(repo_id, oid)
+        return content, info, hash_

@@ -1,0 +1,78 @@
+"""Repository RPCs: CreateRepository, GetRepository, DeleteRepository, ListRepositories."""
+
+import asyncio
+
+from generated.google.protobuf import Empty
+from generated.govc import (
+    CreateRepositoryRequest,
+    CreateRepositoryResponse,
+    DeleteRepositoryRequest,
+    GetRepositoryRequest,
+    GetRepositoryResponse,
+    ListRepositoriesRequest,
+    ListRepositoriesResponse,
+)
+from govc.errors import InvalidArgument
+from govc.repositories import Repositories, RepositoryInfo
+from govc.services.convert import timestamp_from_us
+from govc.validation import validate_repo_id
+
+MAX_NAME_BYTES = 256
+MAX_DESCRIPTION_BYTES = 4096
+MAX_METADATA_ENTRIES = 100
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _repository_message(info: RepositoryInfo) -> GetRepositoryResponse:
+    return GetRepositoryResponse(
+        id=info.id,
+        name=info.name,
+        description=info.description,
+        created_at=timestamp_from_us(info.created_at_us),
+        metadata=dict(info.metadata),
+    )
+
+
+def _check_length(value: str, field: str, limit: int) -> None:
+    if len(value.encode()) > limit:
+        raise InvalidArgument(f"{field} is longer than {limit} bytes")
+
+
+class RepositoryService:
+    def __init__(self, repositories: Repositories) -> None:
+        self._repositories = repositories
+
+    async def create_repository(self, message: CreateRepositoryRequest) -> CreateRepositoryResponse:
+        repo_id = validate_repo_id(message.id, "id")
+        _check_length(message.name, "name", MAX_NAME_BYTES)
+        _check_length(message.description, "description", MAX_DESCRIPTION_BYTES)
+        metadata = dict(message.metadata)
+        if len(metadata) > MAX_METADATA_ENTRIES:
+            raise InvalidArgument(f"metadata has more than {MAX_METADATA_ENTRIES} entries")
+        if sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items()) > MAX_METADATA_BYTES:
+            raise InvalidArgument(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+        if any(not key for key in metadata):
+            raise InvalidArgument("metadata keys must not be empty")
+        info = await asyncio.wrap_future(
+            self._repositories.create(repo_id, message.name, message.description, metadata)
+        )
+        return CreateRepositoryResponse(
+            id=info.id, name=info.name, created_at=timestamp_from_us(info.created_at_us)
+        )
+
+    async def get_repository(self, message: GetRepositoryRequest) -> GetRepositoryResponse:
+        repo_id = validate_repo_id(message.id, "id")
+        return _repository_message(self._repositories.get(repo_id))
+
+    async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
+        repo_id = validate_repo_id(message.id, "id")
+        await asyncio.wrap_future(self._repositories.delete(repo_id))
+        return Empty()
+
+    async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:
+        if message.offset < 0:
+            raise InvalidArgument(f"offset must not be negative, got {message.offset}")
+        infos, total = self._repositories.list(message.limit, message.offset)
+        return ListRepositoriesResponse(
+            repositories=[_repository_message(info) for info in infos], total=total
+        )

@@ -1,0 +1,140 @@
+"""One LMDB environment per data dir, its named databases, and safe map growth.
+
+LMDB's map is virtual address space. We start modestly and double it when a write transaction
+hits MapFullError. Growing (`set_mapsize`) is only legal while no transaction is open in this
+process, so every read transaction registers with a gate that growth closes and drains first.
+"""
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from govc.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Named databases, opened once at start-up (LMDB wants them opened before concurrent use).
+DATABASES = (
+    "meta",  # storage-level facts (format version, health probe)
+    "repos",  # repo id -> JSON metadata
+    "repos_by_time",  # created_at (8 bytes BE ns) + repo id -> b""; ListRepositories order
+    "refs",  # repo id + "/" + ref name -> value
+    "objects",  # repo id + "/" + 20-byte object id -> header + payload
+    "chunks",  # object key + 4-byte chunk index -> encoded chunk (blobs above 1 MiB)
+    "recent",  # repo id -> recent delta-eligible blobs (delta base candidates)
+)
+
+FORMAT_VERSION = b"1"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str
+    durable: bool = True
+    initial_map_size: int = 1 << 30
+    max_readers: int = 1024
+
+
+class _ReadGate:
+    """Counts open read transactions; map growth waits for zero and holds new readers off."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closed_for_growth = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._closed_for_growth:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._closed_for_growth = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed_for_growth = False
+                self._cond.notify_all()
+
+
+class Storage:
+    """The LMDB environment of one data dir. Writes go through `self.writer` only."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        from govc.storage.writer import Writer  # writer needs a constructed Storage
+
+        self.config = config
+        os.makedirs(config.path, exist_ok=True)
+        self.env = lmdb.open(
+            config.path,
+            map_size=config.initial_map_size,
+            max_dbs=len(DATABASES) + 4,
+            max_readers=config.max_readers,
+            sync=config.durable,
+            metasync=config.durable,
+            readahead=False,
+            lock=True,
+        )
+        self.dbs: dict[str, Any] = {name: self.env.open_db(name.encode()) for name in DATABASES}
+        self._gate = _ReadGate()
+        self._closed = False
+        with self.env.begin(write=True) as txn:
+            version = txn.get(b"format", db=self.dbs["meta"])
+            if version is None:
+                txn.put(b"format", FORMAT_VERSION, db=self.dbs["meta"])
+            elif version != FORMAT_VERSION:
+                raise RuntimeError(
+                    f"data dir {config.path} has storage format {version!r}, "
+                    f"this govc reads {FORMAT_VERSION!r}"
+                )
+        self.writer = Writer(self)
+
+    @property
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    @contextmanager
+    def read(self, buffers: bool = False) -> Iterator[Any]:
+        """A read transaction. With `buffers=True` values are views valid only inside it."""
+        if self._closed:
+            raise Unavailable("storage is closed")
+        self._gate.enter()
+        try:
+            with self.env.begin(buffers=buffers) as txn:
+                yield txn
+        finally:
+            self._gate.leave()
+
+    def grow_map(self) -> None:
+        """Double the map. Called by the writer thread only, with no write transaction open."""
+        with self._gate.exclusive():
+            new_size = self.map_size * 2
+            self.env.set_mapsize(new_size)
+            log.info("storage map grown to %d MiB", new_size >> 20)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.writer.close()
+        self._closed = True
+        with self._gate.exclusive():
+            self.env.sync(True)
+            self.env.close()

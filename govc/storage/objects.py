@@ -1,0 +1,260 @@
+"""The object store: how git objects of a repository are laid out in LMDB.
+
+Key: repo id + "/" + 20-byte object id. Value: a 10-byte header (object type, encoding,
+uncompressed size) and a payload:
+
+* RAW      the content as is
+* ZSTD     a zstd frame, used only when it saves at least 10%
+* DELTA    20-byte base id, 1-byte chain depth, then a zstd frame compressed with the base's
+           content as a raw prefix dictionary (bounded chains, depth <= MAX_DELTA_DEPTH)
+* CHUNKED  chunk size, chunk count and stored bytes of all chunks; the chunks live in the `chunks` database,
+           each RAW or ZSTD on its own, so a big blob is never decoded in one piece
+
+Hashing and compression happen in `prepare_blob`, off the writer thread; the writer only copies
+prepared bytes into the transaction (`put_prepared`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from govc.errors import NotFound
+from govc.objects import BLOB, object_header
+
+KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+
+RAW = 0
+ZSTD = 1
+DELTA = 2
+CHUNKED = 3
+
+HEADER = struct.Struct(">BBQ")  # kind, encoding, size
+CHUNK_HEADER = struct.Struct(">IIQ")  # chunk size, chunk count, stored bytes of all chunks
+CHUNK_INDEX = struct.Struct(">I")
+
+CHUNK_SIZE = 1 << 20  # blobs above this are stored in chunks
+MAX_DELTA_SIZE = 1 << 20  # zstd prefix deltas degrade silently above ~2 MiB
+MAX_DELTA_DEPTH = 10
+MIN_SAVING = 0.10  # compress only when it saves at least this fraction
+ZSTD_LEVEL = 3
+DELTA_WINDOW_LOG = 22  # covers base + content for blobs up to MAX_DELTA_SIZE
+
+
+def object_key(repo_id: str, oid: bytes) -> bytes:
+    return repo_id.encode() + b"/" + oid
+
+
+def repo_prefix(repo_id: str) -> bytes:
+    return repo_id.encode() + b"/"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    kind: str
+    encoding: int
+    size: int
+    stored_size: int  # payload bytes actually stored (chunks included)
+    base: bytes | None = None
+    depth: int = 0
+
+    @property
+    def compressed(self) -> bool:
+        return self.encoding in (ZSTD, DELTA) or (
+            self.encoding == CHUNKED and self.stored_size < self.size
+        )
+
+
+@dataclass
+class PreparedObject:
+    """An object hashed and encoded, ready to be written by the writer thread."""
+
+    oid: bytes
+    kind: str
+    size: int
+    encoding: int
+    payload: bytes
+    chunks: list[bytes] = field(default_factory=list)
+    base: bytes | None = None
+    depth: int = 0
+
+    @property
+    def hex(self) -> str:
+        return self.oid.hex()
+
+    @property
+    def stored_size(self) -> int:
+        if self.encoding == CHUNKED:
+            return int(CHUNK_HEADER.unpack(self.payload)[2])
+        if self.encoding == DELTA:
+            return len(self.payload) - 21
+        return len(self.payload)
+
+
+def _zstd(data: bytes | memoryview) -> bytes:
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+
+
+def _worth_it(compressed: int, size: int) -> bool:
+    return compressed <= size * (1 - MIN_SAVING)
+
+
+def _encode_chunk(data: bytes | memoryview, compress: bool) -> bytes:
+    if compress and len(data):
+        packed = _zstd(data)
+        if _worth_it(len(packed), len(data)):
+            return bytes([ZSTD]) + packed
+    return bytes([RAW]) + bytes(data)
+
+
+def prepare_object(kind: str, content: bytes, compress: bool = True) -> PreparedObject:
+    """Hash and encode `content` as a plain (non-delta) object."""
+    size = len(content)
+    oid = hashlib.sha1(object_header(kind, size) + content).digest()
+    if size > CHUNK_SIZE:
+        view = memoryview(content)
+        chunks = [
+            _encode_chunk(view[i : i + CHUNK_SIZE], compress) for i in range(0, size, CHUNK_SIZE)
+        ]
+        stored = sum(len(c) - 1 for c in chunks)
+        payload = CHUNK_HEADER.pack(CHUNK_SIZE, len(chunks), stored)
+        return PreparedObject(oid, kind, size, CHUNKED, payload, chunks)
+    if compress and size:
+        packed = _zstd(content)
+        if _worth_it(len(packed), size):
+            return PreparedObject(oid, kind, size, ZSTD, packed)
+    return PreparedObject(oid, kind, size, RAW, content)
+
+
+def prepare_blob(content: bytes, compress: bool = True) -> PreparedObject:
+    return prepare_object(BLOB, content, compress)
+
+
+def delta_against(
+    prepared: PreparedObject, content: bytes, base_oid: bytes, base: bytes, base_depth: int
+) -> PreparedObject | None:
+    """`prepared` re-encoded as a delta against `base`, or None if that is not smaller."""
+    if prepared.size > MAX_DELTA_SIZE or len(base) > MAX_DELTA_SIZE or not content:
+        return None
+    if base_depth >= MAX_DELTA_DEPTH:
+        return None
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    params = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, window_log=DELTA_WINDOW_LOG)
+    frame = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(
+        content
+    )
+    if len(frame) >= prepared.stored_size or not _worth_it(len(frame), prepared.size):
+        return None
+    payload = base_oid + bytes([base_depth + 1]) + frame
+    return PreparedObject(
+        prepared.oid, prepared.kind, prepared.size, DELTA, payload, base=base_oid, depth=base_depth + 1
+    )
+
+
+class ObjectStore:
+    """Reads and writes the objects of every repository in one LMDB environment."""
+
+    def __init__(self, dbs: dict[str, Any]) -> None:
+        self._objects = dbs["objects"]
+        self._chunks = dbs["chunks"]
+
+    # ---- writes (writer thread, inside its transaction) ----
+
+    def put_prepared(self, txn: Any, repo_id: str, obj: PreparedObject) -> ObjectInfo:
+        """Store `obj` unless the repository already has it; return what is stored."""
+        key = object_key(repo_id, obj.oid)
+        existing = self._info_from_value(txn.get(key, db=self._objects))
+        if existing is not None:
+            return existing
+        header = HEADER.pack(KIND_CODES[obj.kind], obj.encoding, obj.size)
+        txn.put(key, header + obj.payload, db=self._objects)
+        for index, chunk in enumerate(obj.chunks):
+            txn.put(key + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
+        return ObjectInfo(obj.kind, obj.encoding, obj.size, obj.stored_size, obj.base, obj.depth)
+
+    def delete_repo(self, txn: Any, repo_id: str) -> int:
+        """Delete every object and chunk of a repository; returns the number of objects."""
+        prefix = repo_prefix(repo_id)
+        count = _delete_prefix(txn, self._objects, prefix)
+        _delete_prefix(txn, self._chunks, prefix)
+        return count
+
+    # ---- reads (any thread, inside a read transaction) ----
+
+    def info(self, txn: Any, repo_id: str, oid: bytes) -> ObjectInfo | None:
+        key = object_key(repo_id, oid)
+        return self._info_from_value(txn.get(key, db=self._objects))
+
+    def read(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
+        """The whole content of an object (use `iter_chunks` for big blobs)."""
+        return b"".join(self.iter_chunks(txn, repo_id, oid))
+
+    def iter_chunks(self, txn: Any, repo_id: str, oid: bytes) -> Iterator[bytes]:
+        """The content in storage-sized pieces, decoded one at a time."""
+        key = object_key(repo_id, oid)
+        value = txn.get(key, db=self._objects)
+        if value is None:
+            raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
+        _, encoding, size = HEADER.unpack_from(value)
+        payload = memoryview(value)[HEADER.size :]
+        if encoding == RAW:
+            yield bytes(payload)
+        elif encoding == ZSTD:
+            yield zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+        elif encoding == DELTA:
+            yield self._undelta(txn, repo_id, payload, size)
+        elif encoding == CHUNKED:
+            _, count, _ = CHUNK_HEADER.unpack_from(payload)
+            for index in range(count):
+                chunk = txn.get(key + CHUNK_INDEX.pack(index), db=self._chunks)
+                if chunk is None:
+                    raise NotFound(f"chunk {index} of object {oid.hex()} is missing")
+                yield _decode_chunk(chunk)
+        else:
+            raise ValueError(f"unknown object encoding {encoding} for {oid.hex()}")
+
+    def _undelta(self, txn: Any, repo_id: str, payload: memoryview, size: int) -> bytes:
+        base = self.read(txn, repo_id, bytes(payload[:20]))
+        dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(
+            payload[21:], max_output_size=size
+        )
+
+    @staticmethod
+    def _info_from_value(value: Any) -> ObjectInfo | None:
+        if value is None:
+            return None
+        kind, encoding, size = HEADER.unpack_from(value)
+        payload_len = len(value) - HEADER.size
+        if encoding == CHUNKED:
+            _, _, stored = CHUNK_HEADER.unpack_from(value, HEADER.size)
+            return ObjectInfo(KIND_NAMES[kind], encoding, size, stored)
+        if encoding == DELTA:
+            base = bytes(value[HEADER.size : HEADER.size + 20])
+            depth = value[HEADER.size + 20]
+            return ObjectInfo(KIND_NAMES[kind], encoding, size, payload_len - 21, base, depth)
+        return ObjectInfo(KIND_NAMES[kind], encoding, size, payload_len)
+
+
+def _decode_chunk(chunk: bytes | memoryview) -> bytes:
+    if chunk[0] == ZSTD:
+        return zstandard.ZstdDecompressor().decompress(chunk[1:])
+    return bytes(chunk[1:])
+
+
+def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
+    count = 0
+    with txn.cursor(db=db) as cursor:
+        if not cursor.set_range(prefix):
+            return 0
+        while cursor.key().startswith(prefix):
+            count += 1
+            if not cursor.delete():
+                break
+    return count

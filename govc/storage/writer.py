@@ -1,0 +1,128 @@
+"""The single writer: one thread owns every LMDB write transaction (group commit).
+
+LMDB requires a write transaction to begin and commit on the same OS thread, and durable
+throughput comes from batching: the writer takes every operation queued while it was busy,
+applies them in one transaction (each in a nested transaction, so a failing operation leaves no
+trace while its neighbours commit), commits once (one fsync), and only then resolves the callers'
+futures. An acknowledged write is therefore on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import lmdb
+
+from govc.errors import GovcError, Unavailable
+
+if TYPE_CHECKING:
+    from govc.storage.env import Storage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# An operation receives the write transaction and returns its result. It must not touch any
+# state outside the transaction: the whole batch is re-run if the map has to grow. The
+# transaction returns values as buffers (no copy of big values just to look at a header), so an
+# operation copies whatever it returns.
+WriteOp = Callable[[Any], T]
+
+MAX_BATCH = 1024
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        #: Number of committed write transactions and of operations in them (tests, metrics).
+        self.commits = 0
+        self.operations = 0
+        self._thread = threading.Thread(target=self._run, name="govc-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: WriteOp[T]) -> Future[T]:
+        """Queue `op`; the future resolves after the transaction that ran it is durable."""
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise Unavailable("storage is closing; no more writes are accepted")
+            self._queue.put((op, fut))
+        return fut
+
+    def close(self) -> None:
+        """Finish every queued operation, then stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            batch: list[tuple[WriteOp[Any], Future[Any]]] = []
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._commit(batch)
+
+    def _commit(self, batch: list[tuple[WriteOp[Any], Future[Any]]]) -> None:
+        live = [(op, fut) for op, fut in batch if fut.set_running_or_notify_cancel()]
+        if not live:
+            return
+        env = self._storage.env
+        while True:
+            outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+            try:
+                with env.begin(write=True, buffers=True) as txn:
+                    for op, fut in live:
+                        outcomes.append((fut, *self._apply(env, txn, op)))
+            except lmdb.MapFullError:
+                self._storage.grow_map()
+                continue
+            except Exception as exc:  # the commit itself failed: nothing of the batch is stored
+                log.exception("write transaction failed")
+                for _, fut in live:
+                    fut.set_exception(Unavailable(f"storage write failed: {exc}"))
+                return
+            break
+        self.commits += 1
+        self.operations += len(live)
+        for fut, result, error in outcomes:
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
+
+    @staticmethod
+    def _apply(env: Any, txn: Any, op: WriteOp[Any]) -> tuple[Any, BaseException | None]:
+        try:
+            with env.begin(write=True, parent=txn, buffers=True) as child:
+                return op(child), None
+        except lmdb.MapFullError:
+            raise
+        except GovcError as exc:
+            return None, exc
+        except Exception as exc:  # a bug in an operation must not take its batch down
+            log.exception("write operation failed")
+            return None, exc
