@@ -14,6 +14,7 @@ from typing import Any
 
 from govc.errors import AlreadyExists, NotFound
 from govc.storage import Storage
+from govc.storage.env import delete_prefix
 from govc.storage.objects import ObjectStore, repo_prefix
 
 DEFAULT_BRANCH = "main"
@@ -101,11 +102,7 @@ class Repositories:
             txn.delete(_time_key(info), db=self._by_time)
             txn.delete(key, db=self._recent)
             self._objects.delete_repo(txn, repo_id)
-            with txn.cursor(db=self._refs) as cursor:
-                prefix = repo_prefix(repo_id)
-                if cursor.set_range(prefix):
-                    while cursor.key().startswith(prefix) and cursor.delete():
-                        pass
+            delete_prefix(txn, self._refs, repo_prefix(repo_id))
 
         return self._storage.writer.submit(op)
 

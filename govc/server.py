@@ -95,11 +95,10 @@ class GovcServer:
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)
         health = Health({service: [self._serving]})
-        services = [service, health]
-        services = ServerReflection.extend(services, pool=_reflection_pool())
-        self._server = Server(services)
+        services: list[Any] = [service, health]
+        self._server = Server(ServerReflection.extend(services, pool=_reflection_pool()))
         await self._server.start(config.host, config.grpc_port)
-        sockets = self._server._server.sockets if self._server._server else []
+        sockets = getattr(self._server._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
         self._serving.set(True)
         log.info(

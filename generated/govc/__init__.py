@@ -146,9 +146,7 @@ class AggregationGroup(betterproto2.Message):
     metrics: "dict[str, float]" = betterproto2.field(
         3,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
     )
 
     sample_results: "list[SearchResult]" = betterproto2.field(
@@ -173,9 +171,7 @@ class AggregationSummary(betterproto2.Message):
     metrics: "dict[str, float]" = betterproto2.field(
         3,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
     )
 
 
@@ -221,9 +217,7 @@ class BatchOperationResult(betterproto2.Message):
     error: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "BatchOperationResult", BatchOperationResult
-)
+default_message_pool.register_message("govc", "BatchOperationResult", BatchOperationResult)
 
 
 @dataclass(eq=False, repr=False)
@@ -248,9 +242,7 @@ class BatchOperationsRequest(betterproto2.Message):
     transaction: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
 
 
-default_message_pool.register_message(
-    "govc", "BatchOperationsRequest", BatchOperationsRequest
-)
+default_message_pool.register_message("govc", "BatchOperationsRequest", BatchOperationsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -271,9 +263,7 @@ class BatchOperationsResponse(betterproto2.Message):
     execution_time_ms: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message(
-    "govc", "BatchOperationsResponse", BatchOperationsResponse
-)
+default_message_pool.register_message("govc", "BatchOperationsResponse", BatchOperationsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -288,10 +278,7 @@ class Branch(betterproto2.Message):
     commit_hash: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     last_commit: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
     author: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
@@ -312,9 +299,7 @@ class CheckoutBranchRequest(betterproto2.Message):
     name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "CheckoutBranchRequest", CheckoutBranchRequest
-)
+default_message_pool.register_message("govc", "CheckoutBranchRequest", CheckoutBranchRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -354,10 +339,7 @@ class CommitResponse(betterproto2.Message):
     author: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
 
@@ -382,9 +364,7 @@ class CreateBranchRequest(betterproto2.Message):
     from_commit: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "CreateBranchRequest", CreateBranchRequest
-)
+default_message_pool.register_message("govc", "CreateBranchRequest", CreateBranchRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -399,9 +379,7 @@ class CreateBranchResponse(betterproto2.Message):
     commit_hash: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "CreateBranchResponse", CreateBranchResponse
-)
+default_message_pool.register_message("govc", "CreateBranchResponse", CreateBranchResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -424,15 +402,11 @@ class CreateRepositoryRequest(betterproto2.Message):
     metadata: "dict[str, str]" = betterproto2.field(
         4,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
 
-default_message_pool.register_message(
-    "govc", "CreateRepositoryRequest", CreateRepositoryRequest
-)
+default_message_pool.register_message("govc", "CreateRepositoryRequest", CreateRepositoryRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -447,16 +421,11 @@ class CreateRepositoryResponse(betterproto2.Message):
     name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     created_at: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
 
-default_message_pool.register_message(
-    "govc", "CreateRepositoryResponse", CreateRepositoryResponse
-)
+default_message_pool.register_message("govc", "CreateRepositoryResponse", CreateRepositoryResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -471,9 +440,7 @@ class DeleteBranchRequest(betterproto2.Message):
     name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "DeleteBranchRequest", DeleteBranchRequest
-)
+default_message_pool.register_message("govc", "DeleteBranchRequest", DeleteBranchRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -486,9 +453,7 @@ class DeleteRepositoryRequest(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "DeleteRepositoryRequest", DeleteRepositoryRequest
-)
+default_message_pool.register_message("govc", "DeleteRepositoryRequest", DeleteRepositoryRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -503,9 +468,7 @@ class ExecuteSqlQueryRequest(betterproto2.Message):
     sql_query: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "ExecuteSQLQueryRequest", ExecuteSqlQueryRequest
-)
+default_message_pool.register_message("govc", "ExecuteSQLQueryRequest", ExecuteSqlQueryRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -515,9 +478,7 @@ class ExecuteSqlQueryResponse(betterproto2.Message):
     def DESCRIPTOR() -> Descriptor:
         return GOVC_PROTO_DESCRIPTOR.message_types_by_name["ExecuteSQLQueryResponse"]
 
-    rows: "list[QueryRow]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    rows: "list[QueryRow]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     total: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
@@ -526,9 +487,7 @@ class ExecuteSqlQueryResponse(betterproto2.Message):
     executed_sql: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "ExecuteSQLQueryResponse", ExecuteSqlQueryResponse
-)
+default_message_pool.register_message("govc", "ExecuteSQLQueryResponse", ExecuteSqlQueryResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -563,9 +522,7 @@ class FullTextSearchRequest(betterproto2.Message):
 
     query: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    file_types: "list[str]" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, repeated=True
-    )
+    file_types: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
 
     max_size: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
 
@@ -582,9 +539,7 @@ class FullTextSearchRequest(betterproto2.Message):
     sort_by: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "FullTextSearchRequest", FullTextSearchRequest
-)
+default_message_pool.register_message("govc", "FullTextSearchRequest", FullTextSearchRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -594,18 +549,14 @@ class FullTextSearchResponse(betterproto2.Message):
     def DESCRIPTOR() -> Descriptor:
         return GOVC_PROTO_DESCRIPTOR.message_types_by_name["FullTextSearchResponse"]
 
-    results: "list[SearchResult]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    results: "list[SearchResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     total: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
     query_time_ms: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message(
-    "govc", "FullTextSearchResponse", FullTextSearchResponse
-)
+default_message_pool.register_message("govc", "FullTextSearchResponse", FullTextSearchResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -652,9 +603,7 @@ class GetBlobWithDeltaRequest(betterproto2.Message):
     hash: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "GetBlobWithDeltaRequest", GetBlobWithDeltaRequest
-)
+default_message_pool.register_message("govc", "GetBlobWithDeltaRequest", GetBlobWithDeltaRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -675,9 +624,7 @@ class GetBlobWithDeltaResponse(betterproto2.Message):
     was_compressed: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
 
 
-default_message_pool.register_message(
-    "govc", "GetBlobWithDeltaResponse", GetBlobWithDeltaResponse
-)
+default_message_pool.register_message("govc", "GetBlobWithDeltaResponse", GetBlobWithDeltaResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -709,19 +656,12 @@ class GetCommitResponse(betterproto2.Message):
     author: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
-    parent_hashes: "list[str]" = betterproto2.field(
-        5, betterproto2.TYPE_STRING, repeated=True
-    )
+    parent_hashes: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
 
-    changes: "list[FileChange]" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    changes: "list[FileChange]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("govc", "GetCommitResponse", GetCommitResponse)
@@ -737,9 +677,7 @@ class GetRepositoryRequest(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "GetRepositoryRequest", GetRepositoryRequest
-)
+default_message_pool.register_message("govc", "GetRepositoryRequest", GetRepositoryRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -756,24 +694,17 @@ class GetRepositoryResponse(betterproto2.Message):
     description: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
     created_at: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
     metadata: "dict[str, str]" = betterproto2.field(
         5,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
 
-default_message_pool.register_message(
-    "govc", "GetRepositoryResponse", GetRepositoryResponse
-)
+default_message_pool.register_message("govc", "GetRepositoryResponse", GetRepositoryResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -806,9 +737,7 @@ class GetStatusResponse(betterproto2.Message):
 
     untracked_files: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
 
-    status_entries: "list[str]" = betterproto2.field(
-        6, betterproto2.TYPE_STRING, repeated=True
-    )
+    status_entries: "list[str]" = betterproto2.field(6, betterproto2.TYPE_STRING, repeated=True)
 
 
 default_message_pool.register_message("govc", "GetStatusResponse", GetStatusResponse)
@@ -830,16 +759,11 @@ class HealthResponse(betterproto2.Message):
     checks: "dict[str, str]" = betterproto2.field(
         2,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
     uptime_seconds: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
@@ -858,9 +782,7 @@ class ListBranchesRequest(betterproto2.Message):
     repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "ListBranchesRequest", ListBranchesRequest
-)
+default_message_pool.register_message("govc", "ListBranchesRequest", ListBranchesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -870,16 +792,12 @@ class ListBranchesResponse(betterproto2.Message):
     def DESCRIPTOR() -> Descriptor:
         return GOVC_PROTO_DESCRIPTOR.message_types_by_name["ListBranchesResponse"]
 
-    branches: "list[Branch]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    branches: "list[Branch]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     current_branch: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "ListBranchesResponse", ListBranchesResponse
-)
+default_message_pool.register_message("govc", "ListBranchesResponse", ListBranchesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -917,9 +835,7 @@ class ListCommitsResponse(betterproto2.Message):
     total: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
 
-default_message_pool.register_message(
-    "govc", "ListCommitsResponse", ListCommitsResponse
-)
+default_message_pool.register_message("govc", "ListCommitsResponse", ListCommitsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -934,9 +850,7 @@ class ListRepositoriesRequest(betterproto2.Message):
     offset: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
 
-default_message_pool.register_message(
-    "govc", "ListRepositoriesRequest", ListRepositoriesRequest
-)
+default_message_pool.register_message("govc", "ListRepositoriesRequest", ListRepositoriesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -953,9 +867,7 @@ class ListRepositoriesResponse(betterproto2.Message):
     total: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
 
-default_message_pool.register_message(
-    "govc", "ListRepositoriesResponse", ListRepositoriesResponse
-)
+default_message_pool.register_message("govc", "ListRepositoriesResponse", ListRepositoriesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -988,14 +900,10 @@ class MergeBranchResponse(betterproto2.Message):
 
     conflicts: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
 
-    conflict_files: "list[str]" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, repeated=True
-    )
+    conflict_files: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
 
 
-default_message_pool.register_message(
-    "govc", "MergeBranchResponse", MergeBranchResponse
-)
+default_message_pool.register_message("govc", "MergeBranchResponse", MergeBranchResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1025,9 +933,7 @@ class QueryRow(betterproto2.Message):
     fields: "dict[str, str]" = betterproto2.field(
         1,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
 
@@ -1065,10 +971,7 @@ class ReadFileResponse(betterproto2.Message):
     size: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
     last_modified: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
 
@@ -1104,10 +1007,7 @@ class SearchDocument(betterproto2.Message):
     size: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
     last_modified: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: _google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
     )
 
     content: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
@@ -1131,9 +1031,7 @@ class SearchResult(betterproto2.Message):
 
     score: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
 
-    highlights: "list[str]" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, repeated=True
-    )
+    highlights: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
 
 
 default_message_pool.register_message("govc", "SearchResult", SearchResult)
@@ -1144,9 +1042,7 @@ class SearchWithAggregationRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOVC_PROTO_DESCRIPTOR.message_types_by_name[
-            "SearchWithAggregationRequest"
-        ]
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["SearchWithAggregationRequest"]
 
     repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1154,13 +1050,9 @@ class SearchWithAggregationRequest(betterproto2.Message):
         2, betterproto2.TYPE_MESSAGE, optional=True
     )
 
-    group_by: "list[str]" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, repeated=True
-    )
+    group_by: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
 
-    aggregations: "list[str]" = betterproto2.field(
-        4, betterproto2.TYPE_STRING, repeated=True
-    )
+    aggregations: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
 
     time_range: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
@@ -1175,9 +1067,7 @@ class SearchWithAggregationResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOVC_PROTO_DESCRIPTOR.message_types_by_name[
-            "SearchWithAggregationResponse"
-        ]
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["SearchWithAggregationResponse"]
 
     groups: "list[AggregationGroup]" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, repeated=True
@@ -1435,9 +1325,7 @@ class UploadBlobStreamRequest(betterproto2.Message):
     )
 
 
-default_message_pool.register_message(
-    "govc", "UploadBlobStreamRequest", UploadBlobStreamRequest
-)
+default_message_pool.register_message("govc", "UploadBlobStreamRequest", UploadBlobStreamRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1456,9 +1344,7 @@ class UploadBlobStreamResponse(betterproto2.Message):
     checksum: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "govc", "UploadBlobStreamResponse", UploadBlobStreamResponse
-)
+default_message_pool.register_message("govc", "UploadBlobStreamResponse", UploadBlobStreamResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -2088,9 +1974,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def get_repository(
-        self, message: "GetRepositoryRequest"
-    ) -> "GetRepositoryResponse":
+    async def get_repository(self, message: "GetRepositoryRequest") -> "GetRepositoryResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2153,15 +2037,11 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def remove_file(
-        self, message: "RemoveFileRequest"
-    ) -> "_google__protobuf__.Empty":
+    async def remove_file(self, message: "RemoveFileRequest") -> "_google__protobuf__.Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def move_file(
-        self, message: "MoveFileRequest"
-    ) -> "_google__protobuf__.Empty":
+    async def move_file(self, message: "MoveFileRequest") -> "_google__protobuf__.Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2176,30 +2056,22 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def list_commits(
-        self, message: "ListCommitsRequest"
-    ) -> "ListCommitsResponse":
+    async def list_commits(self, message: "ListCommitsRequest") -> "ListCommitsResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def create_branch(
-        self, message: "CreateBranchRequest"
-    ) -> "CreateBranchResponse":
+    async def create_branch(self, message: "CreateBranchRequest") -> "CreateBranchResponse":
         """
         Branches
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def list_branches(
-        self, message: "ListBranchesRequest"
-    ) -> "ListBranchesResponse":
+    async def list_branches(self, message: "ListBranchesRequest") -> "ListBranchesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def delete_branch(
-        self, message: "DeleteBranchRequest"
-    ) -> "_google__protobuf__.Empty":
+    async def delete_branch(self, message: "DeleteBranchRequest") -> "_google__protobuf__.Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2209,15 +2081,11 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def merge_branch(
-        self, message: "MergeBranchRequest"
-    ) -> "MergeBranchResponse":
+    async def merge_branch(self, message: "MergeBranchRequest") -> "MergeBranchResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def full_text_search(
-        self, message: "FullTextSearchRequest"
-    ) -> "FullTextSearchResponse":
+    async def full_text_search(self, message: "FullTextSearchRequest") -> "FullTextSearchResponse":
         """
         Search
         """
@@ -2252,9 +2120,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def get_health(
-        self, message: "_google__protobuf__.Empty"
-    ) -> "HealthResponse":
+    async def get_health(self, message: "_google__protobuf__.Empty") -> "HealthResponse":
         """
         Health and status
         """
@@ -2266,8 +2132,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_create_repository(
-        self,
-        stream: "grpclib.server.Stream[CreateRepositoryRequest, CreateRepositoryResponse]",
+        self, stream: "grpclib.server.Stream[CreateRepositoryRequest, CreateRepositoryResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2275,8 +2140,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_get_repository(
-        self,
-        stream: "grpclib.server.Stream[GetRepositoryRequest, GetRepositoryResponse]",
+        self, stream: "grpclib.server.Stream[GetRepositoryRequest, GetRepositoryResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2284,8 +2148,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_delete_repository(
-        self,
-        stream: "grpclib.server.Stream[DeleteRepositoryRequest, _google__protobuf__.Empty]",
+        self, stream: "grpclib.server.Stream[DeleteRepositoryRequest, _google__protobuf__.Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2293,8 +2156,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_list_repositories(
-        self,
-        stream: "grpclib.server.Stream[ListRepositoriesRequest, ListRepositoriesResponse]",
+        self, stream: "grpclib.server.Stream[ListRepositoriesRequest, ListRepositoriesResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2318,8 +2180,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_store_blob_with_delta(
-        self,
-        stream: "grpclib.server.Stream[StoreBlobWithDeltaRequest, StoreBlobWithDeltaResponse]",
+        self, stream: "grpclib.server.Stream[StoreBlobWithDeltaRequest, StoreBlobWithDeltaResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2327,8 +2188,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_get_blob_with_delta(
-        self,
-        stream: "grpclib.server.Stream[GetBlobWithDeltaRequest, GetBlobWithDeltaResponse]",
+        self, stream: "grpclib.server.Stream[GetBlobWithDeltaRequest, GetBlobWithDeltaResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2336,8 +2196,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_batch_operations(
-        self,
-        stream: "grpclib.server.Stream[BatchOperationsRequest, BatchOperationsResponse]",
+        self, stream: "grpclib.server.Stream[BatchOperationsRequest, BatchOperationsResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2369,8 +2228,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_remove_file(
-        self,
-        stream: "grpclib.server.Stream[RemoveFileRequest, _google__protobuf__.Empty]",
+        self, stream: "grpclib.server.Stream[RemoveFileRequest, _google__protobuf__.Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2378,8 +2236,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_move_file(
-        self,
-        stream: "grpclib.server.Stream[MoveFileRequest, _google__protobuf__.Empty]",
+        self, stream: "grpclib.server.Stream[MoveFileRequest, _google__protobuf__.Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2427,8 +2284,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_delete_branch(
-        self,
-        stream: "grpclib.server.Stream[DeleteBranchRequest, _google__protobuf__.Empty]",
+        self, stream: "grpclib.server.Stream[DeleteBranchRequest, _google__protobuf__.Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2436,8 +2292,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_checkout_branch(
-        self,
-        stream: "grpclib.server.Stream[CheckoutBranchRequest, _google__protobuf__.Empty]",
+        self, stream: "grpclib.server.Stream[CheckoutBranchRequest, _google__protobuf__.Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2453,8 +2308,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_full_text_search(
-        self,
-        stream: "grpclib.server.Stream[FullTextSearchRequest, FullTextSearchResponse]",
+        self, stream: "grpclib.server.Stream[FullTextSearchRequest, FullTextSearchResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2462,8 +2316,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_execute_sql_query(
-        self,
-        stream: "grpclib.server.Stream[ExecuteSqlQueryRequest, ExecuteSqlQueryResponse]",
+        self, stream: "grpclib.server.Stream[ExecuteSqlQueryRequest, ExecuteSqlQueryResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -2490,8 +2343,7 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         )
 
     async def __rpc_upload_blob_stream(
-        self,
-        stream: "grpclib.server.Stream[UploadBlobStreamRequest, UploadBlobStreamResponse]",
+        self, stream: "grpclib.server.Stream[UploadBlobStreamRequest, UploadBlobStreamResponse]"
     ) -> None:
         request = stream.__aiter__()
         response = await self.upload_blob_stream(request)

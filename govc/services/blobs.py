@@ -61,7 +61,9 @@ class BlobService:
             compression_ratio=info.stored_size / info.size if info.size else 0.0,
         )
 
-    async def get_blob_with_delta(self, message: GetBlobWithDeltaRequest) -> GetBlobWithDeltaResponse:
+    async def get_blob_with_delta(
+        self, message: GetBlobWithDeltaRequest
+    ) -> GetBlobWithDeltaResponse:
         content, info, hex_id = await self._read(message.repository_id, message.hash)
         return GetBlobWithDeltaResponse(
             content=content,

@@ -30,7 +30,7 @@ def to_grpc_error(exc: Exception, method: str) -> GRPCError:
         return exc
     if isinstance(exc, errors.GovcError):
         for cls in type(exc).__mro__:
-            status = STATUS_OF.get(cls)  # type: ignore[arg-type]
+            status = STATUS_OF.get(cls)
             if status is not None:
                 return GRPCError(status, exc.message)
     log.error("internal error in %s", method, exc_info=exc)

@@ -65,7 +65,7 @@ def limit_request_size(stream: Stream[Any, Any], max_bytes: int) -> None:
         data: bytes = await recv_data(size)
         return data
 
-    transport_stream.recv_data = limited_recv_data
+    transport_stream.recv_data = limited_recv_data  # type: ignore[method-assign]
 
 
 def _unimplemented(rpc: str) -> Callable[..., Awaitable[Any]]:

@@ -41,6 +41,19 @@ class StorageConfig:
     max_readers: int = 1024
 
 
+def delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
+    """Delete every key of `db` that starts with `prefix`; returns how many."""
+    count = 0
+    with txn.cursor(db=db) as cursor:
+        if not cursor.set_range(prefix):
+            return 0
+        while bytes(cursor.key()).startswith(prefix):
+            count += 1
+            if not cursor.delete():
+                break
+    return count
+
+
 class _ReadGate:
     """Counts open read transactions; map growth waits for zero and holds new readers off."""
 
@@ -118,7 +131,8 @@ class Storage:
             raise Unavailable("storage is closed")
         self._gate.enter()
         try:
-            with self.env.begin(buffers=buffers) as txn:
+            txn: Any = self.env.begin(buffers=True) if buffers else self.env.begin()
+            with txn:
                 yield txn
         finally:
             self._gate.leave()

@@ -7,8 +7,8 @@ uncompressed size) and a payload:
 * ZSTD     a zstd frame, used only when it saves at least 10%
 * DELTA    20-byte base id, 1-byte chain depth, then a zstd frame compressed with the base's
            content as a raw prefix dictionary (bounded chains, depth <= MAX_DELTA_DEPTH)
-* CHUNKED  chunk size, chunk count and stored bytes of all chunks; the chunks live in the `chunks` database,
-           each RAW or ZSTD on its own, so a big blob is never decoded in one piece
+* CHUNKED  chunk size, chunk count and stored bytes of all chunks; the chunks live in the
+           `chunks` database, each RAW or ZSTD on its own, so a big blob is never decoded whole
 
 Hashing and compression happen in `prepare_blob`, off the writer thread; the writer only copies
 prepared bytes into the transaction (`put_prepared`).
@@ -26,6 +26,7 @@ import zstandard
 
 from govc.errors import NotFound
 from govc.objects import BLOB, object_header
+from govc.storage.env import delete_prefix
 
 KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
@@ -153,7 +154,13 @@ def delta_against(
         return None
     payload = base_oid + bytes([base_depth + 1]) + frame
     return PreparedObject(
-        prepared.oid, prepared.kind, prepared.size, DELTA, payload, base=base_oid, depth=base_depth + 1
+        prepared.oid,
+        prepared.kind,
+        prepared.size,
+        DELTA,
+        payload,
+        base=base_oid,
+        depth=base_depth + 1,
     )
 
 
@@ -181,8 +188,8 @@ class ObjectStore:
     def delete_repo(self, txn: Any, repo_id: str) -> int:
         """Delete every object and chunk of a repository; returns the number of objects."""
         prefix = repo_prefix(repo_id)
-        count = _delete_prefix(txn, self._objects, prefix)
-        _delete_prefix(txn, self._chunks, prefix)
+        count = delete_prefix(txn, self._objects, prefix)
+        delete_prefix(txn, self._chunks, prefix)
         return count
 
     # ---- reads (any thread, inside a read transaction) ----
@@ -246,15 +253,3 @@ def _decode_chunk(chunk: bytes | memoryview) -> bytes:
     if chunk[0] == ZSTD:
         return zstandard.ZstdDecompressor().decompress(chunk[1:])
     return bytes(chunk[1:])
-
-
-def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
-    count = 0
-    with txn.cursor(db=db) as cursor:
-        if not cursor.set_range(prefix):
-            return 0
-        while cursor.key().startswith(prefix):
-            count += 1
-            if not cursor.delete():
-                break
-    return count

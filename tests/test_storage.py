@@ -1,0 +1,209 @@
+"""Storage on a real LMDB: group commit, failure isolation, map growth, the object store."""
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from govc.blobs import Blobs
+from govc.errors import AlreadyExists, NotFound
+from govc.objects import blob_id
+from govc.repositories import Repositories
+from govc.storage import Storage, StorageConfig
+from govc.storage.objects import (
+    CHUNK_SIZE,
+    CHUNKED,
+    DELTA,
+    MAX_DELTA_DEPTH,
+    RAW,
+    ZSTD,
+    ObjectStore,
+)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    store = Storage(StorageConfig(path=str(tmp_path / "db")))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _put(key: bytes, value: bytes, db: Any) -> Any:
+    def op(txn: Any) -> bytes:
+        txn.put(key, value, db=db)
+        return key
+
+    return op
+
+
+def test_group_commit_batches_concurrent_writes(storage: Storage) -> None:
+    meta = storage.dbs["meta"]
+    futures: list[Any] = []
+    lock = threading.Lock()
+
+    def submit_many(worker: int) -> None:
+        for i in range(100):
+            fut = storage.writer.submit(_put(f"k{worker}-{i}".encode(), b"v", meta))
+            with lock:
+                futures.append(fut)
+
+    threads = [threading.Thread(target=submit_many, args=(w,)) for w in range(4)]
+    before = storage.writer.commits
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait(futures)
+    assert all(f.exception() is None for f in futures)
+    commits = storage.writer.commits - before
+    assert commits < len(futures), f"{commits} commits for {len(futures)} writes"
+    with storage.read() as txn:
+        keys = [f"k{w}-{i}".encode() for w in range(4) for i in range(100)]
+        assert all(txn.get(key, db=meta) == b"v" for key in keys)
+
+
+def test_a_failing_operation_leaves_no_trace_and_spares_its_batch(storage: Storage) -> None:
+    meta = storage.dbs["meta"]
+    release = threading.Event()
+
+    def blocker(txn: Any) -> None:
+        release.wait(5)
+
+    def failing(txn: Any) -> None:
+        txn.put(b"half-written", b"x", db=meta)
+        raise AlreadyExists("boom")
+
+    first = storage.writer.submit(blocker)
+    # Queued while the writer is busy: these three run in one transaction.
+    ok1 = storage.writer.submit(_put(b"a", b"1", meta))
+    bad = storage.writer.submit(failing)
+    ok2 = storage.writer.submit(_put(b"b", b"2", meta))
+    release.set()
+    wait([first, ok1, bad, ok2])
+    assert isinstance(bad.exception(), AlreadyExists)
+    assert ok1.result() == b"a" and ok2.result() == b"b"
+    with storage.read() as txn:
+        assert txn.get(b"half-written", db=meta) is None
+        assert txn.get(b"a", db=meta) == b"1" and txn.get(b"b", db=meta) == b"2"
+
+
+def test_map_grows_on_demand(tmp_path: Path) -> None:
+    store = Storage(StorageConfig(path=str(tmp_path / "small"), initial_map_size=1 << 20))
+    try:
+        meta = store.dbs["meta"]
+        values = {f"k{i}".encode(): os.urandom(256 * 1024) for i in range(24)}  # 6 MiB
+        futures = [store.writer.submit(_put(k, v, meta)) for k, v in values.items()]
+        wait(futures)
+        assert all(f.exception() is None for f in futures)
+        assert store.map_size > 1 << 20
+        with store.read() as txn:
+            assert all(txn.get(k, db=meta) == v for k, v in values.items())
+    finally:
+        store.close()
+    # Reopening with the small initial size keeps the data (LMDB keeps the larger map).
+    again = Storage(StorageConfig(path=str(tmp_path / "small"), initial_map_size=1 << 20))
+    try:
+        with again.read() as txn:
+            assert all(txn.get(k, db=again.dbs["meta"]) == v for k, v in values.items())
+    finally:
+        again.close()
+
+
+def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    store = Storage(StorageConfig(path=str(tmp_path / "db")))
+    store.close()
+    with pytest.raises(Exception, match="closing"):
+        store.writer.submit(lambda txn: None)
+
+
+def _repo(storage: Storage, repo_id: str = "r") -> tuple[Repositories, Blobs]:
+    repos = Repositories(storage)
+    repos.create(repo_id, "", "", {}).result()
+    return repos, Blobs(storage, repos)
+
+
+def _text(lines: int, seed: int = 0) -> bytes:
+    return "".join(
+        f"line {i} of a file with some words {i * 7919 % 1000} seed {seed}\n" for i in range(lines)
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        (b"", RAW),
+        (b"x", RAW),
+        (os.urandom(4096), RAW),  # incompressible: stored as is
+        (b"a" * 4096, ZSTD),
+        (os.urandom(CHUNK_SIZE + 1), CHUNKED),
+        (b"z" * (3 * CHUNK_SIZE), CHUNKED),
+    ],
+    ids=["empty", "1B", "random", "compressible", "chunked-random", "chunked-compressible"],
+)
+def test_object_store_round_trip(storage: Storage, content: bytes, encoding: int) -> None:
+    _, blobs = _repo(storage)
+    prepared = blobs.prepare(content)
+    assert prepared.hex == blob_id(content)
+    info = blobs.store("r", prepared).result()
+    assert info.encoding == encoding and info.size == len(content)
+    data, read_info = blobs.read("r", prepared.oid)
+    assert data == content and read_info == info
+    if encoding == ZSTD:
+        assert info.stored_size <= 0.9 * len(content)
+
+
+def test_chunked_blob_reads_piece_by_piece(storage: Storage) -> None:
+    _, blobs = _repo(storage)
+    content = os.urandom(2 * CHUNK_SIZE + 10)
+    prepared = blobs.prepare(content)
+    blobs.store("r", prepared).result()
+    with storage.read(buffers=True) as txn:
+        pieces = list(ObjectStore(storage.dbs).iter_chunks(txn, "r", prepared.oid))
+    assert [len(p) for p in pieces] == [CHUNK_SIZE, CHUNK_SIZE, 10]
+    assert b"".join(pieces) == content
+
+
+def test_delta_chains_are_bounded(storage: Storage) -> None:
+    _, blobs = _repo(storage)
+    base = _text(2000)
+    depths = []
+    versions = [base]
+    for v in range(1, MAX_DELTA_DEPTH + 5):
+        lines = versions[-1].split(b"\n")
+        lines[v * 10] = f"edited in version {v}".encode()
+        versions.append(b"\n".join(lines))
+    for content in versions:
+        prepared = blobs.prepare_with_delta("r", content, True)
+        info = blobs.store_delta_candidate("r", prepared).result()
+        depths.append(info.depth)
+    assert max(depths) <= MAX_DELTA_DEPTH
+    assert depths[1] == 1 and sum(d > 0 for d in depths) > len(versions) // 2
+    for content in versions:
+        data, info = blobs.read("r", bytes.fromhex(blob_id(content)))
+        assert data == content
+        if info.encoding == DELTA:
+            assert info.stored_size < len(content) * 0.05
+
+
+def test_delete_repository_removes_objects_and_chunks(storage: Storage) -> None:
+    repos, blobs = _repo(storage, "gone")
+    _, other = _repo(storage, "kept")
+    big = os.urandom(CHUNK_SIZE * 2)
+    for target in ("gone", "kept"):
+        (blobs if target == "gone" else other).store(target, blobs.prepare(big)).result()
+        blobs.store(target, blobs.prepare(b"small")).result()
+    repos.delete("gone").result()
+    with storage.read() as txn:
+        for db in ("objects", "chunks", "refs"):
+            with txn.cursor(db=storage.dbs[db]) as cursor:
+                keys = [bytes(k) for k in cursor.iternext(values=False)]
+            assert keys and all(k.startswith(b"kept/") for k in keys), db
+    with pytest.raises(NotFound):
+        blobs.read("gone", bytes.fromhex(blob_id(b"small")))
+    assert other.read("kept", bytes.fromhex(blob_id(big)))[0] == big
