@@ -53,14 +53,36 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be positive")
 
 
-def _reflection_pool() -> Any:
-    """The generated descriptor pool, plus the health service so reflection can describe it."""
-    pool = default_google_proto_descriptor_pool
-    try:
-        pool.FindFileByName(health_pb2.DESCRIPTOR.name)
-    except KeyError:
-        pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
-    return pool
+class _ReflectionPool:
+    """The generated descriptor pool, plus the health service, for server reflection.
+
+    protobuf's (upb) pool cannot find a method by its full name (`govc.GoVCService.StoreBlob`),
+    which tools such as grpcurl ask for; we answer with the file of its service.
+    """
+
+    def __init__(self) -> None:
+        pool = default_google_proto_descriptor_pool
+        try:
+            pool.FindFileByName(health_pb2.DESCRIPTOR.name)
+        except KeyError:
+            pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:  # noqa: N802 (protobuf's name)
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                raise KeyError(symbol) from None
+            if method not in service.methods_by_name:
+                raise
+            return service.file
 
 
 class GovcServer:
@@ -96,7 +118,7 @@ class GovcServer:
         service = GovcService(handlers, self.tracker, config.max_message_bytes)
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
-        self._server = Server(ServerReflection.extend(services, pool=_reflection_pool()))
+        self._server = Server(ServerReflection.extend(services, pool=_ReflectionPool()))
         await self._server.start(config.host, config.grpc_port)
         sockets = getattr(self._server._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
