@@ -18,13 +18,12 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.blobs import Blobs
 from govc.repositories import Repositories
 from govc.services.blobs import BlobService
-from govc.services.grpc import CallTracker, GovcService
+from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
 from govc.storage import Storage, StorageConfig
@@ -71,7 +70,7 @@ class _ReflectionPool:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
-    def FindFileContainingSymbol(self, symbol: str) -> Any:  # noqa: N802 (protobuf's name)
+    def FindFileContainingSymbol(self, symbol: str) -> Any:  # protobuf's method name
         try:
             return self._pool.FindFileContainingSymbol(symbol)
         except KeyError:
@@ -92,7 +91,7 @@ class GovcServer:
         self.storage: Storage | None = None
         self.tracker = CallTracker()
         self._serving = ServiceStatus()
-        self._server: Server | None = None
+        self._server: DrainingServer | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -118,7 +117,7 @@ class GovcServer:
         service = GovcService(handlers, self.tracker, config.max_message_bytes)
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
-        self._server = Server(ServerReflection.extend(services, pool=_ReflectionPool()))
+        self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
         await self._server.start(config.host, config.grpc_port)
         sockets = getattr(self._server._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
@@ -140,14 +139,15 @@ class GovcServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
         self._serving.set(False)
         self.tracker.accepting = False
-        if server._server is not None:
-            server._server.close()  # stop listening; open connections stay up
-        try:
-            await asyncio.wait_for(self.tracker.wait_idle(), self.config.drain_timeout)
-        except TimeoutError:
+        server.stop_listening()
+        if not await self.tracker.wait_idle(self.config.drain_timeout):
             log.warning("drain timed out with %d calls in flight", self.tracker.in_flight)
+        if not await server.flush_connections(max(0.0, deadline - loop.time())):
+            log.warning("drain timed out before every response reached its client")
         server.close()
         await server.wait_closed()
         if self.storage is not None:

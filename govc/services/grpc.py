@@ -7,13 +7,18 @@ of its own), (4) sets the call context, and (5) maps domain errors to status cod
 """
 
 import asyncio
+import fcntl
 import logging
-from collections.abc import Awaitable, Callable
+import struct
+import termios
+import weakref
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
+from grpclib.protocol import H2Protocol
+from grpclib.server import Server, Stream
 
 from generated.govc import GoVcServiceBase
 from govc.errors import Unimplemented
@@ -26,25 +31,84 @@ _RPC_PREFIX = "__rpc_"
 
 
 class CallTracker:
-    """Calls in flight, and whether new ones are still accepted."""
+    """Calls in flight, and whether new ones are still accepted.
+
+    A call is tracked by grpclib's task for it, which outlives our handler: after the handler
+    returns, the task still sends the response (waiting on flow control for a slow reader) and
+    the trailers. Drain waits for those tasks, not just for the handlers.
+    """
 
     def __init__(self) -> None:
         self.accepting = True
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
 
     def enter(self) -> None:
-        self.in_flight += 1
-        self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None and task not in self._tasks:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def leave(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle.set()
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until every tracked call has finished; False if `timeout` ran out first."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not self._tasks
 
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
+
+class DrainingServer(Server):
+    """grpclib's Server, remembering its connections so shutdown can flush them.
+
+    `Server.close()` cancels calls and leaves connections to die with the process, which
+    drops whatever is still buffered for a client. `flush_connections` waits until the bytes
+    written to each connection have left this process and been acknowledged by the peer
+    (kernel send queue empty), then closes it.
+    """
+
+    def __init__(self, handlers: Collection[Any]) -> None:
+        super().__init__(handlers)
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol: H2Protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()  # open connections stay up
+
+    async def flush_connections(self, timeout: float) -> bool:
+        """Wait (bounded) until every connection has delivered its output; then close them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        transports = [
+            p.connection._transport for p in list(self._protocols) if hasattr(p, "connection")
+        ]
+        pending = [t for t in transports if not t.is_closing()]
+        while pending and loop.time() < deadline:
+            pending = [t for t in pending if not t.is_closing() and _unsent_bytes(t) > 0]
+            if pending:
+                await asyncio.sleep(0.01)
+        for transport in transports:
+            transport.close()
+        return not pending
+
+
+def _unsent_bytes(transport: Any) -> int:
+    """Bytes still buffered in the transport or unacknowledged in the kernel send queue."""
+    buffered = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return buffered
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return buffered
+    return buffered + int(struct.unpack("i", queued)[0])
 
 
 def limit_request_size(stream: Stream[Any, Any], max_bytes: int) -> None:
@@ -126,6 +190,5 @@ class GovcService(GoVcServiceBase):
                 raise to_grpc_error(exc, path) from None
             finally:
                 current_call.reset(token)
-                tracker.leave()
 
         return guarded
