@@ -22,23 +22,47 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from generated.google.protobuf import Empty
 from generated.govc import (
+    AddFileRequest,
+    AddFileResponse,
+    CheckoutBranchRequest,
+    CommitRequest,
+    CommitResponse,
+    CreateBranchRequest,
+    CreateBranchResponse,
     CreateRepositoryRequest,
     CreateRepositoryResponse,
+    DeleteBranchRequest,
     DeleteRepositoryRequest,
     GetBlobRequest,
     GetBlobResponse,
     GetBlobWithDeltaRequest,
     GetBlobWithDeltaResponse,
+    GetCommitRequest,
+    GetCommitResponse,
     GetRepositoryRequest,
     GetRepositoryResponse,
+    GetStatusRequest,
+    GetStatusResponse,
     GoVcServiceStub,
     HealthResponse,
+    ListBranchesRequest,
+    ListBranchesResponse,
+    ListCommitsRequest,
+    ListCommitsResponse,
     ListRepositoriesRequest,
     ListRepositoriesResponse,
+    MergeBranchRequest,
+    MergeBranchResponse,
+    MoveFileRequest,
+    ReadFileRequest,
+    ReadFileResponse,
+    RemoveFileRequest,
     StoreBlobRequest,
     StoreBlobResponse,
     StoreBlobWithDeltaRequest,
     StoreBlobWithDeltaResponse,
+    WriteFileRequest,
+    WriteFileResponse,
 )
 
 T = TypeVar("T")
@@ -170,6 +194,102 @@ class GovcClient:
     ) -> GetBlobWithDeltaResponse:
         request = GetBlobWithDeltaRequest(repository_id=repository_id, hash=blob_hash)
         return await self._call(self.stub.get_blob_with_delta, request)
+
+    # ---- files ----
+
+    async def add_file(self, repository_id: str, path: str, content: bytes) -> AddFileResponse:
+        """Write `content` to the work tree and stage it (`git add`)."""
+        self._check_size("content", content)
+        request = AddFileRequest(repository_id=repository_id, path=path, content=content)
+        return await self._call(self.stub.add_file, request)
+
+    async def write_file(self, repository_id: str, path: str, content: bytes) -> WriteFileResponse:
+        """Write `content` to the work tree only (not staged)."""
+        self._check_size("content", content)
+        request = WriteFileRequest(repository_id=repository_id, path=path, content=content)
+        return await self._call(self.stub.write_file, request)
+
+    async def read_file(self, repository_id: str, path: str, commit: str = "") -> ReadFileResponse:
+        """The file from the work tree (or index, or HEAD), or from revision `commit`."""
+        request = ReadFileRequest(repository_id=repository_id, path=path, commit=commit)
+        return await self._call(self.stub.read_file, request)
+
+    async def remove_file(self, repository_id: str, path: str) -> None:
+        request = RemoveFileRequest(repository_id=repository_id, path=path)
+        await self._call(self.stub.remove_file, request)
+
+    async def move_file(self, repository_id: str, from_path: str, to_path: str) -> None:
+        request = MoveFileRequest(repository_id=repository_id, from_path=from_path, to_path=to_path)
+        await self._call(self.stub.move_file, request)
+
+    # ---- commits ----
+
+    async def commit(
+        self,
+        repository_id: str,
+        message: str,
+        *,
+        author: str = "",
+        files: list[str] | None = None,
+    ) -> CommitResponse:
+        request = CommitRequest(
+            repository_id=repository_id, message=message, author=author, files=list(files or [])
+        )
+        return await self._call(self.stub.commit, request)
+
+    async def get_commit(self, repository_id: str, revision: str) -> GetCommitResponse:
+        request = GetCommitRequest(repository_id=repository_id, hash=revision)
+        return await self._call(self.stub.get_commit, request)
+
+    async def list_commits(
+        self,
+        repository_id: str,
+        *,
+        branch: str = "",
+        author: str = "",
+        limit: int = 0,
+        offset: int = 0,
+    ) -> ListCommitsResponse:
+        request = ListCommitsRequest(
+            repository_id=repository_id, branch=branch, author=author, limit=limit, offset=offset
+        )
+        return await self._call(self.stub.list_commits, request)
+
+    # ---- branches ----
+
+    async def create_branch(
+        self, repository_id: str, name: str, from_commit: str = ""
+    ) -> CreateBranchResponse:
+        request = CreateBranchRequest(
+            repository_id=repository_id, name=name, from_commit=from_commit
+        )
+        return await self._call(self.stub.create_branch, request)
+
+    async def list_branches(self, repository_id: str) -> ListBranchesResponse:
+        request = ListBranchesRequest(repository_id=repository_id)
+        return await self._call(self.stub.list_branches, request)
+
+    async def delete_branch(self, repository_id: str, name: str) -> None:
+        request = DeleteBranchRequest(repository_id=repository_id, name=name)
+        await self._call(self.stub.delete_branch, request)
+
+    async def checkout_branch(self, repository_id: str, name: str) -> None:
+        request = CheckoutBranchRequest(repository_id=repository_id, name=name)
+        await self._call(self.stub.checkout_branch, request)
+
+    async def merge_branch(
+        self, repository_id: str, source_branch: str, target_branch: str = "", message: str = ""
+    ) -> MergeBranchResponse:
+        request = MergeBranchRequest(
+            repository_id=repository_id,
+            source_branch=source_branch,
+            target_branch=target_branch,
+            message=message,
+        )
+        return await self._call(self.stub.merge_branch, request)
+
+    async def status(self, repository_id: str) -> GetStatusResponse:
+        return await self._call(self.stub.get_status, GetStatusRequest(repository_id=repository_id))
 
     # ---- health ----
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 from govc.errors import InvalidArgument
 
@@ -36,3 +37,136 @@ def validate_object_id(value: str, field: str = "hash") -> bytes:
     if not _HEX40.fullmatch(value):
         raise InvalidArgument(f"{field} must be 40 lowercase hex characters, got {value!r:.60}")
     return bytes.fromhex(value)
+
+
+# ---- trees ----
+
+FILE_MODE = "100644"
+EXEC_MODE = "100755"
+LINK_MODE = "120000"
+DIR_MODE = "40000"
+
+
+def _tree_sort_key(entry: tuple[str, str, bytes]) -> bytes:
+    # git compares names as bytes, a directory as if its name ended with "/".
+    mode, name, _ = entry
+    raw = name.encode()
+    return raw + b"/" if mode == DIR_MODE else raw
+
+
+def encode_tree(entries: list[tuple[str, str, bytes]]) -> bytes:
+    """A git tree from (mode, name, 20-byte id) entries, in git's order."""
+    return b"".join(
+        mode.encode() + b" " + name.encode() + b"\0" + oid
+        for mode, name, oid in sorted(entries, key=_tree_sort_key)
+    )
+
+
+def decode_tree(data: bytes) -> list[tuple[str, str, bytes]]:
+    entries = []
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        nul = data.index(b"\0", space)
+        mode = data[pos:space].decode()
+        name = data[space + 1 : nul].decode()
+        entries.append((mode, name, data[nul + 1 : nul + 21]))
+        pos = nul + 21
+    return entries
+
+
+# ---- commits ----
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    email: str
+    time: int  # unix seconds
+    offset: str = "+0000"
+
+    def encode(self) -> str:
+        return f"{self.name} <{self.email}> {self.time} {self.offset}"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name} <{self.email}>" if self.email else self.name
+
+    @classmethod
+    def decode(cls, line: str) -> "Signature":
+        ident, _, rest = line.rpartition(">")
+        name, _, email = ident.partition("<")
+        time_str, _, offset = rest.strip().partition(" ")
+        return cls(name.strip(), email.strip(), int(time_str), offset or "+0000")
+
+
+@dataclass(frozen=True)
+class Commit:
+    tree: str
+    parents: tuple[str, ...]
+    author: Signature
+    committer: Signature
+    message: str  # as stored: normalized, ending with a newline
+
+    def encode(self) -> bytes:
+        lines = [f"tree {self.tree}"]
+        lines += [f"parent {p}" for p in self.parents]
+        lines.append(f"author {self.author.encode()}")
+        lines.append(f"committer {self.committer.encode()}")
+        return ("\n".join(lines) + "\n\n" + self.message).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Commit":
+        text = data.decode()
+        header, _, message = text.partition("\n\n")
+        tree = ""
+        parents: list[str] = []
+        author = committer = None
+        for line in header.split("\n"):
+            key, _, value = line.partition(" ")
+            if key == "tree":
+                tree = value
+            elif key == "parent":
+                parents.append(value)
+            elif key == "author":
+                author = Signature.decode(value)
+            elif key == "committer":
+                committer = Signature.decode(value)
+        if author is None or committer is None:
+            raise ValueError("commit without author or committer")
+        return cls(tree, tuple(parents), author, committer, message)
+
+    @property
+    def summary(self) -> str:
+        return self.message.split("\n", 1)[0]
+
+
+def clean_message(message: str) -> str:
+    """git's default message cleanup: trailing spaces and outer blank lines go, one final \\n."""
+    lines = [line.rstrip() for line in message.replace("\r\n", "\n").split("\n")]
+    cleaned: list[str] = []
+    for line in lines:
+        if not line and (not cleaned or not cleaned[-1]):
+            continue  # leading blank lines and runs of blank lines
+        cleaned.append(line)
+    while cleaned and not cleaned[-1]:
+        cleaned.pop()
+    return "\n".join(cleaned) + "\n" if cleaned else ""
+
+
+_AUTHOR = re.compile(r"\s*([^<>]*?)\s*<([^<>]*)>\s*")
+
+
+def parse_author(value: str, default_name: str, default_email: str) -> tuple[str, str]:
+    """`Name <email>` or a bare name (email then empty); empty means the default identity."""
+    if not value.strip():
+        return default_name, default_email
+    match = _AUTHOR.fullmatch(value)
+    if match:
+        name, email = match.group(1), match.group(2).strip()
+        if not name:
+            raise InvalidArgument(f"author {value!r:.80} has no name")
+        return name, email
+    if any(c in value for c in "<>\n\0"):
+        raise InvalidArgument(f"author {value!r:.80} must be 'Name <email>' or a bare name")
+    return value.strip(), ""

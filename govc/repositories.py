@@ -102,7 +102,8 @@ class Repositories:
             txn.delete(_time_key(info), db=self._by_time)
             txn.delete(key, db=self._recent)
             self._objects.delete_repo(txn, repo_id)
-            delete_prefix(txn, self._refs, repo_prefix(repo_id))
+            for table in ("refs", "index", "worktree"):
+                delete_prefix(txn, self._storage.dbs[table], repo_prefix(repo_id))
 
         return self._storage.writer.submit(op)
 

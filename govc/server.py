@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,12 @@ from grpclib.reflection.service import ServerReflection
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.blobs import Blobs
 from govc.repositories import Repositories
+from govc.repository import VersionControl
 from govc.services.blobs import BlobService
 from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
+from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
 
 log = logging.getLogger("govc.server")
@@ -44,6 +47,8 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     drain_timeout: float = 30.0
     initial_map_size: int = 1 << 30
+    # Where commit times come from; tests fix it to compare ids with git's.
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         if self.durability not in ("durable", "relaxed"):
@@ -109,9 +114,11 @@ class GovcServer:
         )
         repositories = Repositories(storage)
         blobs = Blobs(storage, repositories)
+        vc = VersionControl(storage, repositories, clock=config.clock)
         handlers: list[object] = [
             RepositoryService(repositories),
             BlobService(blobs, config.max_message_bytes),
+            VersioningService(vc),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

@@ -16,3 +16,56 @@ def validate_repo_id(value: str, field: str = "id") -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+MAX_PATH_BYTES = 4096
+MAX_BRANCH_BYTES = 255
+_BRANCH_FORBIDDEN = set(" ~^:?*[\\\x7f")
+
+
+def validate_path(value: str, field: str = "path") -> str:
+    """A relative POSIX path of UTF-8 segments, no empty/`.`/`..`/`.git` segment, no NUL."""
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise InvalidArgument(f"{field} is longer than {MAX_PATH_BYTES} bytes")
+    if "\0" in value:
+        raise InvalidArgument(f"{field} {value!r:.80} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field} {value!r:.80} is not valid UTF-8") from None
+    if value.startswith("/"):
+        raise InvalidArgument(f"{field} {value!r:.80} must be relative (no leading /)")
+    for segment in value.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidArgument(f"{field} {value!r:.80} has an empty, '.' or '..' segment")
+        if segment.lower() == ".git":
+            raise InvalidArgument(f"{field} {value!r:.80} contains a .git segment")
+        if len(segment.encode()) > 255:
+            raise InvalidArgument(f"{field} {value!r:.80} has a segment over 255 bytes")
+    return value
+
+
+def validate_branch_name(value: str, field: str = "name") -> str:
+    """git's check-ref-format rules for a branch name, at most 255 bytes."""
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+
+    def bad(reason: str) -> InvalidArgument:
+        return InvalidArgument(f"{field} {value!r:.80} is not a valid branch name: {reason}")
+
+    if len(value.encode()) > MAX_BRANCH_BYTES:
+        raise bad(f"longer than {MAX_BRANCH_BYTES} bytes")
+    if value == "@" or value == "HEAD":
+        raise bad("reserved name")
+    if ".." in value or "@{" in value or "//" in value:
+        raise bad("contains '..', '@{' or '//'")
+    if any(c in _BRANCH_FORBIDDEN or ord(c) < 32 for c in value):
+        raise bad("contains a space, control character or one of ~^:?*[\\")
+    if value.startswith(("-", "/")) or value.endswith(("/", ".", ".lock")):
+        raise bad("starts with '-' or '/', or ends with '/', '.' or '.lock'")
+    for component in value.split("/"):
+        if component.startswith(".") or component.endswith(".lock"):
+            raise bad("a component starts with '.' or ends with '.lock'")
+    return value

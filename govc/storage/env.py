@@ -28,6 +28,8 @@ DATABASES = (
     "objects",  # repo id + "/" + 20-byte object id -> header + payload
     "chunks",  # object key + 4-byte chunk index -> encoded chunk (blobs above 1 MiB)
     "recent",  # repo id -> recent delta-eligible blobs (delta base candidates)
+    "index",  # repo id + "/" + path -> staged entry
+    "worktree",  # repo id + "/" + path -> work tree entry
 )
 
 FORMAT_VERSION = b"1"

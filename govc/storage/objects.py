@@ -198,6 +198,23 @@ class ObjectStore:
         key = object_key(repo_id, oid)
         return self._info_from_value(txn.get(key, db=self._objects))
 
+    def ids_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[bytes]:
+        """Ids of the repository's objects whose hex form starts with `hex_prefix`."""
+        prefix = repo_prefix(repo_id)
+        low = bytes.fromhex(hex_prefix.ljust(40, "0"))
+        found = []
+        with txn.cursor(db=self._objects) as cursor:
+            if cursor.set_range(prefix + low):
+                for key in cursor.iternext(values=False):
+                    key = bytes(key)
+                    if not key.startswith(prefix):
+                        break
+                    oid = key[len(prefix) :]
+                    if not oid.hex().startswith(hex_prefix):
+                        break
+                    found.append(oid)
+        return found
+
     def read(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
         """The whole content of an object (use `iter_chunks` for big blobs)."""
         return b"".join(self.iter_chunks(txn, repo_id, oid))

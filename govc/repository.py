@@ -1,0 +1,667 @@
+"""Version control of one repository at a time: work tree, index, commits, branches, merges.
+
+Every mutation is one writer operation (a function of the write transaction), so it is atomic
+and serialized with all other writes; reads are plain read transactions. Blob contents are
+hashed and compressed by the caller's thread before the operation is queued.
+"""
+
+import heapq
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from govc.merge import merge_trees
+from govc.objects import BLOB, COMMIT, Commit, Signature, blob_id, clean_message
+from govc.repositories import DEFAULT_BRANCH, Repositories
+from govc.revisions import looks_like_hash, split_revision
+from govc.storage import Storage
+from govc.storage.objects import ObjectStore, PreparedObject, prepare_blob, prepare_object
+from govc.storage.tables import Entry, EntryTable, RefTable
+from govc.trees import FileMap, ObjectReader, diff_files
+
+T = TypeVar("T")
+
+FILE_MODE = 0o100644
+HEADS = "refs/heads/"
+DEFAULT_IDENTITY = ("govc", "govc@localhost")
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    commit: Commit
+    changes: list[tuple[str, str, bytes]] | None = None
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    name: str
+    commit_id: str
+    commit: Commit
+
+
+@dataclass(frozen=True)
+class FileContent:
+    content: bytes
+    oid: bytes
+    modified_us: int
+
+
+@dataclass(frozen=True)
+class Status:
+    branch: str
+    entries: list[tuple[str, str]]  # (two-letter code, path), sorted by path
+
+    @property
+    def staged(self) -> int:
+        return sum(code[0] not in " ?" for code, _ in self.entries)
+
+    @property
+    def unstaged(self) -> int:
+        return sum(code[1] not in " ?" for code, _ in self.entries)
+
+    @property
+    def untracked(self) -> int:
+        return sum(code == "??" for code, _ in self.entries)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    commit_id: str
+    conflicts: list[str]
+    fast_forward: bool = False
+
+
+class VersionControl:
+    def __init__(
+        self,
+        storage: Storage,
+        repositories: Repositories,
+        clock: Callable[[], float] = time.time,
+        identity: tuple[str, str] = DEFAULT_IDENTITY,
+    ) -> None:
+        self._storage = storage
+        self._repositories = repositories
+        self._clock = clock
+        self.identity = identity
+        self.objects = ObjectReader(ObjectStore(storage.dbs))
+        self._refs = RefTable(storage.dbs)
+        self._index = EntryTable(storage.dbs, "index")
+        self._worktree = EntryTable(storage.dbs, "worktree")
+
+    # ---- plumbing ----
+
+    def _write(self, repo_id: str, op: Callable[[Any], T]) -> Future[T]:
+        def guarded(txn: Any) -> T:
+            self._repositories.require(txn, repo_id)
+            return op(txn)
+
+        return self._storage.writer.submit(guarded)
+
+    def _read(self, repo_id: str, op: Callable[[Any], T]) -> T:
+        with self._storage.read() as txn:
+            self._repositories.require(txn, repo_id)
+            return op(txn)
+
+    def _now_us(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    def head(self, txn: Any, repo_id: str) -> tuple[str | None, str | None]:
+        """(current branch or None when detached, commit id or None when unborn)."""
+        value = self._refs.get(txn, repo_id, "HEAD") or f"ref: {HEADS}{DEFAULT_BRANCH}"
+        if value.startswith("ref: "):
+            ref = value[5:]
+            return ref.removeprefix(HEADS), self._refs.get(txn, repo_id, ref)
+        return None, value
+
+    def _set_head_commit(self, txn: Any, repo_id: str, commit_id: str) -> None:
+        branch, _ = self.head(txn, repo_id)
+        if branch is None:
+            self._refs.put(txn, repo_id, "HEAD", commit_id)
+        else:
+            self._refs.put(txn, repo_id, HEADS + branch, commit_id)
+
+    def branch_tip(self, txn: Any, repo_id: str, name: str) -> str | None:
+        return self._refs.get(txn, repo_id, HEADS + name)
+
+    def head_files(self, txn: Any, repo_id: str) -> FileMap:
+        _, commit_id = self.head(txn, repo_id)
+        return self.commit_files(txn, repo_id, commit_id)
+
+    def commit_files(self, txn: Any, repo_id: str, commit_id: str | None) -> FileMap:
+        if commit_id is None:
+            return {}
+        return self.objects.flatten(txn, repo_id, self.objects.commit(txn, repo_id, commit_id).tree)
+
+    def _blob(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
+        return self.objects.read_kind(txn, repo_id, oid, BLOB)
+
+    def _store_blob_in_txn(self, txn: Any, repo_id: str, content: bytes) -> bytes:
+        prepared = prepare_blob(content)
+        self.objects.store.put_prepared(txn, repo_id, prepared)
+        return prepared.oid
+
+    # ---- revisions ----
+
+    def resolve(self, txn: Any, repo_id: str, rev: str, field: str = "revision") -> str:
+        """A commit id for `rev` (HEAD, branch, full or abbreviated id, with ~N and ^N)."""
+        base, steps = split_revision(rev, field)
+        commit_id = self._resolve_base(txn, repo_id, base, field)
+        for op, n in steps:
+            if op == "~":
+                for _ in range(n):
+                    parents = self.objects.commit(txn, repo_id, commit_id).parents
+                    if not parents:
+                        raise NotFound(f"{field} {rev!r}: the history is not that deep")
+                    commit_id = parents[0]
+            elif n > 0:
+                parents = self.objects.commit(txn, repo_id, commit_id).parents
+                if len(parents) < n:
+                    raise NotFound(f"{field} {rev!r}: commit {commit_id[:12]} has no parent {n}")
+                commit_id = parents[n - 1]
+        return commit_id
+
+    def _resolve_base(self, txn: Any, repo_id: str, base: str, field: str) -> str:
+        if base in ("HEAD", "@"):
+            _, commit_id = self.head(txn, repo_id)
+            if commit_id is None:
+                raise FailedPrecondition(f"{field}: HEAD has no commits yet")
+            return commit_id
+        tip = self.branch_tip(txn, repo_id, base)
+        if tip is not None:
+            return tip
+        if looks_like_hash(base):
+            matches = self._commits_with_prefix(txn, repo_id, base)
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidArgument(
+                    f"{field} {base!r} is ambiguous: {len(matches)} commits match"
+                )
+        raise NotFound(f"{field} {base!r} is not a branch or commit of repository {repo_id!r}")
+
+    def _commits_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[str]:
+        store = self.objects.store
+        if len(hex_prefix) == 40:
+            info = store.info(txn, repo_id, bytes.fromhex(hex_prefix))
+            return [hex_prefix] if info is not None and info.kind == COMMIT else []
+        return [
+            oid.hex()
+            for oid in store.ids_with_prefix(txn, repo_id, hex_prefix)
+            if (info := store.info(txn, repo_id, oid)) is not None and info.kind == COMMIT
+        ]
+
+    # ---- files ----
+
+    def _check_file_dir_conflicts(self, txn: Any, repo_id: str, path: str) -> None:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if self._worktree.get(txn, repo_id, parent) or self._index.get(txn, repo_id, parent):
+                raise FailedPrecondition(f"path {path!r}: {parent!r} is a file, not a directory")
+        for table in (self._worktree, self._index):
+            if table.has_prefix(txn, repo_id, path + "/"):
+                raise FailedPrecondition(f"path {path!r} is a directory")
+
+    def write_file(
+        self, repo_id: str, path: str, prepared: PreparedObject, stage: bool
+    ) -> Future[Entry]:
+        """Write to the work tree (WriteFile) and, with `stage`, to the index too (AddFile)."""
+
+        def op(txn: Any) -> Entry:
+            self._check_file_dir_conflicts(txn, repo_id, path)
+            self.objects.store.put_prepared(txn, repo_id, prepared)
+            entry = Entry(prepared.oid, FILE_MODE, prepared.size, self._now_us())
+            self._worktree.put(txn, repo_id, path, entry)
+            if stage:
+                self._index.put(txn, repo_id, path, entry)
+            return entry
+
+        return self._write(repo_id, op)
+
+    def read_file(self, repo_id: str, path: str, rev: str) -> FileContent:
+        def op(txn: Any) -> FileContent:
+            if rev:
+                commit_id = self.resolve(txn, repo_id, rev, "commit")
+                found = self.objects.lookup(
+                    txn, repo_id, self.objects.commit(txn, repo_id, commit_id).tree, path
+                )
+                if found is None:
+                    raise NotFound(f"path {path!r} not found in commit {commit_id[:12]}")
+                content = self._blob(txn, repo_id, found[1])
+                return FileContent(
+                    content, found[1], self._last_change_us(txn, repo_id, commit_id, path)
+                )
+            entry = self._worktree.get(txn, repo_id, path) or self._index.get(txn, repo_id, path)
+            _, head_id = self.head(txn, repo_id)
+            head_tree = self.objects.commit(txn, repo_id, head_id).tree if head_id else None
+            committed = self.objects.lookup(txn, repo_id, head_tree, path)
+            if entry is None:
+                if committed is None or head_id is None:
+                    raise NotFound(f"path {path!r} not found in repository {repo_id!r}")
+                content = self._blob(txn, repo_id, committed[1])
+                return FileContent(
+                    content, committed[1], self._last_change_us(txn, repo_id, head_id, path)
+                )
+            content = self._blob(txn, repo_id, entry.oid)
+            if committed is not None and committed[1] == entry.oid and head_id is not None:
+                return FileContent(
+                    content, entry.oid, self._last_change_us(txn, repo_id, head_id, path)
+                )
+            return FileContent(content, entry.oid, entry.modified_us)
+
+        return self._read(repo_id, op)
+
+    def _last_change_us(self, txn: Any, repo_id: str, start: str, path: str) -> int:
+        """Committer time of the newest commit reachable from `start` that changed `path`."""
+        for _, commit in self.walk(txn, repo_id, start):
+            mine = self.objects.lookup(txn, repo_id, commit.tree, path)
+            parents = [self.objects.commit(txn, repo_id, p) for p in commit.parents]
+            if not parents or all(
+                self.objects.lookup(txn, repo_id, p.tree, path) != mine for p in parents
+            ):
+                return commit.committer.time * 1_000_000
+        return 0
+
+    def remove_file(self, repo_id: str, path: str) -> Future[None]:
+        """`git rm`: the path leaves the index and the work tree (a directory: all below it)."""
+
+        def op(txn: Any) -> None:
+            paths = self._tracked_paths(txn, repo_id, path, "path")
+            for p in paths:
+                self._index.delete(txn, repo_id, p)
+                self._worktree.delete(txn, repo_id, p)
+
+        return self._write(repo_id, op)
+
+    def _tracked_paths(self, txn: Any, repo_id: str, path: str, field: str) -> list[str]:
+        index = self._index.all(txn, repo_id)
+        paths = [p for p in index if p == path or p.startswith(path + "/")]
+        if not paths:
+            raise NotFound(f"{field} {path!r} is not tracked in repository {repo_id!r}")
+        return paths
+
+    def move_file(self, repo_id: str, source: str, target: str) -> Future[None]:
+        """`git mv`: index and work tree entries move; a directory moves with its contents."""
+
+        def op(txn: Any) -> None:
+            paths = self._tracked_paths(txn, repo_id, source, "from_path")
+            if source == target or target.startswith(source + "/"):
+                raise InvalidArgument(f"to_path {target!r} is inside from_path {source!r}")
+            occupied = self._worktree.get(txn, repo_id, target) or self._index.get(
+                txn, repo_id, target
+            )
+            if (
+                occupied
+                or self._index.has_prefix(txn, repo_id, target + "/")
+                or self._worktree.has_prefix(txn, repo_id, target + "/")
+            ):
+                raise AlreadyExists(f"to_path {target!r} already exists")
+            moves = [(p, target + p[len(source) :]) for p in paths]
+            entries = [
+                (self._index.get(txn, repo_id, old), self._worktree.get(txn, repo_id, old))
+                for old, _ in moves
+            ]
+            for (old, _), _entries in zip(moves, entries, strict=True):
+                self._index.delete(txn, repo_id, old)
+                self._worktree.delete(txn, repo_id, old)
+            for (_, new), (staged, working) in zip(moves, entries, strict=True):
+                self._check_file_dir_conflicts(txn, repo_id, new)
+                if staged is not None:
+                    self._index.put(txn, repo_id, new, staged)
+                if working is not None:
+                    self._worktree.put(txn, repo_id, new, working)
+
+        return self._write(repo_id, op)
+
+    # ---- commits ----
+
+    def signature(self, author: tuple[str, str] | None) -> Signature:
+        name, email = author or self.identity
+        return Signature(name, email, int(self._clock()))
+
+    def commit(
+        self, repo_id: str, message: str, author: tuple[str, str] | None, files: list[str]
+    ) -> Future[CommitInfo]:
+        cleaned = clean_message(message)
+        if not cleaned:
+            raise InvalidArgument("message is required (and must not be only whitespace)")
+
+        def op(txn: Any) -> CommitInfo:
+            _, head_id = self.head(txn, repo_id)
+            head_files = self.commit_files(txn, repo_id, head_id)
+            if files:
+                tree_files = dict(head_files)
+                worktree = self._worktree.all(txn, repo_id)
+                for spec in files:
+                    matched = [
+                        p
+                        for p in worktree.keys()
+                        | head_files.keys()
+                        | self._index.all(txn, repo_id).keys()
+                        if p == spec or p.startswith(spec + "/")
+                    ]
+                    if not matched:
+                        raise NotFound(f"files: {spec!r} did not match any file")
+                    for p in matched:
+                        entry = worktree.get(p)
+                        if entry is None:
+                            tree_files.pop(p, None)
+                            self._index.delete(txn, repo_id, p)
+                        else:
+                            tree_files[p] = (entry.mode, entry.oid)
+                            self._index.put(txn, repo_id, p, entry)
+            else:
+                tree_files = {p: (e.mode, e.oid) for p, e in self._index.all(txn, repo_id).items()}
+            if tree_files == head_files:
+                raise FailedPrecondition("nothing to commit: the index matches HEAD")
+            tree_id = self.objects.write_tree(txn, repo_id, tree_files)
+            signature = self.signature(author)
+            commit = Commit(tree_id, (head_id,) if head_id else (), signature, signature, cleaned)
+            commit_id = self._put_commit(txn, repo_id, commit)
+            self._set_head_commit(txn, repo_id, commit_id)
+            return CommitInfo(commit_id, commit)
+
+        return self._write(repo_id, op)
+
+    def _put_commit(self, txn: Any, repo_id: str, commit: Commit) -> str:
+        prepared = prepare_object(COMMIT, commit.encode())
+        self.objects.store.put_prepared(txn, repo_id, prepared)
+        return prepared.hex
+
+    def get_commit(self, repo_id: str, rev: str) -> CommitInfo:
+        def op(txn: Any) -> CommitInfo:
+            commit_id = self.resolve(txn, repo_id, rev, "hash")
+            return self._with_changes(txn, repo_id, commit_id)
+
+        return self._read(repo_id, op)
+
+    def _with_changes(self, txn: Any, repo_id: str, commit_id: str) -> CommitInfo:
+        commit = self.objects.commit(txn, repo_id, commit_id)
+        parent = commit.parents[0] if commit.parents else None
+        changes = diff_files(
+            self.commit_files(txn, repo_id, parent),
+            self.objects.flatten(txn, repo_id, commit.tree),
+        )
+        return CommitInfo(commit_id, commit, changes)
+
+    def walk(self, txn: Any, repo_id: str, start: str) -> Iterator[tuple[str, Commit]]:
+        """Every commit reachable from `start` once, newest (committer time) first."""
+        seen = {start}
+        order = 0
+        first = self.objects.commit(txn, repo_id, start)
+        queue: list[tuple[int, int, str, Commit]] = [(-first.committer.time, order, start, first)]
+        while queue:
+            _, _, commit_id, commit = heapq.heappop(queue)
+            yield commit_id, commit
+            for parent_id in commit.parents:
+                if parent_id not in seen:
+                    seen.add(parent_id)
+                    parent = self.objects.commit(txn, repo_id, parent_id)
+                    order += 1
+                    heapq.heappush(queue, (-parent.committer.time, order, parent_id, parent))
+
+    def list_commits(
+        self, repo_id: str, branch: str, author: str, limit: int, offset: int
+    ) -> tuple[list[CommitInfo], int]:
+        def op(txn: Any) -> tuple[list[CommitInfo], int]:
+            if branch:
+                start: str | None = self.resolve(txn, repo_id, branch, "branch")
+            else:
+                _, start = self.head(txn, repo_id)
+            if start is None:
+                return [], 0
+            needle = author.lower()
+            matches = [
+                commit_id
+                for commit_id, commit in self.walk(txn, repo_id, start)
+                if not needle
+                or needle in commit.author.name.lower()
+                or needle in commit.author.email.lower()
+            ]
+            page = matches[offset:] if limit <= 0 else matches[offset : offset + limit]
+            return [self._with_changes(txn, repo_id, c) for c in page], len(matches)
+
+        return self._read(repo_id, op)
+
+    # ---- branches ----
+
+    def create_branch(self, repo_id: str, name: str, from_rev: str) -> Future[str]:
+        def op(txn: Any) -> str:
+            if self.branch_tip(txn, repo_id, name) is not None:
+                raise AlreadyExists(f"branch {name!r} already exists")
+            if self._refs.list(txn, repo_id, HEADS + name + "/") or any(
+                self.branch_tip(txn, repo_id, "/".join(name.split("/")[:i]))
+                for i in range(1, name.count("/") + 1)
+            ):
+                raise AlreadyExists(f"branch {name!r} conflicts with an existing branch path")
+            commit_id = self.resolve(txn, repo_id, from_rev or "HEAD", "from_commit")
+            self._refs.put(txn, repo_id, HEADS + name, commit_id)
+            return commit_id
+
+        return self._write(repo_id, op)
+
+    def list_branches(self, repo_id: str) -> tuple[list[BranchInfo], str]:
+        def op(txn: Any) -> tuple[list[BranchInfo], str]:
+            branches = [
+                BranchInfo(ref.removeprefix(HEADS), tip, self.objects.commit(txn, repo_id, tip))
+                for ref, tip in self._refs.list(txn, repo_id, HEADS)
+            ]
+            current, _ = self.head(txn, repo_id)
+            return branches, current or ""
+
+        return self._read(repo_id, op)
+
+    def delete_branch(self, repo_id: str, name: str) -> Future[None]:
+        def op(txn: Any) -> None:
+            if self.branch_tip(txn, repo_id, name) is None:
+                raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
+            current, _ = self.head(txn, repo_id)
+            if current == name:
+                raise FailedPrecondition(f"branch {name!r} is checked out; check out another first")
+            self._refs.delete(txn, repo_id, HEADS + name)
+
+        return self._write(repo_id, op)
+
+    def checkout(self, repo_id: str, name: str) -> Future[None]:
+        def op(txn: Any) -> None:
+            tip = self.branch_tip(txn, repo_id, name)
+            if tip is None:
+                raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
+            current, _ = self.head(txn, repo_id)
+            if current == name:
+                return
+            self._switch_tree(
+                txn,
+                repo_id,
+                self.head_files(txn, repo_id),
+                self.commit_files(txn, repo_id, tip),
+                "check out",
+            )
+            self._refs.put(txn, repo_id, "HEAD", f"ref: {HEADS}{name}")
+
+        return self._write(repo_id, op)
+
+    def _switch_tree(self, txn: Any, repo_id: str, old: FileMap, new: FileMap, action: str) -> None:
+        """Make index and work tree show `new`, carrying local changes git would carry.
+
+        A local change (staged, unstaged or untracked) survives when `old` and `new` agree on
+        that path; otherwise the switch would lose it and is refused with nothing changed.
+        """
+        index = self._index.all(txn, repo_id)
+        worktree = self._worktree.all(txn, repo_id)
+        blocked = []
+        for path in sorted(index.keys() | worktree.keys() | old.keys()):
+            staged, working = index.get(path), worktree.get(path)
+            committed = old.get(path)
+            staged_key = (staged.mode, staged.oid) if staged else None
+            working_key = (working.mode, working.oid) if working else None
+            if staged_key == committed and working_key == staged_key:
+                continue  # clean
+            if new.get(path) != committed:
+                if staged is None and committed is None and working_key == new.get(path):
+                    continue  # untracked file identical to the incoming one
+                blocked.append(path)
+        if blocked:
+            shown = ", ".join(blocked[:10]) + (" ..." if len(blocked) > 10 else "")
+            raise FailedPrecondition(
+                f"cannot {action}: uncommitted changes would be lost in {shown}"
+            )
+        now = self._now_us()
+        new_index: dict[str, Entry] = {}
+        new_worktree: dict[str, Entry] = {}
+        for path, (mode, oid) in new.items():
+            info = self.objects.store.info(txn, repo_id, oid)
+            entry = Entry(oid, mode, info.size if info else 0, now)
+            new_index[path] = new_worktree[path] = entry
+        for path in index.keys() | worktree.keys() | old.keys():
+            staged, working = index.get(path), worktree.get(path)
+            if new.get(path) == old.get(path) and (staged is not None or working is not None):
+                # Unchanged between the trees: local state (clean or not) carries over.
+                if staged is not None:
+                    new_index[path] = staged
+                else:
+                    new_index.pop(path, None)
+                if working is not None:
+                    new_worktree[path] = working
+                else:
+                    new_worktree.pop(path, None)
+            elif staged is None and old.get(path) is None and working is not None:
+                new_worktree[path] = working  # untracked, same as incoming
+        self._index.replace_all(txn, repo_id, new_index)
+        self._worktree.replace_all(txn, repo_id, new_worktree)
+
+    # ---- status ----
+
+    def status(self, repo_id: str) -> Status:
+        def op(txn: Any) -> Status:
+            current, _ = self.head(txn, repo_id)
+            return Status(current or "", self._status_entries(txn, repo_id))
+
+        return self._read(repo_id, op)
+
+    def _status_entries(self, txn: Any, repo_id: str) -> list[tuple[str, str]]:
+        head = self.head_files(txn, repo_id)
+        index = {p: (e.mode, e.oid) for p, e in self._index.all(txn, repo_id).items()}
+        worktree = {p: (e.mode, e.oid) for p, e in self._worktree.all(txn, repo_id).items()}
+        entries = []
+        for path in sorted(head.keys() | index.keys() | worktree.keys()):
+            h, i, w = head.get(path), index.get(path), worktree.get(path)
+            if i is None and h is None:
+                entries.append(("??", path))
+                continue
+            x = " " if i == h else "A" if h is None else "D" if i is None else "M"
+            y = " " if i is None or w == i else "D" if w is None else "M"
+            if x != " " or y != " ":
+                entries.append((x + y, path))
+        return entries
+
+    # ---- merge ----
+
+    def merge_base(self, txn: Any, repo_id: str, a: str, b: str) -> str | None:
+        """A lowest common ancestor of `a` and `b`: the newest one when there are several
+        (criss-cross histories), as git's recursive strategy picks for simple cases."""
+        ancestors_a = {c for c, _ in self.walk(txn, repo_id, a)}
+        covered: set[str] = set()  # proper ancestors of candidates found so far
+        candidates: list[str] = []
+        for commit_id, commit in self.walk(txn, repo_id, b):
+            if commit_id not in ancestors_a or commit_id in covered:
+                continue
+            candidates.append(commit_id)
+            stack = list(commit.parents)
+            while stack:
+                parent = stack.pop()
+                if parent not in covered:
+                    covered.add(parent)
+                    stack.extend(self.objects.commit(txn, repo_id, parent).parents)
+        if len(candidates) > 1:
+            # Commits made within one second may come out of date order: drop any candidate
+            # that is an ancestor of another.
+            lower: set[str] = set()
+            for candidate in candidates:
+                lower.update(c for c, _ in self.walk(txn, repo_id, candidate) if c != candidate)
+            candidates = [c for c in candidates if c not in lower]
+        return candidates[0] if candidates else None
+
+    def merge(self, repo_id: str, source: str, target: str, message: str) -> Future[MergeResult]:
+        def op(txn: Any) -> MergeResult:
+            current, _ = self.head(txn, repo_id)
+            into = target or current
+            if into is None:
+                raise FailedPrecondition("HEAD is detached: name target_branch")
+            source_tip = self.branch_tip(txn, repo_id, source)
+            if source_tip is None:
+                raise NotFound(f"source_branch {source!r} not found in repository {repo_id!r}")
+            target_tip = self.branch_tip(txn, repo_id, into)
+            if target_tip is None:
+                raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
+            if source == into:
+                raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
+            base = self.merge_base(txn, repo_id, source_tip, target_tip)
+            if base == source_tip:
+                return MergeResult(target_tip, [])  # already up to date
+            old_files = self.commit_files(txn, repo_id, target_tip)
+            if base == target_tip:
+                new_files = self.commit_files(txn, repo_id, source_tip)
+                if into == current:
+                    self._switch_tree(txn, repo_id, old_files, new_files, "merge")
+                self._refs.put(txn, repo_id, HEADS + into, source_tip)
+                return MergeResult(source_tip, [], fast_forward=True)
+            merged, conflicts = merge_trees(
+                self.commit_files(txn, repo_id, base),
+                old_files,
+                self.commit_files(txn, repo_id, source_tip),
+                lambda oid: self._blob(txn, repo_id, oid),
+                lambda data: self._store_blob_in_txn(txn, repo_id, data),
+            )
+            if conflicts:
+                raise _MergeConflict(conflicts)
+            if into == current:
+                self._switch_tree(txn, repo_id, old_files, merged, "merge")
+            tree_id = self.objects.write_tree(txn, repo_id, merged)
+            default = f"Merge branch '{source}'" + (
+                "" if into in ("main", "master") else f" into {into}"
+            )
+            signature = self.signature(None)
+            commit = Commit(
+                tree_id,
+                (target_tip, source_tip),
+                signature,
+                signature,
+                clean_message(message or default),
+            )
+            commit_id = self._put_commit(txn, repo_id, commit)
+            self._refs.put(txn, repo_id, HEADS + into, commit_id)
+            return MergeResult(commit_id, [])
+
+        future: Future[MergeResult] = Future()
+        inner = self._write(repo_id, op)
+
+        def settle(done: Future[MergeResult]) -> None:
+            error = done.exception()
+            if isinstance(error, _MergeConflict):
+                # A conflict is an answer, not an error; its nested transaction left no trace.
+                future.set_result(MergeResult("", error.paths))
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result())
+
+        inner.add_done_callback(settle)
+        return future
+
+
+class _MergeConflict(FailedPrecondition):
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"merge conflicts in {', '.join(paths)}")
+        self.paths = paths
+
+
+def content_blob(content: bytes) -> PreparedObject:
+    return prepare_blob(content)
+
+
+__all__ = ["VersionControl", "blob_id"]

@@ -1,0 +1,213 @@
+"""Version-control RPCs: files (AddFile, WriteFile, ReadFile, RemoveFile, MoveFile), commits
+(Commit, GetCommit, ListCommits), branches (CreateBranch, ListBranches, DeleteBranch,
+CheckoutBranch, MergeBranch) and GetStatus."""
+
+import asyncio
+import datetime
+
+from generated.google.protobuf import Empty
+from generated.govc import (
+    AddFileRequest,
+    AddFileResponse,
+    Branch,
+    CheckoutBranchRequest,
+    CommitRequest,
+    CommitResponse,
+    CreateBranchRequest,
+    CreateBranchResponse,
+    DeleteBranchRequest,
+    FileChange,
+    GetCommitRequest,
+    GetCommitResponse,
+    GetStatusRequest,
+    GetStatusResponse,
+    ListBranchesRequest,
+    ListBranchesResponse,
+    ListCommitsRequest,
+    ListCommitsResponse,
+    MergeBranchRequest,
+    MergeBranchResponse,
+    MoveFileRequest,
+    ReadFileRequest,
+    ReadFileResponse,
+    RemoveFileRequest,
+    WriteFileRequest,
+    WriteFileResponse,
+)
+from govc.errors import InvalidArgument
+from govc.objects import parse_author
+from govc.repository import CommitInfo, VersionControl
+from govc.services.convert import timestamp_from_us
+from govc.storage.objects import PreparedObject, prepare_blob
+from govc.validation import validate_branch_name, validate_path, validate_repo_id
+
+OFFLOAD_BYTES = 256 * 1024
+MAX_FILES_IN_COMMIT = 10_000
+
+
+def _seconds(t: int) -> datetime.datetime:
+    return timestamp_from_us(t * 1_000_000)
+
+
+def commit_message(info: CommitInfo) -> GetCommitResponse:
+    commit = info.commit
+    return GetCommitResponse(
+        hash=info.id,
+        message=commit.message.rstrip("\n"),
+        author=commit.author.identity,
+        timestamp=_seconds(commit.author.time),
+        parent_hashes=list(commit.parents),
+        changes=[
+            FileChange(path=path, type=kind, hash=oid.hex())
+            for path, kind, oid in info.changes or []
+        ],
+    )
+
+
+async def _prepare(content: bytes) -> PreparedObject:
+    if len(content) > OFFLOAD_BYTES:
+        return await asyncio.to_thread(prepare_blob, content)
+    return prepare_blob(content)
+
+
+class VersioningService:
+    def __init__(self, vc: VersionControl) -> None:
+        self._vc = vc
+
+    # ---- files ----
+
+    async def add_file(self, message: AddFileRequest) -> AddFileResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        path = validate_path(message.path, "path")
+        prepared = await _prepare(message.content)
+        await asyncio.wrap_future(self._vc.write_file(repo_id, path, prepared, stage=True))
+        return AddFileResponse(hash=prepared.hex, size=prepared.size)
+
+    async def write_file(self, message: WriteFileRequest) -> WriteFileResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        path = validate_path(message.path, "path")
+        prepared = await _prepare(message.content)
+        await asyncio.wrap_future(self._vc.write_file(repo_id, path, prepared, stage=False))
+        return WriteFileResponse(hash=prepared.hex, size=prepared.size)
+
+    async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        path = validate_path(message.path, "path")
+        found = self._vc.read_file(repo_id, path, message.commit)
+        return ReadFileResponse(
+            content=found.content,
+            hash=found.oid.hex(),
+            size=len(found.content),
+            last_modified=timestamp_from_us(found.modified_us),
+        )
+
+    async def remove_file(self, message: RemoveFileRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        path = validate_path(message.path, "path")
+        await asyncio.wrap_future(self._vc.remove_file(repo_id, path))
+        return Empty()
+
+    async def move_file(self, message: MoveFileRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        source = validate_path(message.from_path, "from_path")
+        target = validate_path(message.to_path, "to_path")
+        await asyncio.wrap_future(self._vc.move_file(repo_id, source, target))
+        return Empty()
+
+    # ---- commits ----
+
+    async def commit(self, message: CommitRequest) -> CommitResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        author = parse_author(message.author, *self._vc.identity)
+        if len(message.files) > MAX_FILES_IN_COMMIT:
+            raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
+        files = [validate_path(p, "files") for p in message.files]
+        info = await asyncio.wrap_future(self._vc.commit(repo_id, message.message, author, files))
+        return CommitResponse(
+            hash=info.id,
+            message=info.commit.message.rstrip("\n"),
+            author=info.commit.author.identity,
+            timestamp=_seconds(info.commit.author.time),
+        )
+
+    async def get_commit(self, message: GetCommitRequest) -> GetCommitResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        if not message.hash:
+            raise InvalidArgument("hash is required")
+        return commit_message(self._vc.get_commit(repo_id, message.hash))
+
+    async def list_commits(self, message: ListCommitsRequest) -> ListCommitsResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        if message.offset < 0:
+            raise InvalidArgument(f"offset must not be negative, got {message.offset}")
+        commits, total = self._vc.list_commits(
+            repo_id, message.branch, message.author, message.limit, message.offset
+        )
+        return ListCommitsResponse(commits=[commit_message(c) for c in commits], total=total)
+
+    # ---- branches ----
+
+    async def create_branch(self, message: CreateBranchRequest) -> CreateBranchResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        name = validate_branch_name(message.name, "name")
+        commit_id = await asyncio.wrap_future(
+            self._vc.create_branch(repo_id, name, message.from_commit)
+        )
+        return CreateBranchResponse(name=name, commit_hash=commit_id)
+
+    async def list_branches(self, message: ListBranchesRequest) -> ListBranchesResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        branches, current = self._vc.list_branches(repo_id)
+        return ListBranchesResponse(
+            branches=[
+                Branch(
+                    name=b.name,
+                    commit_hash=b.commit_id,
+                    last_commit=_seconds(b.commit.committer.time),
+                    author=b.commit.author.identity,
+                )
+                for b in branches
+            ],
+            current_branch=current,
+        )
+
+    async def delete_branch(self, message: DeleteBranchRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        name = validate_branch_name(message.name, "name")
+        await asyncio.wrap_future(self._vc.delete_branch(repo_id, name))
+        return Empty()
+
+    async def checkout_branch(self, message: CheckoutBranchRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        name = validate_branch_name(message.name, "name")
+        await asyncio.wrap_future(self._vc.checkout(repo_id, name))
+        return Empty()
+
+    async def merge_branch(self, message: MergeBranchRequest) -> MergeBranchResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        source = validate_branch_name(message.source_branch, "source_branch")
+        target = (
+            validate_branch_name(message.target_branch, "target_branch")
+            if message.target_branch
+            else ""
+        )
+        result = await asyncio.wrap_future(self._vc.merge(repo_id, source, target, message.message))
+        return MergeBranchResponse(
+            commit_hash=result.commit_id,
+            conflicts=bool(result.conflicts),
+            conflict_files=result.conflicts,
+        )
+
+    # ---- status ----
+
+    async def get_status(self, message: GetStatusRequest) -> GetStatusResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        status = self._vc.status(repo_id)
+        return GetStatusResponse(
+            repository_id=repo_id,
+            current_branch=status.branch,
+            staged_files=status.staged,
+            unstaged_files=status.unstaged,
+            untracked_files=status.untracked,
+            status_entries=[f"{code} {path}" for code, path in status.entries],
+        )
