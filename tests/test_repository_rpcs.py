@@ -122,9 +122,9 @@ async def test_health(client: GovcClient) -> None:
 
 
 async def test_unimplemented_rpcs_say_so(client: GovcClient) -> None:
-    from generated.govc import CommitRequest
+    from generated.govc import FullTextSearchRequest
 
     with pytest.raises(Exception) as info:
-        await client.stub.commit(CommitRequest(repository_id="x"))
+        await client.stub.full_text_search(FullTextSearchRequest(repository_id="x"))
     assert getattr(info.value, "status", None) == Status.UNIMPLEMENTED
-    assert "Commit" in getattr(info.value, "message", "")
+    assert "FullTextSearch" in getattr(info.value, "message", "")
