@@ -1,8 +1,11 @@
-"""The `govc` command line."""
+"""The `govc` command line: `govc serve`, `govc export/import`, and client commands."""
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 
 from govc.server import DEFAULT_MAX_MESSAGE_BYTES, GovcServer, ServerConfig
 
@@ -29,6 +32,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="govc", description="git-compatible version control")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("GOVC_SERVER", "127.0.0.1:9090"),
+        help="server address for client commands (env GOVC_SERVER)",
+    )
+    parser.add_argument(
+        "-r", "--repo", default=os.environ.get("GOVC_REPO", ""), help="repository (env GOVC_REPO)"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--data-dir", default="./govc-data", help="storage directory")
@@ -51,7 +63,112 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request or response message accepted",
     )
     serve.set_defaults(func=_serve)
+
+    export = commands.add_parser("export", help="write a repository as a bare git repository")
+    export.add_argument("repo_id")
+    export.add_argument("dest")
+    export.add_argument("--data-dir", default="./govc-data")
+    export.set_defaults(func=_storage_command)
+    imp = commands.add_parser("import", help="create a repository from a git repository")
+    imp.add_argument("source")
+    imp.add_argument("repo_id")
+    imp.add_argument("--data-dir", default="./govc-data")
+    imp.set_defaults(func=_storage_command)
+
+    _add_client_commands(commands)
     return parser
+
+
+def _storage_command(args: argparse.Namespace) -> int:
+    from govc.errors import GovcError
+    from govc.gitio import export_repository, import_repository
+    from govc.repositories import Repositories
+    from govc.repository import VersionControl
+    from govc.storage import Storage, StorageConfig
+    from govc.validation import validate_repo_id
+
+    storage = Storage(StorageConfig(path=args.data_dir))
+    try:
+        validate_repo_id(args.repo_id, "REPO_ID")
+        if args.command == "export":
+            vc = VersionControl(storage, Repositories(storage))
+            count = export_repository(vc, storage, args.repo_id, Path(args.dest))
+            print(f"exported {args.repo_id} to {args.dest} ({count} objects)")
+        else:
+            count = import_repository(storage, Path(args.source), args.repo_id)
+            print(f"imported {args.source} as {args.repo_id} ({count} objects)")
+        return 0
+    except GovcError as exc:
+        print(f"govc {args.command}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from govc.client import GovcRpcError
+    from govc.commands import run
+
+    try:
+        return asyncio.run(run(args))
+    except GovcRpcError as exc:
+        print(f"govc: {exc.status.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"govc: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_client_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from govc import commands as c
+
+    def command(name: str, action: object, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        parser.set_defaults(func=_client_command, action=action)
+        return parser
+
+    repo = commands.add_parser("repo", help="create, list or delete repositories")
+    repo_commands = repo.add_subparsers(dest="repo_command", required=True)
+    create = repo_commands.add_parser("create", help="create a repository")
+    create.add_argument("id")
+    create.add_argument("--name", default="")
+    create.add_argument("--description", default="")
+    create.set_defaults(func=_client_command, action=c.repo_create)
+    repo_commands.add_parser("list", help="list repositories").set_defaults(
+        func=_client_command, action=c.repo_list
+    )
+    delete = repo_commands.add_parser("delete", help="delete a repository")
+    delete.add_argument("id")
+    delete.set_defaults(func=_client_command, action=c.repo_delete)
+
+    add = command("add", c.add, "add local files (work tree and index)")
+    add.add_argument("paths", nargs="+")
+    add.add_argument("--as", dest="as_path", default="", help="path in the repository")
+    command("rm", c.rm, "remove a file").add_argument("path")
+    mv = command("mv", c.mv, "move a file")
+    mv.add_argument("source")
+    mv.add_argument("target")
+    cat = command("cat", c.cat, "print a file")
+    cat.add_argument("path")
+    cat.add_argument("--commit", default="", help="a revision (default: work tree)")
+    commit = command("commit", c.commit, "commit the index")
+    commit.add_argument("-m", "--message", required=True)
+    commit.add_argument("--author", default="", help="'Name <email>'")
+    commit.add_argument("files", nargs="*", help="commit only these paths")
+    log = command("log", c.log, "show history")
+    log.add_argument("-n", "--max-count", type=int, default=0)
+    log.add_argument("--branch", default="")
+    log.add_argument("--oneline", action="store_true")
+    command("status", c.status, "show the work tree status")
+    branch = command("branch", c.branch, "list, create or delete branches")
+    branch.add_argument("name", nargs="?", default="")
+    branch.add_argument("start_point", nargs="?", default="")
+    branch.add_argument("-d", "--delete", default="")
+    command("checkout", c.checkout, "switch branches").add_argument("name")
+    merge = command("merge", c.merge, "merge a branch into the current (or --into) branch")
+    merge.add_argument("source")
+    merge.add_argument("--into", default="")
+    merge.add_argument("-m", "--message", default="")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,9 +131,16 @@ class Storage:
         """A read transaction. With `buffers=True` values are views valid only inside it."""
         if self._closed:
             raise Unavailable("storage is closed")
-        self._gate.enter()
+        while True:
+            self._gate.enter()
+            try:
+                txn: Any = self.env.begin(buffers=True) if buffers else self.env.begin()
+            except lmdb.MapResizedError:
+                self._gate.leave()
+                self.adopt_map_size()
+                continue
+            break
         try:
-            txn: Any = self.env.begin(buffers=True) if buffers else self.env.begin()
             with txn:
                 yield txn
         finally:
@@ -145,6 +152,11 @@ class Storage:
             new_size = self.map_size * 2
             self.env.set_mapsize(new_size)
             log.info("storage map grown to %d MiB", new_size >> 20)
+
+    def adopt_map_size(self) -> None:
+        """Another process (e.g. `govc import` beside a server) grew the map: follow it."""
+        with self._gate.exclusive():
+            self.env.set_mapsize(0)
 
     def close(self) -> None:
         if self._closed:

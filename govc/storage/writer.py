@@ -100,6 +100,9 @@ class Writer:
             except lmdb.MapFullError:
                 self._storage.grow_map()
                 continue
+            except lmdb.MapResizedError:
+                self._storage.adopt_map_size()
+                continue
             except Exception as exc:  # the commit itself failed: nothing of the batch is stored
                 log.exception("write transaction failed")
                 for _, fut in live:

@@ -1,0 +1,143 @@
+"""Client commands of the `govc` CLI: talk to a running server, print git-like output."""
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+from govc.client import GovcClient
+
+
+def _when(ts: datetime.datetime | None) -> str:
+    if ts is None:
+        return ""
+    return ts.astimezone(datetime.UTC).strftime("%a %b %d %H:%M:%S %Y +0000")
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with GovcClient(args.server, timeout=args.timeout) as client:
+        result: int = await args.action(client, args)
+        return result
+
+
+def _repo(args: argparse.Namespace) -> str:
+    if not args.repo:
+        raise SystemExit("govc: name the repository with -r REPO (or GOVC_REPO)")
+    return str(args.repo)
+
+
+async def repo_create(c: GovcClient, args: argparse.Namespace) -> int:
+    created = await c.create_repository(args.id, name=args.name, description=args.description)
+    print(f"created repository {created.id}")
+    return 0
+
+
+async def repo_list(c: GovcClient, args: argparse.Namespace) -> int:
+    listing = await c.list_repositories()
+    for repo in listing.repositories:
+        print(f"{repo.id}\t{repo.name}\t{repo.description}")
+    return 0
+
+
+async def repo_delete(c: GovcClient, args: argparse.Namespace) -> int:
+    await c.delete_repository(args.id)
+    print(f"deleted repository {args.id}")
+    return 0
+
+
+async def add(c: GovcClient, args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    for name in args.paths:
+        local = Path(name)
+        target = args.as_path or local.as_posix()
+        stored = await c.add_file(repo, target, local.read_bytes())
+        print(f"add {target} ({stored.size} bytes, {stored.hash[:12]})")
+    return 0
+
+
+async def rm(c: GovcClient, args: argparse.Namespace) -> int:
+    await c.remove_file(_repo(args), args.path)
+    print(f"rm '{args.path}'")
+    return 0
+
+
+async def mv(c: GovcClient, args: argparse.Namespace) -> int:
+    await c.move_file(_repo(args), args.source, args.target)
+    return 0
+
+
+async def cat(c: GovcClient, args: argparse.Namespace) -> int:
+    found = await c.read_file(_repo(args), args.path, args.commit)
+    sys.stdout.buffer.write(found.content)
+    return 0
+
+
+async def commit(c: GovcClient, args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    made = await c.commit(repo, args.message, author=args.author, files=args.files)
+    status = await c.status(repo)
+    where = status.current_branch or "detached HEAD"
+    print(f"[{where} {made.hash[:7]}] {made.message.splitlines()[0]}")
+    return 0
+
+
+async def log(c: GovcClient, args: argparse.Namespace) -> int:
+    history = await c.list_commits(_repo(args), branch=args.branch, limit=args.max_count)
+    for entry in history.commits:
+        if args.oneline:
+            print(f"{entry.hash[:7]} {entry.message.splitlines()[0] if entry.message else ''}")
+            continue
+        print(f"commit {entry.hash}")
+        if len(entry.parent_hashes) > 1:
+            print("Merge: " + " ".join(p[:7] for p in entry.parent_hashes))
+        print(f"Author: {entry.author}")
+        print(f"Date:   {_when(entry.timestamp)}")
+        print()
+        for line in entry.message.splitlines():
+            print(f"    {line}")
+        print()
+    return 0
+
+
+async def status(c: GovcClient, args: argparse.Namespace) -> int:
+    current = await c.status(_repo(args))
+    print(f"On branch {current.current_branch}" if current.current_branch else "HEAD detached")
+    if not current.status_entries:
+        print("nothing to commit, working tree clean")
+    for entry in current.status_entries:
+        print(entry)
+    return 0
+
+
+async def branch(c: GovcClient, args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    if args.delete:
+        await c.delete_branch(repo, args.delete)
+        print(f"Deleted branch {args.delete}")
+        return 0
+    if args.name:
+        made = await c.create_branch(repo, args.name, args.start_point)
+        print(f"branch {made.name} at {made.commit_hash[:7]}")
+        return 0
+    listing = await c.list_branches(repo)
+    for b in listing.branches:
+        marker = "*" if b.name == listing.current_branch else " "
+        print(f"{marker} {b.name}")
+    return 0
+
+
+async def checkout(c: GovcClient, args: argparse.Namespace) -> int:
+    await c.checkout_branch(_repo(args), args.name)
+    print(f"Switched to branch '{args.name}'")
+    return 0
+
+
+async def merge(c: GovcClient, args: argparse.Namespace) -> int:
+    result = await c.merge_branch(_repo(args), args.source, args.into, args.message)
+    if result.conflicts:
+        for path in result.conflict_files:
+            print(f"CONFLICT (content): Merge conflict in {path}")
+        print("Automatic merge failed; nothing was changed.")
+        return 1
+    print(f"Merged {args.source}: {result.commit_hash[:7]}")
+    return 0

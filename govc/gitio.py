@@ -1,0 +1,190 @@
+"""Export a repository to a bare git repository, and import one from git.
+
+Export writes loose objects and refs directly (the format is simple and stable), so it needs
+no git binary; import reads with the real git (`git cat-file --batch`), so whatever git can
+read, govc can take in. Object ids are identical on both sides by construction.
+"""
+
+import os
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from govc.objects import BLOB, COMMIT, DIR_MODE, TREE, object_header
+from govc.repositories import Repositories
+from govc.repository import HEADS, VersionControl
+from govc.storage import Storage
+from govc.storage.objects import ObjectStore, prepare_object
+from govc.storage.tables import Entry, EntryTable, RefTable
+
+IMPORT_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def export_repository(vc: VersionControl, storage: Storage, repo_id: str, dest: Path) -> int:
+    """Write `repo_id` as a bare git repository at `dest`; returns the number of objects."""
+    if dest.exists() and any(dest.iterdir()):
+        raise FailedPrecondition(f"destination {dest} exists and is not empty")
+    refs = RefTable(storage.dbs)
+    with storage.read() as txn:
+        Repositories(storage).require(txn, repo_id)
+        branches = refs.list(txn, repo_id, HEADS)
+        head = refs.get(txn, repo_id, "HEAD") or f"ref: {HEADS}main"
+        tips = [tip for _, tip in branches]
+        if not head.startswith("ref: "):
+            tips.append(head)
+        for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
+            (dest / sub).mkdir(parents=True, exist_ok=True)
+        count = 0
+        for kind, oid, content in _reachable(vc, txn, repo_id, tips):
+            _write_loose(dest, kind, oid, content)
+            count += 1
+    for name, tip in branches:
+        ref_path = dest / name
+        ref_path.parent.mkdir(parents=True, exist_ok=True)
+        ref_path.write_text(tip + "\n")
+    (dest / "HEAD").write_text(head + "\n")
+    (dest / "config").write_text(
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+    )
+    (dest / "description").write_text(f"govc repository {repo_id}\n")
+    return count
+
+
+def _reachable(
+    vc: VersionControl, txn: Any, repo_id: str, tips: list[str]
+) -> Iterator[tuple[str, bytes, bytes]]:
+    """(kind, id, content) of every object reachable from `tips`, each once."""
+    seen: set[bytes] = set()
+    store = vc.objects.store
+    for tip in tips:
+        for commit_id, _ in vc.walk(txn, repo_id, tip):
+            oid = bytes.fromhex(commit_id)
+            if oid in seen:
+                continue
+            seen.add(oid)
+            content = vc.objects.read_kind(txn, repo_id, oid, COMMIT)
+            yield COMMIT, oid, content
+            tree = bytes.fromhex(vc.objects.commit(txn, repo_id, commit_id).tree)
+            stack = [tree]
+            while stack:
+                tree_oid = stack.pop()
+                if tree_oid in seen:
+                    continue
+                seen.add(tree_oid)
+                yield TREE, tree_oid, store.read(txn, repo_id, tree_oid)
+                for mode, _, child in vc.objects.tree(txn, repo_id, tree_oid):
+                    if mode == DIR_MODE:
+                        stack.append(child)
+                    elif child not in seen and mode != "160000":  # submodules point elsewhere
+                        seen.add(child)
+                        yield BLOB, child, store.read(txn, repo_id, child)
+
+
+def _write_loose(dest: Path, kind: str, oid: bytes, content: bytes) -> None:
+    hex_id = oid.hex()
+    directory = dest / "objects" / hex_id[:2]
+    directory.mkdir(exist_ok=True)
+    path = directory / hex_id[2:]
+    if not path.exists():
+        path.write_bytes(zlib.compress(object_header(kind, len(content)) + content, 1))
+
+
+def import_repository(storage: Storage, source: Path, repo_id: str) -> int:
+    """Create `repo_id` from the git repository at `source` (all objects, branches, HEAD)."""
+    git_dir = _git_dir(source)
+    repositories = Repositories(storage)
+    with storage.read() as txn:
+        if txn.get(repo_id.encode(), db=storage.dbs["repos"]) is not None:
+            raise AlreadyExists(f"repository {repo_id!r} already exists")
+    # Objects first, into a repository that does not exist yet: invisible until it is created.
+    count = 0
+    batch: list[Any] = []
+    batch_bytes = 0
+    store = ObjectStore(storage.dbs)
+    for kind, content in _git_objects(git_dir):
+        batch.append(prepare_object(kind, content))
+        batch_bytes += len(content)
+        count += 1
+        if batch_bytes >= IMPORT_BATCH_BYTES:
+            storage.writer.submit(_put_all(store, repo_id, batch)).result()
+            batch, batch_bytes = [], 0
+    if batch:
+        storage.writer.submit(_put_all(store, repo_id, batch)).result()
+    branches = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+    head = _git(git_dir, "symbolic-ref", "-q", "HEAD", check=False).strip()
+    if not head:
+        head = _git(git_dir, "rev-parse", "-q", "--verify", "HEAD", check=False).strip()
+    repositories.create(repo_id, "", f"imported from {source.name}", {}).result()
+    vc = VersionControl(storage, repositories)
+    refs = RefTable(storage.dbs)
+    index = EntryTable(storage.dbs, "index")
+    worktree = EntryTable(storage.dbs, "worktree")
+
+    def set_refs(txn: Any) -> None:
+        for line in branches.splitlines():
+            tip, ref = line.split(" ", 1)
+            refs.put(txn, repo_id, ref, tip)
+        if head.startswith("refs/"):
+            refs.put(txn, repo_id, "HEAD", f"ref: {head}")
+        elif head:
+            refs.put(txn, repo_id, "HEAD", head)
+        files = vc.head_files(txn, repo_id)
+        entries = {}
+        for path, (mode, oid) in files.items():
+            info = store.info(txn, repo_id, oid)
+            entries[path] = Entry(oid, mode, info.size if info else 0, 0)
+        index.replace_all(txn, repo_id, entries)
+        worktree.replace_all(txn, repo_id, entries)
+
+    storage.writer.submit(set_refs).result()
+    return count
+
+
+def _put_all(store: Any, repo_id: str, batch: list[Any]) -> Any:
+    def op(txn: Any) -> None:
+        for prepared in batch:
+            store.put_prepared(txn, repo_id, prepared)
+
+    return op
+
+
+def _git_dir(source: Path) -> Path:
+    result = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--absolute-git-dir"], capture_output=True
+    )
+    if result.returncode != 0:
+        raise InvalidArgument(f"{source} is not a git repository")
+    return Path(result.stdout.decode().strip())
+
+
+def _git(git_dir: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, "GIT_DIR": str(git_dir)}
+    result = subprocess.run(["git", *args], env=env, capture_output=True, check=check)
+    return result.stdout.decode()
+
+
+def _git_objects(git_dir: Path) -> Iterator[tuple[str, bytes]]:
+    """(kind, content) of every blob, tree and commit in the repository, via git itself."""
+    proc = subprocess.Popen(
+        ["git", "cat-file", "--batch-all-objects", "--batch", "--unordered"],
+        env={**os.environ, "GIT_DIR": str(git_dir)},
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        while True:
+            header = proc.stdout.readline()
+            if not header:
+                break
+            _, kind, size = header.decode().split()
+            content = proc.stdout.read(int(size))
+            proc.stdout.read(1)  # the newline after each object
+            if kind in (BLOB, TREE, COMMIT):
+                yield kind, content
+    finally:
+        proc.stdout.close()
+        if proc.wait() != 0:
+            raise FailedPrecondition(f"git cat-file failed reading {git_dir}")
