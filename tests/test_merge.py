@@ -92,7 +92,7 @@ async def test_clean_three_way_and_parent_order(client: GovcClient) -> None:
     assert content == edit(edit(BASE, 2, b"main\n"), 25, b"feature\n")
     assert (await client.read_file(REPO, "f.txt", commit="HEAD")).content == content
     assert (await client.status(REPO)).status_entries == []
-    assert [c.hash for c in (await client.list_commits(REPO)).commits][0] == result.commit_hash
+    assert (await client.list_commits(REPO)).commits[0].hash == result.commit_hash
 
 
 async def test_overlapping_edits_conflict_and_change_nothing(client: GovcClient) -> None:
