@@ -12,6 +12,8 @@ from govc.errors import NotFound
 from govc.repositories import Repositories
 from govc.storage import Storage
 from govc.storage.objects import (
+    CHUNKED,
+    DELTA,
     MAX_DELTA_DEPTH,
     MAX_DELTA_SIZE,
     ObjectInfo,
@@ -78,10 +80,18 @@ class Blobs:
 
     # ---- writing (resolved by the writer once durable) ----
 
-    def store(self, repo_id: str, prepared: PreparedObject) -> Future[ObjectInfo]:
-        def op(txn: Any) -> ObjectInfo:
+    def store(self, repo_id: str, blob: bytes | PreparedObject) -> Future[tuple[str, ObjectInfo]]:
+        """Store a blob; resolves to its id and what is stored.
+
+        Raw `bytes` are hashed and compressed on the writer thread: for small blobs that keeps
+        the event loop free, and compression releases the GIL, so it overlaps the loop's work.
+        Large blobs should arrive prepared (by a worker thread) to keep the writer moving.
+        """
+
+        def op(txn: Any) -> tuple[str, ObjectInfo]:
             self._repositories.require(txn, repo_id)
-            return self._objects.put_prepared(txn, repo_id, prepared)
+            prepared = prepare_blob(blob) if isinstance(blob, bytes) else blob
+            return prepared.hex, self._objects.put_prepared(txn, repo_id, prepared)
 
         return self._storage.writer.submit(op)
 
@@ -116,6 +126,16 @@ class Blobs:
         if info is None or info.kind != "blob":
             raise NotFound(f"blob {oid.hex()} not found in repository {repo_id!r}")
         return info
+
+    def read_if_small(
+        self, repo_id: str, oid: bytes, max_bytes: int
+    ) -> tuple[ObjectInfo, bytes | None]:
+        """The content when it is plain and at most `max_bytes` (one transaction), else None."""
+        with self._storage.read(buffers=True) as txn:
+            info = self._info(txn, repo_id, oid)
+            if info.size > max_bytes or info.encoding in (DELTA, CHUNKED):
+                return info, None
+            return info, self._objects.read(txn, repo_id, oid)
 
     def read(self, repo_id: str, oid: bytes) -> tuple[bytes, ObjectInfo]:
         with self._storage.read(buffers=True) as txn:

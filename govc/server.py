@@ -25,6 +25,7 @@ from govc.blobs import Blobs
 from govc.repositories import Repositories
 from govc.repository import VersionControl
 from govc.services.blobs import BlobService
+from govc.services.durable import DurableWaiter
 from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
@@ -115,10 +116,11 @@ class GovcServer:
         repositories = Repositories(storage)
         blobs = Blobs(storage, repositories)
         vc = VersionControl(storage, repositories, clock=config.clock)
+        durable = DurableWaiter(storage.writer, asyncio.get_running_loop())
         handlers: list[object] = [
-            RepositoryService(repositories),
-            BlobService(blobs, config.max_message_bytes),
-            VersioningService(vc),
+            RepositoryService(repositories, durable),
+            BlobService(blobs, durable, config.max_message_bytes),
+            VersioningService(vc, durable),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

@@ -39,7 +39,7 @@ contents = st.one_of(
 def test_store_read_round_trip(blobs: Blobs, content: bytes, compress: bool) -> None:
     prepared = blobs.prepare(content, compress)
     assert prepared.hex == blob_id(content)
-    info = blobs.store("p", prepared).result()
+    _, info = blobs.store("p", prepared).result()
     data, _ = blobs.read("p", prepared.oid)
     assert data == content and info.size == len(content)
 

@@ -150,7 +150,7 @@ def test_object_store_round_trip(storage: Storage, content: bytes, encoding: int
     _, blobs = _repo(storage)
     prepared = blobs.prepare(content)
     assert prepared.hex == blob_id(content)
-    info = blobs.store("r", prepared).result()
+    _, info = blobs.store("r", prepared).result()
     assert info.encoding == encoding and info.size == len(content)
     data, read_info = blobs.read("r", prepared.oid)
     assert data == content and read_info == info

@@ -15,7 +15,8 @@ from generated.govc import (
 from govc.blobs import Blobs
 from govc.errors import ResourceExhausted
 from govc.objects import validate_object_id
-from govc.storage.objects import DELTA, ObjectInfo
+from govc.services.durable import DurableWaiter
+from govc.storage.objects import ObjectInfo, PreparedObject
 from govc.validation import validate_repo_id
 
 # Above this size, hashing, compressing and decoding run in a worker thread, not on the loop.
@@ -23,19 +24,19 @@ OFFLOAD_BYTES = 256 * 1024
 
 
 class BlobService:
-    def __init__(self, blobs: Blobs, max_message_bytes: int) -> None:
+    def __init__(self, blobs: Blobs, durable: DurableWaiter, max_message_bytes: int) -> None:
         self._blobs = blobs
+        self._durable = durable
         self._max_message_bytes = max_message_bytes
 
     async def store_blob(self, message: StoreBlobRequest) -> StoreBlobResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         content = message.content
+        blob: bytes | PreparedObject = content
         if len(content) > OFFLOAD_BYTES:
-            prepared = await asyncio.to_thread(Blobs.prepare, content)
-        else:
-            prepared = Blobs.prepare(content)
-        await asyncio.wrap_future(self._blobs.store(repo_id, prepared))
-        return StoreBlobResponse(hash=prepared.hex, size=prepared.size)
+            blob = await asyncio.to_thread(Blobs.prepare, content)
+        blob_hash, info = await self._durable.wait(self._blobs.store(repo_id, blob))
+        return StoreBlobResponse(hash=blob_hash, size=info.size)
 
     async def get_blob(self, message: GetBlobRequest) -> GetBlobResponse:
         content, info, hex_id = await self._read(message.repository_id, message.hash)
@@ -53,7 +54,7 @@ class BlobService:
             )
         else:
             prepared = self._blobs.prepare_with_delta(repo_id, content, compress)
-        info = await asyncio.wrap_future(self._blobs.store_delta_candidate(repo_id, prepared))
+        info = await self._durable.wait(self._blobs.store_delta_candidate(repo_id, prepared))
         return StoreBlobWithDeltaResponse(
             hash=prepared.hex,
             size=info.size,
@@ -76,14 +77,13 @@ class BlobService:
     async def _read(self, repository_id: str, hash_: str) -> tuple[bytes, ObjectInfo, str]:
         repo_id = validate_repo_id(repository_id, "repository_id")
         oid = validate_object_id(hash_, "hash")
-        info = self._blobs.info(repo_id, oid)
+        info, inline = self._blobs.read_if_small(repo_id, oid, OFFLOAD_BYTES)
         if info.size > self._max_message_bytes:
             raise ResourceExhausted(
                 f"blob {hash_} is {info.size} bytes, over the {self._max_message_bytes}-byte "
                 "message limit; read it with StreamBlob"
             )
-        if info.size > OFFLOAD_BYTES or info.encoding == DELTA:
-            content, info = await asyncio.to_thread(self._blobs.read, repo_id, oid)
-        else:
-            content, info = self._blobs.read(repo_id, oid)
+        if inline is not None:
+            return inline, info, hash_
+        content, info = await asyncio.to_thread(self._blobs.read, repo_id, oid)
         return content, info, hash_

@@ -55,6 +55,9 @@ class HealthService:
         except OSError as exc:
             checks["disk"] = f"failed: {exc}"
             degraded = True
+        writer = self._storage.writer
+        checks["writer_commits"] = str(writer.commits)
+        checks["writer_operations"] = str(writer.operations)
         status = "unhealthy" if failed else "degraded" if degraded else "healthy"
         return HealthResponse(
             status=status,

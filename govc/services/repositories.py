@@ -1,7 +1,5 @@
 """Repository RPCs: CreateRepository, GetRepository, DeleteRepository, ListRepositories."""
 
-import asyncio
-
 from generated.google.protobuf import Empty
 from generated.govc import (
     CreateRepositoryRequest,
@@ -15,6 +13,7 @@ from generated.govc import (
 from govc.errors import InvalidArgument
 from govc.repositories import Repositories, RepositoryInfo
 from govc.services.convert import timestamp_from_us
+from govc.services.durable import DurableWaiter
 from govc.validation import validate_repo_id
 
 MAX_NAME_BYTES = 256
@@ -39,8 +38,9 @@ def _check_length(value: str, field: str, limit: int) -> None:
 
 
 class RepositoryService:
-    def __init__(self, repositories: Repositories) -> None:
+    def __init__(self, repositories: Repositories, durable: DurableWaiter) -> None:
         self._repositories = repositories
+        self._durable = durable
 
     async def create_repository(self, message: CreateRepositoryRequest) -> CreateRepositoryResponse:
         repo_id = validate_repo_id(message.id, "id")
@@ -53,7 +53,7 @@ class RepositoryService:
             raise InvalidArgument(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
         if any(not key for key in metadata):
             raise InvalidArgument("metadata keys must not be empty")
-        info = await asyncio.wrap_future(
+        info = await self._durable.wait(
             self._repositories.create(repo_id, message.name, message.description, metadata)
         )
         return CreateRepositoryResponse(
@@ -66,7 +66,7 @@ class RepositoryService:
 
     async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
         repo_id = validate_repo_id(message.id, "id")
-        await asyncio.wrap_future(self._repositories.delete(repo_id))
+        await self._durable.wait(self._repositories.delete(repo_id))
         return Empty()
 
     async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:

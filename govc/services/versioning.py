@@ -38,6 +38,7 @@ from govc.errors import InvalidArgument
 from govc.objects import parse_author
 from govc.repository import CommitInfo, VersionControl
 from govc.services.convert import timestamp_from_us
+from govc.services.durable import DurableWaiter
 from govc.storage.objects import PreparedObject, prepare_blob
 from govc.validation import validate_branch_name, validate_path, validate_repo_id
 
@@ -71,8 +72,9 @@ async def _prepare(content: bytes) -> PreparedObject:
 
 
 class VersioningService:
-    def __init__(self, vc: VersionControl) -> None:
+    def __init__(self, vc: VersionControl, durable: DurableWaiter) -> None:
         self._vc = vc
+        self._durable = durable
 
     # ---- files ----
 
@@ -80,14 +82,14 @@ class VersioningService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
         prepared = await _prepare(message.content)
-        await asyncio.wrap_future(self._vc.write_file(repo_id, path, prepared, stage=True))
+        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=True))
         return AddFileResponse(hash=prepared.hex, size=prepared.size)
 
     async def write_file(self, message: WriteFileRequest) -> WriteFileResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
         prepared = await _prepare(message.content)
-        await asyncio.wrap_future(self._vc.write_file(repo_id, path, prepared, stage=False))
+        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=False))
         return WriteFileResponse(hash=prepared.hex, size=prepared.size)
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
@@ -104,14 +106,14 @@ class VersioningService:
     async def remove_file(self, message: RemoveFileRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        await asyncio.wrap_future(self._vc.remove_file(repo_id, path))
+        await self._durable.wait(self._vc.remove_file(repo_id, path))
         return Empty()
 
     async def move_file(self, message: MoveFileRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         source = validate_path(message.from_path, "from_path")
         target = validate_path(message.to_path, "to_path")
-        await asyncio.wrap_future(self._vc.move_file(repo_id, source, target))
+        await self._durable.wait(self._vc.move_file(repo_id, source, target))
         return Empty()
 
     # ---- commits ----
@@ -122,7 +124,7 @@ class VersioningService:
         if len(message.files) > MAX_FILES_IN_COMMIT:
             raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
         files = [validate_path(p, "files") for p in message.files]
-        info = await asyncio.wrap_future(self._vc.commit(repo_id, message.message, author, files))
+        info = await self._durable.wait(self._vc.commit(repo_id, message.message, author, files))
         return CommitResponse(
             hash=info.id,
             message=info.commit.message.rstrip("\n"),
@@ -150,7 +152,7 @@ class VersioningService:
     async def create_branch(self, message: CreateBranchRequest) -> CreateBranchResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        commit_id = await asyncio.wrap_future(
+        commit_id = await self._durable.wait(
             self._vc.create_branch(repo_id, name, message.from_commit)
         )
         return CreateBranchResponse(name=name, commit_hash=commit_id)
@@ -174,13 +176,13 @@ class VersioningService:
     async def delete_branch(self, message: DeleteBranchRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        await asyncio.wrap_future(self._vc.delete_branch(repo_id, name))
+        await self._durable.wait(self._vc.delete_branch(repo_id, name))
         return Empty()
 
     async def checkout_branch(self, message: CheckoutBranchRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        await asyncio.wrap_future(self._vc.checkout(repo_id, name))
+        await self._durable.wait(self._vc.checkout(repo_id, name))
         return Empty()
 
     async def merge_branch(self, message: MergeBranchRequest) -> MergeBranchResponse:
@@ -191,7 +193,7 @@ class VersioningService:
             if message.target_branch
             else ""
         )
-        result = await asyncio.wrap_future(self._vc.merge(repo_id, source, target, message.message))
+        result = await self._durable.wait(self._vc.merge(repo_id, source, target, message.message))
         return MergeBranchResponse(
             commit_hash=result.commit_id,
             conflicts=bool(result.conflicts),

@@ -57,37 +57,48 @@ def delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
 
 
 class _ReadGate:
-    """Counts open read transactions; map growth waits for zero and holds new readers off."""
+    """Counts open read transactions; map growth waits for zero and holds new readers off.
+
+    Every read passes through here, so the common path is one uncontended lock round trip.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._active = 0
-        self._closed_for_growth = False
+        self._growing = False
+        self._idle = threading.Event()
+        self._resumed = threading.Event()
+        self._resumed.set()
 
     def enter(self) -> None:
-        with self._cond:
-            while self._closed_for_growth:
-                self._cond.wait()
-            self._active += 1
+        while True:
+            with self._lock:
+                if not self._growing:
+                    self._active += 1
+                    return
+            self._resumed.wait()
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._active -= 1
-            if self._active == 0:
-                self._cond.notify_all()
+            if self._growing and self._active == 0:
+                self._idle.set()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._closed_for_growth = True
-            while self._active:
-                self._cond.wait()
+        with self._lock:
+            self._growing = True
+            self._resumed.clear()
+            self._idle.clear()
+            drained = self._active == 0
+        if not drained:
+            self._idle.wait()
         try:
             yield
         finally:
-            with self._cond:
-                self._closed_for_growth = False
-                self._cond.notify_all()
+            with self._lock:
+                self._growing = False
+                self._resumed.set()
 
 
 class Storage:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,8 +99,15 @@ class PreparedObject:
         return len(self.payload)
 
 
+_local = threading.local()
+
+
 def _zstd(data: bytes | memoryview) -> bytes:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    # A compressor is not thread-safe but is reusable: one per thread saves its set-up.
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return bytes(compressor.compress(data))
 
 
 def _worth_it(compressed: int, size: int) -> bool:
