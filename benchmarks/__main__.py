@@ -14,7 +14,7 @@ from typing import Protocol
 import uvloop
 from grpclib.client import Channel
 
-from benchmarks import blobs
+from benchmarks import blobs, versioning
 from benchmarks.harness import (
     PROJECT_ROOT,
     Case,
@@ -37,6 +37,7 @@ CALL_TIMEOUT = 30.0
 # load hit both servers alike, and the median discards the rounds it hit anyway.
 ROUNDS = 9
 DURATION = 0.6
+VC_ROUNDS = 5
 
 
 class BenchmarkModule(Protocol):
@@ -52,7 +53,7 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def measure(args: argparse.Namespace, workdir: Path) -> list[CaseResult]:
+async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[CaseResult], list[str]]:
     sizes = sorted({size for module in MODULES for size in module.floor_payload_sizes()})
     floor = ServerProcess(
         "floor",
@@ -71,7 +72,10 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[CaseResult]:
                 _progress(f"warming up {len(cases)} cases")
                 await warm_up(cases, args.warmup)
                 processes = {"floor": floor, "govc": govc}
-                return await run_rounds(cases, processes, args.rounds, args.duration, _progress)
+                results = await run_rounds(cases, processes, args.rounds, args.duration, _progress)
+                _progress("version control against git")
+                sections = [await versioning.run(client, workdir / "govc-data", workdir, VC_ROUNDS)]
+                return results, sections
         finally:
             channel.close()
 
@@ -80,7 +84,9 @@ def _paragraph(text: str) -> str:
     return textwrap.fill(" ".join(text.split()), width=100, break_on_hyphens=False)
 
 
-def report(results: list[CaseResult], args: argparse.Namespace, filesystem: str) -> str:
+def report(
+    results: list[CaseResult], sections: list[str], args: argparse.Namespace, filesystem: str
+) -> str:
     method = _paragraph(f"""
         **Method.** The floor is the generated govc service on bare grpclib + betterproto2 with
         no storage: StoreBlob answers a constant id, GetBlob a payload preallocated in memory.
@@ -126,6 +132,7 @@ def report(results: list[CaseResult], args: argparse.Namespace, filesystem: str)
         machine,
         cpu,
         cases,
+        *sections,
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -155,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1 and --duration positive")
     with tempfile.TemporaryDirectory(prefix="govc-bench-") as tmp:
         workdir = Path(tmp)
-        results = uvloop.run(measure(args, workdir))
+        results, sections = uvloop.run(measure(args, workdir))
         filesystem = filesystem_of(workdir)
-    text = report(results, args, filesystem)
+    text = report(results, sections, args, filesystem)
     args.output.write_text(text)
     print(text)
     return 0
