@@ -209,6 +209,11 @@ class VersionControl:
     def write_file(
         self, repo_id: str, path: str, prepared: PreparedObject, stage: bool
     ) -> Future[Entry]:
+        return self._write(repo_id, self.write_file_op(repo_id, path, prepared, stage))
+
+    def write_file_op(
+        self, repo_id: str, path: str, prepared: PreparedObject, stage: bool
+    ) -> Callable[[Any], Entry]:
         """Write to the work tree (WriteFile) and, with `stage`, to the index too (AddFile)."""
 
         def op(txn: Any) -> Entry:
@@ -220,9 +225,12 @@ class VersionControl:
                 self._index.put(txn, repo_id, path, entry)
             return entry
 
-        return self._write(repo_id, op)
+        return op
 
     def read_file(self, repo_id: str, path: str, rev: str) -> FileContent:
+        return self._read(repo_id, self.read_file_op(repo_id, path, rev))
+
+    def read_file_op(self, repo_id: str, path: str, rev: str) -> Callable[[Any], FileContent]:
         def op(txn: Any) -> FileContent:
             if rev:
                 commit_id = self.resolve(txn, repo_id, rev, "commit")
@@ -253,7 +261,7 @@ class VersionControl:
                 )
             return FileContent(content, entry.oid, entry.modified_us)
 
-        return self._read(repo_id, op)
+        return op
 
     def _last_change_us(self, txn: Any, repo_id: str, start: str, path: str) -> int:
         """Committer time of the newest commit reachable from `start` that changed `path`."""
@@ -267,6 +275,9 @@ class VersionControl:
         return 0
 
     def remove_file(self, repo_id: str, path: str) -> Future[None]:
+        return self._write(repo_id, self.remove_file_op(repo_id, path))
+
+    def remove_file_op(self, repo_id: str, path: str) -> Callable[[Any], None]:
         """`git rm`: the path leaves the index and the work tree (a directory: all below it)."""
 
         def op(txn: Any) -> None:
@@ -275,7 +286,7 @@ class VersionControl:
                 self._index.delete(txn, repo_id, p)
                 self._worktree.delete(txn, repo_id, p)
 
-        return self._write(repo_id, op)
+        return op
 
     def _tracked_paths(self, txn: Any, repo_id: str, path: str, field: str) -> list[str]:
         index = self._index.all(txn, repo_id)
@@ -326,6 +337,11 @@ class VersionControl:
     def commit(
         self, repo_id: str, message: str, author: tuple[str, str] | None, files: list[str]
     ) -> Future[CommitInfo]:
+        return self._write(repo_id, self.commit_op(repo_id, message, author, files))
+
+    def commit_op(
+        self, repo_id: str, message: str, author: tuple[str, str] | None, files: list[str]
+    ) -> Callable[[Any], CommitInfo]:
         cleaned = clean_message(message)
         if not cleaned:
             raise InvalidArgument("message is required (and must not be only whitespace)")
@@ -365,7 +381,7 @@ class VersionControl:
             self._set_head_commit(txn, repo_id, commit_id)
             return CommitInfo(commit_id, commit)
 
-        return self._write(repo_id, op)
+        return op
 
     def _put_commit(self, txn: Any, repo_id: str, commit: Commit) -> str:
         prepared = prepare_object(COMMIT, commit.encode())
@@ -373,11 +389,14 @@ class VersionControl:
         return prepared.hex
 
     def get_commit(self, repo_id: str, rev: str) -> CommitInfo:
+        return self._read(repo_id, self.get_commit_op(repo_id, rev))
+
+    def get_commit_op(self, repo_id: str, rev: str) -> Callable[[Any], CommitInfo]:
         def op(txn: Any) -> CommitInfo:
             commit_id = self.resolve(txn, repo_id, rev, "hash")
             return self._with_changes(txn, repo_id, commit_id)
 
-        return self._read(repo_id, op)
+        return op
 
     def _with_changes(self, txn: Any, repo_id: str, commit_id: str) -> CommitInfo:
         commit = self.objects.commit(txn, repo_id, commit_id)
@@ -407,6 +426,11 @@ class VersionControl:
     def list_commits(
         self, repo_id: str, branch: str, author: str, limit: int, offset: int
     ) -> tuple[list[CommitInfo], int]:
+        return self._read(repo_id, self.list_commits_op(repo_id, branch, author, limit, offset))
+
+    def list_commits_op(
+        self, repo_id: str, branch: str, author: str, limit: int, offset: int
+    ) -> Callable[[Any], tuple[list[CommitInfo], int]]:
         def op(txn: Any) -> tuple[list[CommitInfo], int]:
             if branch:
                 start: str | None = self.resolve(txn, repo_id, branch, "branch")
@@ -425,7 +449,7 @@ class VersionControl:
             page = matches[offset:] if limit <= 0 else matches[offset : offset + limit]
             return [self._with_changes(txn, repo_id, c) for c in page], len(matches)
 
-        return self._read(repo_id, op)
+        return op
 
     # ---- branches ----
 
