@@ -11,8 +11,11 @@ Every failure is raised as `GovcRpcError`, carrying the gRPC status and the serv
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,6 +27,8 @@ from generated.google.protobuf import Empty
 from generated.govc import (
     AddFileRequest,
     AddFileResponse,
+    BatchOperation,
+    BatchOperationsRequest,
     CheckoutBranchRequest,
     CommitRequest,
     CommitResponse,
@@ -291,10 +296,130 @@ class GovcClient:
     async def status(self, repository_id: str) -> GetStatusResponse:
         return await self._call(self.stub.get_status, GetStatusRequest(repository_id=repository_id))
 
+    # ---- batch ----
+
+    def batch(
+        self, repository_id: str, *, transaction: bool = False, parallel: bool = False
+    ) -> Batch:
+        """A builder for BatchOperations: `b = c.batch(repo); b.write(...); await b.run()`."""
+        return Batch(self, repository_id, transaction=transaction, parallel=parallel)
+
     # ---- health ----
 
     async def health(self) -> HealthResponse:
         return await self._call(self.stub.get_health, Empty())
+
+
+@dataclass
+class BatchResult:
+    id: str
+    success: bool
+    result: dict[str, Any]
+    error: str
+
+
+@dataclass
+class BatchOutcome:
+    success: bool
+    error: str
+    results: list[BatchResult]
+    execution_time_ms: float
+
+
+class Batch:
+    """Operations collected in order and sent as one BatchOperations call."""
+
+    def __init__(
+        self, client: GovcClient, repository_id: str, *, transaction: bool, parallel: bool
+    ) -> None:
+        self._client = client
+        self._repository_id = repository_id
+        self._transaction = transaction
+        self._parallel = parallel
+        self._operations: list[BatchOperation] = []
+
+    def __len__(self) -> int:
+        return len(self._operations)
+
+    def add(self, op_type: str, params: Mapping[str, Any], op_id: str = "") -> Batch:
+        op_id = op_id or str(len(self._operations))
+        encoded = json.dumps(dict(params), separators=(",", ":")).encode()
+        self._operations.append(BatchOperation(id=op_id, type=op_type, params=encoded))
+        return self
+
+    @staticmethod
+    def _content(content: bytes | str) -> dict[str, str]:
+        if isinstance(content, str):
+            return {"content": content}
+        try:
+            return {"content": content.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"content_b64": base64.b64encode(content).decode()}
+
+    def store_blob(self, content: bytes | str, op_id: str = "") -> Batch:
+        return self.add("store_blob", self._content(content), op_id)
+
+    def get_blob(self, blob_hash: str, op_id: str = "") -> Batch:
+        return self.add("get_blob", {"hash": blob_hash}, op_id)
+
+    def write(
+        self, path: str, content: bytes | str, *, stage: bool = True, op_id: str = ""
+    ) -> Batch:
+        return self.add("write", {"path": path, "stage": stage, **self._content(content)}, op_id)
+
+    def read(self, path: str, ref: str = "", op_id: str = "") -> Batch:
+        return self.add("read", {"path": path, "ref": ref} if ref else {"path": path}, op_id)
+
+    def delete(self, path: str, op_id: str = "") -> Batch:
+        return self.add("delete", {"path": path}, op_id)
+
+    def commit(
+        self, message: str, *, author: str = "", files: list[str] | None = None, op_id: str = ""
+    ) -> Batch:
+        params: dict[str, Any] = {"message": message, "author": author}
+        if files:
+            params["files"] = files
+        return self.add("commit", params, op_id)
+
+    def get_commit(self, revision: str, op_id: str = "") -> Batch:
+        return self.add("get_commit", {"hash": revision}, op_id)
+
+    def list_commits(
+        self,
+        *,
+        branch: str = "",
+        limit: int = 0,
+        offset: int = 0,
+        author: str = "",
+        op_id: str = "",
+    ) -> Batch:
+        params = {"branch": branch, "limit": limit, "offset": offset, "author": author}
+        return self.add("list_commits", params, op_id)
+
+    def get_tree(self, ref: str = "", path: str = "", op_id: str = "") -> Batch:
+        params = {k: v for k, v in (("ref", ref), ("path", path)) if v}
+        return self.add("get_tree", params, op_id)
+
+    def query(self, pattern: str, op_id: str = "") -> Batch:
+        return self.add("query", {"pattern": pattern}, op_id)
+
+    async def run(self) -> BatchOutcome:
+        request = BatchOperationsRequest(
+            repository_id=self._repository_id,
+            operations=self._operations,
+            transaction=self._transaction,
+            parallel=self._parallel,
+        )
+        response = await self._client._call(self._client.stub.batch_operations, request)
+        return BatchOutcome(
+            success=response.success,
+            error=response.error,
+            results=[
+                BatchResult(r.id, r.success, json.loads(r.result) if r.result else {}, r.error)
+                for r in response.results
+            ],
+            execution_time_ms=response.execution_time_ms,
+        )
 
 
 async def wait_until_ready(target: str, deadline: float = 10.0) -> None:

@@ -558,6 +558,11 @@ class VersionControl:
         self._index.replace_all(txn, repo_id, new_index)
         self._worktree.replace_all(txn, repo_id, new_worktree)
 
+    def current_files(self, txn: Any, repo_id: str) -> dict[str, tuple[bytes, int]]:
+        """path -> (blob id, size) of the work tree: what a checkout shows now (the work tree
+        holds every file, committed or not)."""
+        return {p: (e.oid, e.size) for p, e in self._worktree.all(txn, repo_id).items()}
+
     # ---- status ----
 
     def status(self, repo_id: str) -> Status:

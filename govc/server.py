@@ -21,9 +21,11 @@ from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from govc.batch import BatchExecutor
 from govc.blobs import Blobs
 from govc.repositories import Repositories
 from govc.repository import VersionControl
+from govc.services.batch import BatchService
 from govc.services.blobs import BlobService
 from govc.services.durable import DurableWaiter
 from govc.services.grpc import CallTracker, DrainingServer, GovcService
@@ -121,6 +123,7 @@ class GovcServer:
             RepositoryService(repositories, durable),
             BlobService(blobs, durable, config.max_message_bytes),
             VersioningService(vc, durable),
+            BatchService(storage, repositories, BatchExecutor(vc), durable),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

@@ -157,6 +157,10 @@ class Storage:
         finally:
             self._gate.leave()
 
+    def nested(self, txn: Any) -> Any:
+        """A child write transaction of `txn` (writer thread): commits into it, or aborts alone."""
+        return self.env.begin(write=True, parent=txn, buffers=True)
+
     def grow_map(self) -> None:
         """Double the map. Called by the writer thread only, with no write transaction open."""
         with self._gate.exclusive():

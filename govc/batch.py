@@ -1,0 +1,316 @@
+"""Batch operations: many repository operations in one call, as JSON in and JSON out.
+
+Each operation runs inside a transaction it is given (the batch decides which: one shared
+transaction for `transaction=true`, a nested one per operation otherwise), so a batch of
+writes costs one commit and one fsync instead of one per operation.
+"""
+
+import base64
+import binascii
+import datetime
+import fnmatch
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from govc.errors import GovcError, InvalidArgument, NotFound
+from govc.objects import DIR_MODE, parse_author
+from govc.repository import CommitInfo, VersionControl
+from govc.storage.objects import prepare_blob
+from govc.validation import validate_path
+
+MAX_OPERATIONS = 1000
+READ_ONLY = frozenset({"get_blob", "read", "get_commit", "list_commits", "get_tree", "query"})
+WRITES = frozenset({"store_blob", "write", "delete", "commit"})
+NOT_EXECUTED = "not executed (transaction aborted)"
+ROLLED_BACK = "rolled back (transaction aborted)"
+
+
+@dataclass
+class Operation:
+    id: str
+    type: str  # lower-cased
+    params: dict[str, Any]
+    error: str = ""  # set when the operation could not even be parsed
+
+    @property
+    def read_only(self) -> bool:
+        return self.type in READ_ONLY
+
+
+@dataclass
+class OperationResult:
+    id: str
+    success: bool
+    result: dict[str, Any] | None = None
+    error: str = ""
+
+
+def parse_operation(op_id: str, op_type: str, raw_params: bytes) -> Operation:
+    kind = op_type.strip().lower()
+    params: dict[str, Any] = {}
+    error = ""
+    if kind not in READ_ONLY | WRITES:
+        error = f"unsupported operation type: {op_type}"
+    elif raw_params.strip():
+        try:
+            decoded = json.loads(raw_params)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            error = f"params is not valid JSON: {exc}"
+        else:
+            if isinstance(decoded, dict):
+                params = decoded
+            else:
+                error = "params must be a JSON object"
+    return Operation(op_id, kind, params, error)
+
+
+def _timestamp(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _content_fields(content: bytes) -> dict[str, Any]:
+    try:
+        return {"content": content.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"content_b64": base64.b64encode(content).decode()}
+
+
+def _commit_fields(info: CommitInfo) -> dict[str, Any]:
+    commit = info.commit
+    fields: dict[str, Any] = {
+        "hash": info.id,
+        "message": commit.message.rstrip("\n"),
+        "author": commit.author.identity,
+        "timestamp": _timestamp(commit.author.time),
+        "parent_hashes": list(commit.parents),
+    }
+    if info.changes is not None:
+        fields["changes"] = [
+            {"path": path, "type": kind, "hash": oid.hex()} for path, kind, oid in info.changes
+        ]
+    return fields
+
+
+class Params:
+    """Typed access to one operation's params; errors name `params.<field>`."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self._params = params
+
+    def text(self, name: str, required: bool = True, default: str = "") -> str:
+        value = self._params.get(name)
+        if value is None:
+            if required:
+                raise InvalidArgument(f"params.{name} is required")
+            return default
+        if not isinstance(value, str):
+            raise InvalidArgument(f"params.{name} must be a string")
+        return value
+
+    def integer(self, name: str, default: int = 0) -> int:
+        value = self._params.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidArgument(f"params.{name} must be an integer")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._params.get(name, default)
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"params.{name} must be true or false")
+        return value
+
+    def strings(self, name: str) -> list[str]:
+        value = self._params.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f"params.{name} must be a list of strings")
+        return value
+
+    def content(self) -> bytes:
+        if "content_b64" in self._params:
+            try:
+                return base64.b64decode(self.text("content_b64"), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument("params.content_b64 is not valid base64") from None
+        return self.text("content").encode("utf-8")
+
+    def path(self, name: str = "path", required: bool = True) -> str:
+        value = self.text(name, required)
+        return validate_path(value, f"params.{name}") if value or required else ""
+
+
+class BatchExecutor:
+    """Runs one parsed operation inside a given transaction."""
+
+    def __init__(self, vc: VersionControl) -> None:
+        self._vc = vc
+        self._handlers: dict[str, Callable[[Any, str, Params], dict[str, Any]]] = {
+            "store_blob": self._store_blob,
+            "get_blob": self._get_blob,
+            "write": self._write,
+            "read": self._read,
+            "delete": self._delete,
+            "commit": self._commit,
+            "get_commit": self._get_commit,
+            "list_commits": self._list_commits,
+            "get_tree": self._get_tree,
+            "query": self._query,
+        }
+
+    def execute(self, txn: Any, repo_id: str, op: Operation) -> dict[str, Any]:
+        if op.error:
+            raise InvalidArgument(op.error)
+        return self._handlers[op.type](txn, repo_id, Params(op.params))
+
+    def _store_blob(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        prepared = prepare_blob(p.content())
+        self._vc.objects.store.put_prepared(txn, repo_id, prepared)
+        return {"hash": prepared.hex, "size": prepared.size}
+
+    def _get_blob(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        hex_id = p.text("hash")
+        try:
+            oid = bytes.fromhex(hex_id) if len(hex_id) == 40 and hex_id.islower() else b""
+        except ValueError:
+            oid = b""
+        if not oid:
+            raise InvalidArgument(
+                f"params.hash must be 40 lowercase hex characters, got {hex_id!r:.60}"
+            )
+        content = self._vc.objects.read_kind(txn, repo_id, oid, "blob")
+        return {"hash": hex_id, "size": len(content), **_content_fields(content)}
+
+    def _write(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        path = p.path()
+        prepared = prepare_blob(p.content())
+        self._vc.write_file_op(repo_id, path, prepared, p.flag("stage", True))(txn)
+        return {"path": path, "hash": prepared.hex, "size": prepared.size}
+
+    def _read(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        path = p.path()
+        found = self._vc.read_file_op(repo_id, path, p.text("ref", required=False))(txn)
+        return {
+            "path": path,
+            "hash": found.oid.hex(),
+            "size": len(found.content),
+            **_content_fields(found.content),
+        }
+
+    def _delete(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        path = p.path()
+        self._vc.remove_file_op(repo_id, path)(txn)
+        return {"path": path}
+
+    def _commit(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        author = parse_author(p.text("author", required=False), *self._vc.identity)
+        files = [validate_path(f, "params.files") for f in p.strings("files")]
+        info = self._vc.commit_op(repo_id, p.text("message"), author, files)(txn)
+        fields = _commit_fields(info)
+        return {k: fields[k] for k in ("hash", "message", "author", "timestamp")}
+
+    def _get_commit(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        return _commit_fields(self._vc.get_commit_op(repo_id, p.text("hash"))(txn))
+
+    def _list_commits(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        offset = p.integer("offset")
+        if offset < 0:
+            raise InvalidArgument("params.offset must not be negative")
+        commits, total = self._vc.list_commits_op(
+            repo_id,
+            p.text("branch", required=False),
+            p.text("author", required=False),
+            p.integer("limit"),
+            offset,
+        )(txn)
+        return {"commits": [_commit_fields(c) for c in commits], "total": total}
+
+    def _get_tree(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        vc = self._vc
+        commit_id = vc.resolve(txn, repo_id, p.text("ref", required=False) or "HEAD", "params.ref")
+        tree = bytes.fromhex(vc.objects.commit(txn, repo_id, commit_id).tree)
+        prefix = p.path(required=False)
+        if prefix:
+            for part in prefix.split("/"):
+                match = [e for e in vc.objects.tree(txn, repo_id, tree) if e[1] == part]
+                if not match or match[0][0] != DIR_MODE:
+                    raise NotFound(f"params.path {prefix!r} is not a directory in {commit_id[:12]}")
+                tree = match[0][2]
+        entries = []
+        for mode, name, oid in vc.objects.tree(txn, repo_id, tree):
+            info = vc.objects.store.info(txn, repo_id, oid) if mode != DIR_MODE else None
+            entries.append(
+                {
+                    "path": f"{prefix}/{name}" if prefix else name,
+                    "mode": mode if mode != DIR_MODE else "040000",
+                    "hash": oid.hex(),
+                    "size": info.size if info else 0,
+                }
+            )
+        return {"entries": entries}
+
+    def _query(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+        if "sql" in p._params:
+            raise InvalidArgument(
+                "params.sql: SQL queries are not served by this version; use pattern"
+            )
+        pattern = p.text("pattern")
+        files = self._vc.current_files(txn, repo_id)
+        return {
+            "results": [
+                {"path": path, "hash": oid.hex(), "size": size}
+                for path, (oid, size) in sorted(files.items())
+                if fnmatch.fnmatchcase(path, pattern)
+            ]
+        }
+
+
+class BatchAborted(GovcError):
+    """A transactional batch failed: carries the results to report, nothing was applied."""
+
+    def __init__(self, results: list[OperationResult], message: str) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def run_operations(
+    executor: BatchExecutor,
+    repo_id: str,
+    ops: list[Operation],
+    transaction: bool,
+    nested: Callable[[Any], Any] | None,
+) -> Callable[[Any], list[OperationResult]]:
+    """A transaction function running `ops` in order.
+
+    `transaction`: all in the given transaction; the first failure raises BatchAborted, which
+    aborts it. Otherwise each operation runs in `nested(txn)`, a child transaction, so a failed
+    one leaves no trace and the others still apply (`nested=None`: a read-only batch).
+    """
+
+    def op(txn: Any) -> list[OperationResult]:
+        results: list[OperationResult] = []
+        for index, operation in enumerate(ops):
+            try:
+                if transaction or nested is None:
+                    value = executor.execute(txn, repo_id, operation)
+                else:
+                    with nested(txn) as child:
+                        value = executor.execute(child, repo_id, operation)
+            except GovcError as exc:
+                if not transaction:
+                    results.append(OperationResult(operation.id, False, error=exc.message))
+                    continue
+                aborted = [OperationResult(r.id, False, error=ROLLED_BACK) for r in results]
+                aborted.append(OperationResult(operation.id, False, error=exc.message))
+                aborted += [
+                    OperationResult(o.id, False, error=NOT_EXECUTED) for o in ops[index + 1 :]
+                ]
+                raise BatchAborted(
+                    aborted,
+                    f"transaction aborted: operation {index} ({operation.id or operation.type}) "
+                    f"failed: {exc.message}",
+                ) from None
+            results.append(OperationResult(operation.id, True, value))
+        return results
+
+    return op

@@ -1,0 +1,107 @@
+"""BatchOperations: up to 1,000 operations in one call, optionally atomic or parallel."""
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from generated.govc import BatchOperationResult, BatchOperationsRequest, BatchOperationsResponse
+from govc.batch import (
+    MAX_OPERATIONS,
+    BatchAborted,
+    BatchExecutor,
+    Operation,
+    OperationResult,
+    parse_operation,
+    run_operations,
+)
+from govc.errors import InvalidArgument
+from govc.repositories import Repositories
+from govc.services.durable import DurableWaiter
+from govc.storage import Storage
+from govc.validation import validate_repo_id
+
+
+def _message(result: OperationResult) -> BatchOperationResult:
+    payload = json.dumps(result.result, separators=(",", ":")).encode() if result.result else b""
+    return BatchOperationResult(
+        id=result.id, success=result.success, result=payload, error=result.error
+    )
+
+
+class BatchService:
+    def __init__(
+        self,
+        storage: Storage,
+        repositories: Repositories,
+        executor: BatchExecutor,
+        durable: DurableWaiter,
+    ) -> None:
+        self._storage = storage
+        self._repositories = repositories
+        self._executor = executor
+        self._durable = durable
+
+    async def batch_operations(self, message: BatchOperationsRequest) -> BatchOperationsResponse:
+        started = time.perf_counter()
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        if len(message.operations) > MAX_OPERATIONS:
+            raise InvalidArgument(
+                f"operations has {len(message.operations)} entries, over the limit of "
+                f"{MAX_OPERATIONS}"
+            )
+        if message.transaction and message.parallel:
+            raise InvalidArgument("transaction and parallel cannot both be set")
+        self._repositories.get(repo_id)  # NOT_FOUND for the whole call
+        ops = [parse_operation(op.id, op.type, op.params) for op in message.operations]
+        error = ""
+        try:
+            if message.parallel:
+                results = await self._run_parallel(repo_id, ops)
+            else:
+                results = await self._run_sequential(repo_id, ops, message.transaction)
+        except BatchAborted as aborted:
+            results, error = aborted.results, aborted.message
+        failed = [r for r in results if not r.success]
+        if failed and not error:
+            error = f"{len(failed)} of {len(results)} operations failed"
+        return BatchOperationsResponse(
+            results=[_message(r) for r in results],
+            success=not failed,
+            error=error,
+            execution_time_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def _run_sequential(
+        self, repo_id: str, ops: list[Operation], transaction: bool
+    ) -> list[OperationResult]:
+        if all(op.read_only or op.error for op in ops):
+            runner = run_operations(self._executor, repo_id, ops, transaction, None)
+            return await asyncio.to_thread(self._read_only, runner)
+        runner = run_operations(self._executor, repo_id, ops, transaction, self._storage.nested)
+        return await self._durable.wait(self._storage.writer.submit(runner))
+
+    def _read_only(self, runner: Any) -> list[OperationResult]:
+        with self._storage.read() as txn:
+            results: list[OperationResult] = runner(txn)
+            return results
+
+    async def _run_parallel(self, repo_id: str, ops: list[Operation]) -> list[OperationResult]:
+        """Runs of read-only operations run concurrently; writes between them, in order."""
+        results: list[OperationResult] = []
+        index = 0
+        while index < len(ops):
+            end = index
+            read_only = ops[index].read_only or bool(ops[index].error)
+            while end < len(ops) and (ops[end].read_only or bool(ops[end].error)) == read_only:
+                end += 1
+            segment = ops[index:end]
+            if read_only:
+                parts = await asyncio.gather(
+                    *(self._run_sequential(repo_id, [op], False) for op in segment)
+                )
+                results += [r for part in parts for r in part]
+            else:
+                results += await self._run_sequential(repo_id, segment, False)
+            index = end
+        return results
