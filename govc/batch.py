@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from govc.errors import GovcError, InvalidArgument, NotFound
-from govc.objects import DIR_MODE, parse_author
+from govc.objects import DIR_MODE, parse_author, validate_object_id
 from govc.repository import CommitInfo, VersionControl
 from govc.storage.objects import prepare_blob
 from govc.validation import validate_path
@@ -170,14 +170,7 @@ class BatchExecutor:
 
     def _get_blob(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
         hex_id = p.text("hash")
-        try:
-            oid = bytes.fromhex(hex_id) if len(hex_id) == 40 and hex_id.islower() else b""
-        except ValueError:
-            oid = b""
-        if not oid:
-            raise InvalidArgument(
-                f"params.hash must be 40 lowercase hex characters, got {hex_id!r:.60}"
-            )
+        oid = validate_object_id(hex_id, "params.hash")
         content = self._vc.objects.read_kind(txn, repo_id, oid, "blob")
         return {"hash": hex_id, "size": len(content), **_content_fields(content)}
 
