@@ -4,14 +4,18 @@ Preparing a blob (hashing, compressing, searching for a delta base) is CPU work 
 caller's thread; only the prepared bytes travel to the writer thread.
 """
 
+import hashlib
 import struct
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from govc.errors import NotFound
+from govc.objects import BLOB, object_header
 from govc.repositories import Repositories
 from govc.storage import Storage
 from govc.storage.objects import (
+    CHUNK_SIZE,
     CHUNKED,
     DELTA,
     MAX_DELTA_DEPTH,
@@ -20,12 +24,14 @@ from govc.storage.objects import (
     ObjectStore,
     PreparedObject,
     delta_against,
+    encode_chunk,
     prepare_blob,
 )
 
 # Delta base candidates: the most recent delta-eligible blobs of each repository.
 RECENT_BLOBS = 8
 DELTA_TRIES = 4
+CHUNKS_PER_TRANSACTION = 8  # bounds a write transaction's dirty pages to ~8 MiB
 _RECENT_ENTRY = struct.Struct(">20sQ")  # object id, size
 
 
@@ -136,6 +142,58 @@ class Blobs:
             if info.size > max_bytes or info.encoding in (DELTA, CHUNKED):
                 return info, None
             return info, self._objects.read(txn, repo_id, oid)
+
+    def read_piece(self, repo_id: str, oid: bytes, index: int) -> bytes:
+        """Piece `index` (CHUNK_SIZE bytes each) of a blob, in its own short transaction."""
+        with self._storage.read(buffers=True) as txn:
+            return self._objects.read_piece(txn, repo_id, oid, index)
+
+    def piece_count(self, info: ObjectInfo) -> int:
+        return self._objects.piece_count(info)
+
+    def store_file(self, repo_id: str, path: Path, size: int) -> tuple[str, ObjectInfo]:
+        """Store the blob spooled in `path` (blocking: call from a worker thread).
+
+        Big blobs go in chunk by chunk over several transactions, so neither this process nor
+        a write transaction ever holds the whole blob; the object becomes visible only when its
+        header is written, last. If that never happens the chunks are removed again.
+        """
+        sha = hashlib.sha1(object_header(BLOB, size))
+        with path.open("rb") as spool:
+            for piece in iter(lambda: spool.read(CHUNK_SIZE), b""):
+                sha.update(piece)
+        oid = sha.digest()
+        if size <= CHUNK_SIZE:
+            blob_hash, info = self.store(repo_id, path.read_bytes()).result()
+            return blob_hash, info
+        count = -(-size // CHUNK_SIZE)
+        stored = 0
+        objects = self._objects
+        writer = self._storage.writer
+        try:
+            with path.open("rb") as spool:
+                for first in range(0, count, CHUNKS_PER_TRANSACTION):
+                    encoded = [
+                        encode_chunk(spool.read(CHUNK_SIZE))
+                        for _ in range(first, min(count, first + CHUNKS_PER_TRANSACTION))
+                    ]
+                    stored += sum(len(c) - 1 for c in encoded)
+
+                    def put(txn: Any, first: int = first, encoded: list[bytes] = encoded) -> None:
+                        self._repositories.require(txn, repo_id)
+                        for offset, chunk in enumerate(encoded):
+                            objects.put_chunk(txn, repo_id, oid, first + offset, chunk)
+
+                    writer.submit(put).result()
+
+            def finish(txn: Any) -> ObjectInfo:
+                self._repositories.require(txn, repo_id)
+                return objects.put_chunked_header(txn, repo_id, oid, BLOB, size, count, stored)
+
+            return oid.hex(), writer.submit(finish).result()
+        except BaseException:
+            writer.submit(lambda txn: objects.delete_unnamed_chunks(txn, repo_id, oid)).result()
+            raise
 
     def read(self, repo_id: str, oid: bytes) -> tuple[bytes, ObjectInfo]:
         with self._storage.read(buffers=True) as txn:

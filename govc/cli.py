@@ -7,7 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from govc.server import DEFAULT_MAX_MESSAGE_BYTES, GovcServer, ServerConfig
+from govc.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    GovcServer,
+    ServerConfig,
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
             durability=args.durability,
             ephemeral=args.ephemeral,
             max_message_bytes=args.max_message_bytes,
+            max_upload_bytes=args.max_upload_bytes,
         )
     except ValueError as exc:
         print(f"govc serve: {exc}", file=sys.stderr)
@@ -61,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
         help="largest request or response message accepted",
+    )
+    serve.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=DEFAULT_MAX_UPLOAD_BYTES,
+        help="largest blob UploadBlobStream accepts",
     )
     serve.set_defaults(func=_serve)
 

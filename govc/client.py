@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import os
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
+import betterproto2
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -66,6 +70,12 @@ from generated.govc import (
     StoreBlobResponse,
     StoreBlobWithDeltaRequest,
     StoreBlobWithDeltaResponse,
+    StreamBlobRequest,
+    StreamChunk,
+    StreamMetadata,
+    UploadBlobStreamRequest,
+    UploadBlobStreamResponse,
+    UploadMetadata,
     WriteFileRequest,
     WriteFileResponse,
 )
@@ -296,6 +306,130 @@ class GovcClient:
     async def status(self, repository_id: str) -> GetStatusResponse:
         return await self._call(self.stub.get_status, GetStatusRequest(repository_id=repository_id))
 
+    # ---- streaming ----
+
+    async def upload(
+        self,
+        repository_id: str,
+        source: str | os.PathLike[str] | AsyncIterable[bytes],
+        *,
+        chunk_size: int = 64 * 1024,
+        total_size: int = 0,
+        filename: str = "",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> UploadBlobStreamResponse:
+        """Upload a file (or an async iterable of bytes) with UploadBlobStream.
+
+        Every chunk carries its SHA-256; the reply's checksum is verified against the SHA-256
+        of everything sent. `progress(bytes_sent, total_size)` is called after each chunk.
+        """
+        digest = hashlib.sha256()
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            total_size = total_size or path.stat().st_size
+            filename = filename or path.name
+            pieces: AsyncIterable[bytes] = _read_file(path, chunk_size)
+        else:
+            pieces = source
+
+        async def requests() -> AsyncIterator[UploadBlobStreamRequest]:
+            yield UploadBlobStreamRequest(
+                repository_id=repository_id,
+                metadata=UploadMetadata(
+                    filename=filename, total_size=total_size, chunk_size=chunk_size
+                ),
+            )
+            sent = 0
+            sequence = 0
+            async for piece in _rechunk(pieces, chunk_size):
+                digest.update(piece)
+                yield UploadBlobStreamRequest(
+                    repository_id=repository_id,
+                    chunk=StreamChunk(
+                        sequence_num=sequence,
+                        data=piece,
+                        checksum=hashlib.sha256(piece).hexdigest(),
+                    ),
+                )
+                sequence += 1
+                sent += len(piece)
+                if progress is not None:
+                    progress(sent, total_size)
+
+        response = await self._call(self.stub.upload_blob_stream, requests())
+        if response.checksum != digest.hexdigest():
+            raise GovcRpcError(Status.DATA_LOSS, "server's SHA-256 differs from what was sent")
+        return response
+
+    async def download(
+        self,
+        repository_id: str,
+        blob_hash: str,
+        dest: str | os.PathLike[str] | BinaryIO,
+        *,
+        chunk_size: int = 64 * 1024,
+        start: int = 0,
+        end: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> StreamMetadata:
+        """Download a blob (or the range [start, end)) with StreamBlob into a path or a binary
+        writer, verifying every chunk's SHA-256 and the whole range's."""
+        request = StreamBlobRequest(
+            repository_id=repository_id,
+            hash=blob_hash,
+            chunk_size=chunk_size,
+            start_offset=start,
+            end_offset=end,
+        )
+        if isinstance(dest, (str, os.PathLike)):
+            with Path(dest).open("wb") as out:
+                return await self._download_into(request, out, progress)
+        return await self._download_into(request, dest, progress)
+
+    async def _download_into(
+        self,
+        request: StreamBlobRequest,
+        out: BinaryIO,
+        progress: Callable[[int, int], None] | None,
+    ) -> StreamMetadata:
+        digest = hashlib.sha256()
+        metadata: StreamMetadata | None = None
+        received = 0
+        async for message in self._stream(self.stub.stream_blob, [request]):
+            kind, value = betterproto2.which_one_of(message, "response")
+            if kind == "metadata":
+                metadata = value
+            elif kind == "chunk":
+                chunk = cast(StreamChunk, value)
+                if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+                    problem = f"chunk {chunk.sequence_num} does not match its SHA-256"
+                    raise GovcRpcError(Status.DATA_LOSS, problem)
+                digest.update(chunk.data)
+                out.write(chunk.data)
+                received += len(chunk.data)
+                if progress is not None and metadata is not None:
+                    progress(received, metadata.total_size)
+        if metadata is None or digest.hexdigest() != metadata.checksum:
+            raise GovcRpcError(Status.DATA_LOSS, "downloaded content does not match its SHA-256")
+        return metadata
+
+    async def _stream(
+        self, method: Callable[..., AsyncIterator[T]], requests: Any
+    ) -> AsyncIterator[T]:
+        try:
+            async for message in method(
+                requests, timeout=self.timeout, metadata=self.metadata or None
+            ):
+                yield message
+        except GRPCError as exc:
+            raise GovcRpcError(exc.status, exc.message or exc.status.name) from None
+        except TimeoutError:
+            raise GovcRpcError(
+                Status.DEADLINE_EXCEEDED, f"no answer within {self.timeout} s"
+            ) from None
+        except (StreamTerminatedError, ConnectionError, OSError) as exc:
+            raise GovcRpcError(Status.UNAVAILABLE, f"connection failed: {exc}") from None
+
     # ---- batch ----
 
     def batch(
@@ -420,6 +554,33 @@ class Batch:
             ],
             execution_time_ms=response.execution_time_ms,
         )
+
+
+async def _read_file(path: Path, chunk_size: int) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while True:
+            piece = (
+                await asyncio.to_thread(source.read, chunk_size)
+                if chunk_size > 256 * 1024
+                else source.read(chunk_size)
+            )
+            if not piece:
+                return
+            yield piece
+
+
+async def _rechunk(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Pieces of exactly `size` bytes (the last shorter); one empty piece for no data."""
+    buffer = bytearray()
+    sent_any = False
+    async for piece in pieces:
+        buffer += piece
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+            sent_any = True
+    if buffer or not sent_any:
+        yield bytes(buffer)
 
 
 async def wait_until_ready(target: str, deadline: float = 10.0) -> None:

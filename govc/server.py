@@ -31,12 +31,14 @@ from govc.services.durable import DurableWaiter
 from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
+from govc.services.streaming import StreamingService
 from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
 
 log = logging.getLogger("govc.server")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 * 1024 * 1024
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ServerConfig:
     durability: str = "durable"  # or "relaxed": no fsync, for throwaway CI workloads
     ephemeral: bool = False  # temporary data dir removed at exit
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     drain_timeout: float = 30.0
     initial_map_size: int = 1 << 30
     # Where commit times come from; tests fix it to compare ids with git's.
@@ -124,6 +127,7 @@ class GovcServer:
             BlobService(blobs, durable, config.max_message_bytes),
             VersioningService(vc, durable),
             BatchService(storage, repositories, BatchExecutor(vc), durable),
+            StreamingService(blobs, repositories, data_dir, config.max_upload_bytes),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

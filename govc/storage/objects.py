@@ -114,7 +114,7 @@ def _worth_it(compressed: int, size: int) -> bool:
     return compressed <= size * (1 - MIN_SAVING)
 
 
-def _encode_chunk(data: bytes | memoryview, compress: bool) -> bytes:
+def encode_chunk(data: bytes | memoryview, compress: bool = True) -> bytes:
     if compress and len(data):
         packed = _zstd(data)
         if _worth_it(len(packed), len(data)):
@@ -129,7 +129,7 @@ def prepare_object(kind: str, content: bytes, compress: bool = True) -> Prepared
     if size > CHUNK_SIZE:
         view = memoryview(content)
         chunks = [
-            _encode_chunk(view[i : i + CHUNK_SIZE], compress) for i in range(0, size, CHUNK_SIZE)
+            encode_chunk(view[i : i + CHUNK_SIZE], compress) for i in range(0, size, CHUNK_SIZE)
         ]
         stored = sum(len(c) - 1 for c in chunks)
         payload = CHUNK_HEADER.pack(CHUNK_SIZE, len(chunks), stored)
@@ -193,6 +193,28 @@ class ObjectStore:
             txn.put(key + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
         return ObjectInfo(obj.kind, obj.encoding, obj.size, obj.stored_size, obj.base, obj.depth)
 
+    def put_chunk(self, txn: Any, repo_id: str, oid: bytes, index: int, chunk: bytes) -> None:
+        """One encoded chunk of a big object that is written in several transactions; it stays
+        invisible until `put_chunked_header` names the object."""
+        txn.put(object_key(repo_id, oid) + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
+
+    def put_chunked_header(
+        self, txn: Any, repo_id: str, oid: bytes, kind: str, size: int, count: int, stored: int
+    ) -> ObjectInfo:
+        key = object_key(repo_id, oid)
+        existing = self._info_from_value(txn.get(key, db=self._objects))
+        if existing is not None:
+            return existing
+        header = HEADER.pack(KIND_CODES[kind], CHUNKED, size)
+        txn.put(key, header + CHUNK_HEADER.pack(CHUNK_SIZE, count, stored), db=self._objects)
+        return ObjectInfo(kind, CHUNKED, size, stored)
+
+    def delete_unnamed_chunks(self, txn: Any, repo_id: str, oid: bytes) -> None:
+        """Remove chunks written for an object whose header never followed."""
+        key = object_key(repo_id, oid)
+        if txn.get(key, db=self._objects) is None:
+            delete_prefix(txn, self._chunks, key)
+
     def delete_repo(self, txn: Any, repo_id: str) -> int:
         """Delete every object and chunk of a repository; returns the number of objects."""
         prefix = repo_prefix(repo_id)
@@ -226,6 +248,24 @@ class ObjectStore:
     def read(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
         """The whole content of an object (use `iter_chunks` for big blobs)."""
         return b"".join(self.iter_chunks(txn, repo_id, oid))
+
+    def piece_count(self, info: ObjectInfo) -> int:
+        """How many pieces `read_piece` serves: chunks of a chunked object, else one."""
+        return -(-info.size // CHUNK_SIZE) if info.encoding == CHUNKED else 1
+
+    def read_piece(self, txn: Any, repo_id: str, oid: bytes, index: int) -> bytes:
+        """Piece `index` of an object's content: pieces are CHUNK_SIZE bytes (the last shorter),
+        so a big blob can be read piece by piece, each in a short transaction."""
+        key = object_key(repo_id, oid)
+        value = txn.get(key, db=self._objects)
+        if value is None:
+            raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
+        if HEADER.unpack_from(value)[1] != CHUNKED:
+            return self.read(txn, repo_id, oid)
+        chunk = txn.get(key + CHUNK_INDEX.pack(index), db=self._chunks)
+        if chunk is None:
+            raise NotFound(f"chunk {index} of object {oid.hex()} is missing")
+        return _decode_chunk(chunk)
 
     def iter_chunks(self, txn: Any, repo_id: str, oid: bytes) -> Iterator[bytes]:
         """The content in storage-sized pieces, decoded one at a time."""

@@ -1,0 +1,238 @@
+"""StreamBlob and UploadBlobStream: big blobs in chunks, each with its SHA-256.
+
+Downloads read the blob piece by piece (one storage chunk at a time, each in a short read
+transaction) and yield one message at a time, so HTTP/2 flow control paces the server to the
+reader. Uploads spool to a file in the data dir, never to memory, and commit only when the whole
+blob has arrived and checked out.
+"""
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import betterproto2
+
+from generated.govc import (
+    StreamBlobRequest,
+    StreamBlobResponse,
+    StreamChunk,
+    StreamMetadata,
+    StreamProgress,
+    UploadBlobStreamRequest,
+    UploadBlobStreamResponse,
+)
+from govc.blobs import Blobs
+from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
+from govc.objects import validate_object_id
+from govc.repositories import Repositories
+from govc.services.oneof import set_one_of
+from govc.storage.objects import CHUNK_SIZE, ObjectInfo
+from govc.validation import validate_repo_id
+
+DEFAULT_CHUNK = 64 * 1024
+MIN_CHUNK = 1024
+MAX_CHUNK = 4 * 1024 * 1024
+PROGRESS_EVERY = 10
+CONTENT_TYPE = "application/octet-stream"
+SPOOL_DIR = "uploads"
+
+
+def _response(field: str, value: object) -> StreamBlobResponse:
+    return set_one_of(StreamBlobResponse(), field, value)
+
+
+class StreamingService:
+    def __init__(
+        self, blobs: Blobs, repositories: Repositories, data_dir: str, max_upload_bytes: int
+    ) -> None:
+        self._blobs = blobs
+        self._repositories = repositories
+        self._spool_dir = Path(data_dir) / SPOOL_DIR
+        self._max_upload_bytes = max_upload_bytes
+        # Spools left by a crash are garbage: nothing was committed from them.
+        if self._spool_dir.is_dir():
+            for leftover in self._spool_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- download ----
+
+    async def stream_blob(
+        self, messages: AsyncIterator[StreamBlobRequest]
+    ) -> AsyncIterator[StreamBlobResponse]:
+        request = await anext(messages, None)
+        if request is None:
+            raise InvalidArgument("StreamBlob expects one StreamBlobRequest")
+        repo_id = validate_repo_id(request.repository_id, "repository_id")
+        oid = validate_object_id(request.hash, "hash")
+        chunk_size = request.chunk_size or DEFAULT_CHUNK
+        chunk_size = min(max(chunk_size, MIN_CHUNK), MAX_CHUNK)
+        info = self._blobs.info(repo_id, oid)
+        start, end = request.start_offset, request.end_offset or info.size
+        if start < 0 or end < 0 or start > end or end > info.size:
+            raise OutOfRange(
+                f"range [start_offset={request.start_offset}, end_offset={request.end_offset}) "
+                f"is outside the blob of {info.size} bytes"
+            )
+        total = end - start
+        count = max(1, -(-total // chunk_size))
+        stream_id = uuid.uuid4().hex
+        checksum = await self._range_sha256(repo_id, oid, info, start, end)
+        yield _response(
+            "metadata",
+            StreamMetadata(
+                stream_id=stream_id,
+                total_size=total,
+                chunk_count=count,
+                content_type=CONTENT_TYPE,
+                checksum=checksum,
+            ),
+        )
+        began = time.perf_counter()
+        sent = 0
+        sequence = 0
+        async for data in self._chunks(repo_id, oid, info, start, end, chunk_size):
+            last = sequence == count - 1
+            yield _response(
+                "chunk",
+                StreamChunk(
+                    stream_id=stream_id,
+                    sequence_num=sequence,
+                    data=data,
+                    checksum=hashlib.sha256(data).hexdigest(),
+                    is_last=last,
+                ),
+            )
+            sent += len(data)
+            if sequence % PROGRESS_EVERY == 0 or last:
+                elapsed = max(time.perf_counter() - began, 1e-9)
+                yield _response(
+                    "progress",
+                    StreamProgress(
+                        stream_id=stream_id,
+                        bytes_streamed=sent,
+                        total_bytes=total,
+                        chunks_streamed=sequence + 1,
+                        total_chunks=count,
+                        transfer_rate_mbps=sent / elapsed / 1e6,
+                        status="completed" if last else "streaming",
+                    ),
+                )
+            sequence += 1
+
+    async def _pieces(
+        self, repo_id: str, oid: bytes, info: ObjectInfo, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """The bytes of [start, end) in storage pieces, each read off the loop when big."""
+        if self._blobs.piece_count(info) == 1:
+            content = (
+                await asyncio.to_thread(self._blobs.read_piece, repo_id, oid, 0)
+                if info.size > 256 * 1024
+                else self._blobs.read_piece(repo_id, oid, 0)
+            )
+            yield content[start:end]
+            return
+        for index in range(start // CHUNK_SIZE, -(-end // CHUNK_SIZE)):
+            piece = await asyncio.to_thread(self._blobs.read_piece, repo_id, oid, index)
+            base = index * CHUNK_SIZE
+            yield piece[max(start - base, 0) : end - base]
+
+    async def _chunks(
+        self, repo_id: str, oid: bytes, info: ObjectInfo, start: int, end: int, size: int
+    ) -> AsyncIterator[bytes]:
+        if start == end:
+            yield b""  # an empty range is one empty last chunk
+            return
+        carry = b""
+        async for piece in self._pieces(repo_id, oid, info, start, end):
+            view = memoryview(carry + piece) if carry else memoryview(piece)
+            offset = 0
+            while len(view) - offset >= size:
+                yield bytes(view[offset : offset + size])
+                offset += size
+            carry = bytes(view[offset:])
+        if carry:
+            yield carry
+
+    async def _range_sha256(
+        self, repo_id: str, oid: bytes, info: ObjectInfo, start: int, end: int
+    ) -> str:
+        digest = hashlib.sha256()
+        async for piece in self._pieces(repo_id, oid, info, start, end):
+            digest.update(piece)
+        return digest.hexdigest()
+
+    # ---- upload ----
+
+    async def upload_blob_stream(
+        self, messages: AsyncIterator[UploadBlobStreamRequest]
+    ) -> UploadBlobStreamResponse:
+        first = await anext(messages, None)
+        if first is None:
+            raise InvalidArgument("UploadBlobStream received no messages")
+        repo_id = validate_repo_id(first.repository_id, "repository_id")
+        kind, metadata = betterproto2.which_one_of(first, "request")
+        if kind != "metadata" or metadata is None:
+            raise InvalidArgument("the first UploadBlobStream message must carry metadata")
+        declared = metadata.total_size
+        if declared < 0:
+            raise InvalidArgument(f"metadata.total_size must not be negative, got {declared}")
+        if declared > self._max_upload_bytes:
+            raise ResourceExhausted(
+                f"metadata.total_size {declared} is over the upload limit of "
+                f"{self._max_upload_bytes} bytes"
+            )
+        self._repositories.get(repo_id)
+        fd, spool_name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        spool = Path(spool_name)
+        try:
+            received, chunks, checksum = await self._receive(messages, fd)
+            if declared > 0 and received != declared:
+                raise InvalidArgument(
+                    f"received {received} bytes but metadata.total_size is {declared}"
+                )
+            blob_hash, info = await asyncio.to_thread(
+                self._blobs.store_file, repo_id, spool, received
+            )
+            return UploadBlobStreamResponse(
+                hash=blob_hash, size=info.size, chunks_received=chunks, checksum=checksum
+            )
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _receive(
+        self, messages: AsyncIterator[UploadBlobStreamRequest], fd: int
+    ) -> tuple[int, int, str]:
+        """Spool every chunk into `fd`, checking order, checksums and the cap."""
+        digest = hashlib.sha256()
+        received = chunks = 0
+        with os.fdopen(fd, "wb") as out:
+            async for message in messages:
+                kind, chunk = betterproto2.which_one_of(message, "request")
+                if kind != "chunk" or chunk is None:
+                    raise InvalidArgument("after metadata, every message must carry a chunk")
+                if chunk.sequence_num != chunks:
+                    problem = "repeated" if chunk.sequence_num < chunks else "a gap before it"
+                    raise InvalidArgument(
+                        f"chunk sequence_num {chunk.sequence_num} is {problem}: expected {chunks}"
+                    )
+                data = chunk.data
+                if chunk.checksum and hashlib.sha256(data).hexdigest() != chunk.checksum:
+                    raise DataLoss(f"chunk {chunks}: checksum does not match its data")
+                received += len(data)
+                if received > self._max_upload_bytes:
+                    raise ResourceExhausted(
+                        f"upload is over the limit of {self._max_upload_bytes} bytes"
+                    )
+                digest.update(data)
+                if len(data) > 256 * 1024:
+                    await asyncio.to_thread(out.write, data)
+                else:
+                    out.write(data)
+                chunks += 1
+        return received, chunks, digest.hexdigest()
