@@ -3,6 +3,7 @@
 import argparse
 import datetime
 import sys
+import time
 from pathlib import Path
 
 from govc.client import GovcClient
@@ -129,6 +130,61 @@ async def branch(c: GovcClient, args: argparse.Namespace) -> int:
 async def checkout(c: GovcClient, args: argparse.Namespace) -> int:
     await c.checkout_branch(_repo(args), args.name)
     print(f"Switched to branch '{args.name}'")
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr for long transfers (only when it is a terminal or
+    the transfer is big enough to be worth watching)."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self._label = label
+        self._enabled = enabled
+        self._started = time.monotonic()
+        self._last_draw = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self._enabled or (now - self._last_draw < 0.1 and done < total):
+            return
+        self._last_draw = now
+        fraction = done / total if total else 1.0
+        filled = int(fraction * self.WIDTH)
+        rate = done / max(now - self._started, 1e-9) / 1e6
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        sys.stderr.write(
+            f"\r{self._label} [{bar}] {fraction:4.0%} {done / 1e6:,.1f} MB {rate:,.1f} MB/s"
+        )
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _show_progress(size: int) -> bool:
+    return sys.stderr.isatty() or size >= 8 * 1024 * 1024
+
+
+async def put(c: GovcClient, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    size = path.stat().st_size
+    bar = ProgressBar(f"put {path.name}", _show_progress(size) and not args.quiet)
+    stored = await c.upload(_repo(args), path, chunk_size=args.chunk_size, progress=bar)
+    print(f"{stored.hash}  {stored.size} bytes, sha256 {stored.checksum}")
+    return 0
+
+
+async def get(c: GovcClient, args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    if args.output == "-":
+        await c.download(repo, args.hash, sys.stdout.buffer, chunk_size=args.chunk_size)
+        return 0
+    bar = ProgressBar(f"get {args.hash[:12]}", not args.quiet)
+    metadata = await c.download(
+        repo, args.hash, args.output or args.hash, chunk_size=args.chunk_size, progress=bar
+    )
+    print(f"wrote {metadata.total_size} bytes to {args.output or args.hash}")
     return 0
 
 
