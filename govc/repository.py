@@ -352,16 +352,12 @@ class VersionControl:
             if files:
                 tree_files = dict(head_files)
                 worktree = self._worktree.all(txn, repo_id)
+                known = head_files.keys() | self._index.all(txn, repo_id).keys()
                 for spec in files:
-                    matched = [
-                        p
-                        for p in worktree.keys()
-                        | head_files.keys()
-                        | self._index.all(txn, repo_id).keys()
-                        if p == spec or p.startswith(spec + "/")
-                    ]
+                    # Like `git commit -- paths`: only paths git knows (tracked or staged).
+                    matched = [p for p in known if p == spec or p.startswith(spec + "/")]
                     if not matched:
-                        raise NotFound(f"files: {spec!r} did not match any file")
+                        raise NotFound(f"files: {spec!r} did not match any file known to git")
                     for p in matched:
                         entry = worktree.get(p)
                         if entry is None:
@@ -543,8 +539,9 @@ class VersionControl:
             new_index[path] = new_worktree[path] = entry
         for path in index.keys() | worktree.keys() | old.keys():
             staged, working = index.get(path), worktree.get(path)
-            if new.get(path) == old.get(path) and (staged is not None or working is not None):
-                # Unchanged between the trees: local state (clean or not) carries over.
+            if new.get(path) == old.get(path):
+                # Unchanged between the trees: local state (clean, edited, staged, deleted)
+                # carries over.
                 if staged is not None:
                     new_index[path] = staged
                 else:
@@ -586,6 +583,8 @@ class VersionControl:
             y = " " if i is None or w == i else "D" if w is None else "M"
             if x != " " or y != " ":
                 entries.append((x + y, path))
+            if i is None and w is not None:
+                entries.append(("??", path))  # staged deletion, new untracked file in its place
         return entries
 
     # ---- merge ----

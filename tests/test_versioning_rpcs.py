@@ -345,3 +345,33 @@ async def test_unknown_repository(c: GovcClient) -> None:
     ):
         err = await error(call)
         assert err.status == Status.NOT_FOUND and "nope" in err.message
+
+
+async def test_checkout_keeps_a_staged_deletion(c: GovcClient) -> None:
+    await c.add_file(R, "a", b"a\n")
+    await c.commit(R, "a")
+    await c.create_branch(R, "topic")
+    await c.remove_file(R, "a")
+    await c.checkout_branch(R, "topic")
+    assert (await c.status(R)).status_entries == ["D  a"]
+
+
+async def test_commit_files_refuses_untracked_paths(c: GovcClient) -> None:
+    await c.add_file(R, "a", b"a\n")
+    await c.commit(R, "a")
+    await c.write_file(R, "b", b"untracked\n")
+    await c.write_file(R, "d/x", b"untracked\n")
+    for spec in ("b", "d"):
+        err = await error(c.commit(R, "m", files=[spec]))
+        assert err.status == Status.NOT_FOUND and "known" in err.message
+    assert (await c.list_commits(R)).total == 1
+
+
+async def test_status_shows_untracked_file_over_staged_deletion(c: GovcClient) -> None:
+    await c.add_file(R, "a", b"a\n")
+    await c.commit(R, "a")
+    await c.move_file(R, "a", "b")
+    await c.write_file(R, "a", b"new\n")
+    status = await c.status(R)
+    assert status.status_entries == ["D  a", "?? a", "A  b"]
+    assert (status.staged_files, status.untracked_files) == (2, 1)
