@@ -14,7 +14,7 @@ from typing import Protocol
 import uvloop
 from grpclib.client import Channel
 
-from benchmarks import blobs, versioning
+from benchmarks import batch, blobs, streaming, versioning
 from benchmarks.harness import (
     PROJECT_ROOT,
     Case,
@@ -46,7 +46,7 @@ class BenchmarkModule(Protocol):
     async def cases(self, clients: Clients) -> list[Case]: ...
 
 
-MODULES: list[BenchmarkModule] = [blobs]
+MODULES: list[BenchmarkModule] = [blobs, streaming]
 
 
 def _progress(message: str) -> None:
@@ -74,7 +74,12 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[CaseRes
                 processes = {"floor": floor, "govc": govc}
                 results = await run_rounds(cases, processes, args.rounds, args.duration, _progress)
                 _progress("version control against git")
-                sections = [await versioning.run(client, workdir / "govc-data", workdir, VC_ROUNDS)]
+                _progress("batch against single calls")
+                sections = [await batch.run(client, VC_ROUNDS)]
+                _progress("version control against git")
+                sections.append(
+                    await versioning.run(client, workdir / "govc-data", workdir, VC_ROUNDS)
+                )
                 return results, sections
         finally:
             channel.close()

@@ -4,7 +4,7 @@ Same messages, same HTTP/2 transport, same generated (de)serialisation as govc; 
 the least that yields a well-formed answer. Whatever govc costs above this is govc's own.
 """
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -16,6 +16,12 @@ from generated.govc import (
     GoVcServiceBase,
     StoreBlobRequest,
     StoreBlobResponse,
+    StreamBlobRequest,
+    StreamBlobResponse,
+    StreamChunk,
+    StreamMetadata,
+    UploadBlobStreamRequest,
+    UploadBlobStreamResponse,
 )
 
 # A constant, well-formed blob id: StoreBlob answers with it instead of hashing anything.
@@ -39,3 +45,36 @@ class FloorService(GoVcServiceBase):
         if content is None:
             raise GRPCError(Status.NOT_FOUND, f"the floor has no payload {message.hash}")
         return GetBlobResponse(content=content, hash=message.hash, size=len(content))
+
+    async def stream_blob(
+        self, messages: AsyncIterator[StreamBlobRequest]
+    ) -> AsyncIterator[StreamBlobResponse]:
+        """The blob's bytes as metadata then chunks, in the same messages govc sends."""
+        request = await anext(messages)
+        content = self._blobs.get(request.hash)
+        if content is None:
+            raise GRPCError(Status.NOT_FOUND, f"the floor has no payload {request.hash}")
+        size = request.chunk_size or 65536
+        count = max(1, -(-len(content) // size))
+        yield StreamBlobResponse(
+            metadata=StreamMetadata(stream_id="floor", total_size=len(content), chunk_count=count)
+        )
+        view = memoryview(content)
+        for n in range(count):
+            data = bytes(view[n * size : (n + 1) * size])
+            yield StreamBlobResponse(
+                chunk=StreamChunk(
+                    stream_id="floor", sequence_num=n, data=data, is_last=n == count - 1
+                )
+            )
+
+    async def upload_blob_stream(
+        self, messages: AsyncIterator[UploadBlobStreamRequest]
+    ) -> UploadBlobStreamResponse:
+        """Receives every message and keeps nothing."""
+        size = chunks = 0
+        async for message in messages:
+            if message.chunk is not None:
+                size += len(message.chunk.data)
+                chunks += 1
+        return UploadBlobStreamResponse(hash=FLOOR_BLOB_ID, size=size, chunks_received=chunks)

@@ -276,7 +276,7 @@ async def run(client: GovcClient, data_dir: Path, workdir: Path, rounds: int) ->
                 "in flight on one connection, then Commit; every write is fsynced before it is",
                 "acknowledged. git: the same files already on disk, `git add -A && git commit`",
                 "(git does not fsync objects by default), and `git fast-import` of the same",
-            "content.",
+                "content.",
                 "The history is made by git fast-import and brought in with `govc import` beside",
                 "the running server. git branch times include starting the process.",
             ]
