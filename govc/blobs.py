@@ -31,7 +31,7 @@ from govc.storage.objects import (
 # Delta base candidates: the most recent delta-eligible blobs of each repository.
 RECENT_BLOBS = 8
 DELTA_TRIES = 4
-CHUNKS_PER_TRANSACTION = 8  # bounds a write transaction's dirty pages to ~8 MiB
+CHUNKS_PER_TRANSACTION = 16  # bounds a write transaction's dirty pages to ~16 MiB
 _RECENT_ENTRY = struct.Struct(">20sQ")  # object id, size
 
 
@@ -151,18 +151,35 @@ class Blobs:
     def piece_count(self, info: ObjectInfo) -> int:
         return self._objects.piece_count(info)
 
-    def store_file(self, repo_id: str, path: Path, size: int) -> tuple[str, ObjectInfo]:
+    def sha256(self, repo_id: str, oid: bytes) -> bytes | None:
+        with self._storage.read() as txn:
+            return self._objects.sha256(txn, repo_id, oid)
+
+    def remember_sha256(self, repo_id: str, oid: bytes, digest: bytes) -> Future[None]:
+        return self._storage.writer.submit(
+            lambda txn: self._objects.remember_sha256(txn, repo_id, oid, digest)
+        )
+
+    def store_file(
+        self,
+        repo_id: str,
+        path: Path,
+        size: int,
+        oid: bytes | None = None,
+        sha256: bytes | None = None,
+    ) -> tuple[str, ObjectInfo]:
         """Store the blob spooled in `path` (blocking: call from a worker thread).
 
         Big blobs go in chunk by chunk over several transactions, so neither this process nor
         a write transaction ever holds the whole blob; the object becomes visible only when its
         header is written, last. If that never happens the chunks are removed again.
         """
-        sha = hashlib.sha1(object_header(BLOB, size))
-        with path.open("rb") as spool:
-            for piece in iter(lambda: spool.read(CHUNK_SIZE), b""):
-                sha.update(piece)
-        oid = sha.digest()
+        if oid is None:  # not hashed while receiving: one more pass over the spool
+            sha = hashlib.sha1(object_header(BLOB, size))
+            with path.open("rb") as spool:
+                for piece in iter(lambda: spool.read(CHUNK_SIZE), b""):
+                    sha.update(piece)
+            oid = sha.digest()
         if size <= CHUNK_SIZE:
             blob_hash, info = self.store(repo_id, path.read_bytes()).result()
             return blob_hash, info
@@ -188,7 +205,10 @@ class Blobs:
 
             def finish(txn: Any) -> ObjectInfo:
                 self._repositories.require(txn, repo_id)
-                return objects.put_chunked_header(txn, repo_id, oid, BLOB, size, count, stored)
+                info = objects.put_chunked_header(txn, repo_id, oid, BLOB, size, count, stored)
+                if sha256 is not None:
+                    objects.remember_sha256(txn, repo_id, oid, sha256)
+                return info
 
             return oid.hex(), writer.submit(finish).result()
         except BaseException:

@@ -28,7 +28,7 @@ from generated.govc import (
 )
 from govc.blobs import Blobs
 from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
-from govc.objects import validate_object_id
+from govc.objects import BLOB, object_header, validate_object_id
 from govc.repositories import Repositories
 from govc.services.oneof import set_one_of
 from govc.storage.objects import CHUNK_SIZE, ObjectInfo
@@ -83,6 +83,7 @@ class StreamingService:
         count = max(1, -(-total // chunk_size))
         stream_id = uuid.uuid4().hex
         checksum = await self._range_sha256(repo_id, oid, info, start, end)
+
         yield _response(
             "metadata",
             StreamMetadata(
@@ -162,9 +163,16 @@ class StreamingService:
     async def _range_sha256(
         self, repo_id: str, oid: bytes, info: ObjectInfo, start: int, end: int
     ) -> str:
+        """SHA-256 of the range; the whole blob's is remembered, so a blob is read twice (once
+        to hash, once to send) only on its first full download."""
+        whole = start == 0 and end == info.size
+        if whole and (known := self._blobs.sha256(repo_id, oid)) is not None:
+            return known.hex()
         digest = hashlib.sha256()
         async for piece in self._pieces(repo_id, oid, info, start, end):
             digest.update(piece)
+        if whole and info.size > CHUNK_SIZE:
+            self._blobs.remember_sha256(repo_id, oid, digest.digest())  # no need to wait
         return digest.hexdigest()
 
     # ---- upload ----
@@ -191,13 +199,19 @@ class StreamingService:
         fd, spool_name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
         spool = Path(spool_name)
         try:
-            received, chunks, checksum = await self._receive(messages, fd)
+            git_id = hashlib.sha1(object_header(BLOB, declared)) if declared else None
+            received, chunks, checksum = await self._receive(messages, fd, git_id)
             if declared > 0 and received != declared:
                 raise InvalidArgument(
                     f"received {received} bytes but metadata.total_size is {declared}"
                 )
             blob_hash, info = await asyncio.to_thread(
-                self._blobs.store_file, repo_id, spool, received
+                self._blobs.store_file,
+                repo_id,
+                spool,
+                received,
+                git_id.digest() if git_id else None,
+                bytes.fromhex(checksum),
             )
             return UploadBlobStreamResponse(
                 hash=blob_hash, size=info.size, chunks_received=chunks, checksum=checksum
@@ -206,9 +220,13 @@ class StreamingService:
             spool.unlink(missing_ok=True)
 
     async def _receive(
-        self, messages: AsyncIterator[UploadBlobStreamRequest], fd: int
+        self,
+        messages: AsyncIterator[UploadBlobStreamRequest],
+        fd: int,
+        git_id: "hashlib._Hash | None",
     ) -> tuple[int, int, str]:
-        """Spool every chunk into `fd`, checking order, checksums and the cap."""
+        """Spool every chunk into `fd`, checking order, checksums and the cap; `git_id` (when
+        the size was declared) hashes the content on the way."""
         digest = hashlib.sha256()
         received = chunks = 0
         with os.fdopen(fd, "wb") as out:
@@ -230,6 +248,8 @@ class StreamingService:
                         f"upload is over the limit of {self._max_upload_bytes} bytes"
                     )
                 digest.update(data)
+                if git_id is not None:
+                    git_id.update(data)
                 if len(data) > 256 * 1024:
                     await asyncio.to_thread(out.write, data)
                 else:

@@ -30,6 +30,7 @@ DATABASES = (
     "recent",  # repo id -> recent delta-eligible blobs (delta base candidates)
     "index",  # repo id + "/" + path -> staged entry
     "worktree",  # repo id + "/" + path -> work tree entry
+    "checksums",  # object key -> SHA-256 of the content (streamed blobs; derived, cached)
 )
 
 FORMAT_VERSION = b"1"
