@@ -25,6 +25,7 @@ from govc.batch import BatchExecutor
 from govc.blobs import Blobs
 from govc.repositories import Repositories
 from govc.repository import VersionControl
+from govc.services import speedups
 from govc.services.batch import BatchService
 from govc.services.blobs import BlobService
 from govc.services.durable import DurableWaiter
@@ -106,6 +107,7 @@ class GovcServer:
         self.port = 0
 
     async def start(self) -> None:
+        speedups.apply()
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:
