@@ -16,7 +16,8 @@ import hashlib
 import json
 import os
 import ssl as ssl_module
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -139,9 +140,11 @@ class GovcClient:
     def close(self) -> None:
         self._channel.close()
 
-    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+    @contextmanager
+    def _rpc_errors(self) -> Iterator[None]:
+        """Every failure of a call as one exception type, GovcRpcError."""
         try:
-            return await method(request, timeout=self.timeout, metadata=self.metadata or None)
+            yield
         except GRPCError as exc:
             raise GovcRpcError(exc.status, exc.message or exc.status.name) from None
         except TimeoutError:
@@ -150,6 +153,10 @@ class GovcClient:
             ) from None
         except (StreamTerminatedError, ConnectionError, OSError) as exc:
             raise GovcRpcError(Status.UNAVAILABLE, f"connection failed: {exc}") from None
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        with self._rpc_errors():
+            return await method(request, timeout=self.timeout, metadata=self.metadata or None)
 
     def _check_size(self, field: str, data: bytes) -> None:
         if len(data) > self.max_message_bytes:
@@ -416,19 +423,11 @@ class GovcClient:
     async def _stream(
         self, method: Callable[..., AsyncIterator[T]], requests: Any
     ) -> AsyncIterator[T]:
-        try:
+        with self._rpc_errors():
             async for message in method(
                 requests, timeout=self.timeout, metadata=self.metadata or None
             ):
                 yield message
-        except GRPCError as exc:
-            raise GovcRpcError(exc.status, exc.message or exc.status.name) from None
-        except TimeoutError:
-            raise GovcRpcError(
-                Status.DEADLINE_EXCEEDED, f"no answer within {self.timeout} s"
-            ) from None
-        except (StreamTerminatedError, ConnectionError, OSError) as exc:
-            raise GovcRpcError(Status.UNAVAILABLE, f"connection failed: {exc}") from None
 
     # ---- batch ----
 

@@ -1,40 +1,13 @@
 """The same history built through the RPCs and with the real git gives identical ids."""
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from govc.client import GovcClient
-from govc.server import GovcServer, ServerConfig
+from tests.conftest import Clock
 from tests.gitoracle import Git
 
 ADA = ("Ada Lovelace", "ada@example.com")
 GOVC = ("govc", "govc@localhost")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def fixed_client(tmp_path: Path, clock: Clock) -> AsyncIterator[GovcClient]:
-    server = GovcServer(ServerConfig(data_dir=str(tmp_path / "data"), grpc_port=0, clock=clock))
-    await server.start()
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            yield client
-    finally:
-        await server.stop()
 
 
 def text(lines: int, tag: str) -> bytes:
@@ -42,9 +15,9 @@ def text(lines: int, tag: str) -> bytes:
 
 
 async def test_history_with_branch_and_merge_matches_git(
-    tmp_path: Path, fixed_client: GovcClient, clock: Clock
+    tmp_path: Path, client: GovcClient, clock: Clock
 ) -> None:
-    c = fixed_client
+    c = client
     git = Git(tmp_path / "oracle")
     await c.create_repository("golden")
     author = f"{ADA[0]} <{ADA[1]}>"

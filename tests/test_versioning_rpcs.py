@@ -1,14 +1,11 @@
 """Files, commits, branches and status over a real server: semantics and every error."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from grpclib.const import Status
 
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
-from govc.server import GovcServer, ServerConfig
+from tests.conftest import Clock
 
 R = "vc"
 
@@ -19,28 +16,10 @@ async def error(coro: object) -> GovcRpcError:
     return info.value
 
 
-class Clock:
-    now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def c(tmp_path: Path, clock: Clock) -> AsyncIterator[GovcClient]:
-    server = GovcServer(ServerConfig(data_dir=str(tmp_path / "d"), grpc_port=0, clock=clock))
-    await server.start()
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            await client.create_repository(R)
-            yield client
-    finally:
-        await server.stop()
+async def c(client: GovcClient) -> GovcClient:
+    await client.create_repository(R)
+    return client
 
 
 BAD_PATHS = [

@@ -79,18 +79,21 @@ class VersioningService:
     # ---- files ----
 
     async def add_file(self, message: AddFileRequest) -> AddFileResponse:
-        repo_id = validate_repo_id(message.repository_id, "repository_id")
-        path = validate_path(message.path, "path")
-        prepared = await _prepare(message.content)
-        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=True))
+        prepared = await self._write(message, stage=True)
         return AddFileResponse(hash=prepared.hex, size=prepared.size)
 
     async def write_file(self, message: WriteFileRequest) -> WriteFileResponse:
+        prepared = await self._write(message, stage=False)
+        return WriteFileResponse(hash=prepared.hex, size=prepared.size)
+
+    async def _write(
+        self, message: AddFileRequest | WriteFileRequest, stage: bool
+    ) -> PreparedObject:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
         prepared = await _prepare(message.content)
-        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=False))
-        return WriteFileResponse(hash=prepared.hex, size=prepared.size)
+        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=stage))
+        return prepared
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
