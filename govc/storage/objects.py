@@ -11,8 +11,9 @@ uncompressed size) and a payload:
 * CHUNKED  chunk size, chunk count and stored bytes of all chunks; the chunks live in the
            `chunks` database, each RAW or ZSTD on its own, so a big blob is never decoded whole
 
-Hashing and compression happen in `prepare_blob`, off the writer thread; the writer only copies
-prepared bytes into the transaction (`put_prepared`).
+Hashing and compression happen in `prepare_object`; `put_prepared` only copies prepared bytes
+into a transaction. Callers choose the thread: big blobs are prepared by a worker thread, small
+ones by the writer itself (see `Blobs.store`).
 """
 
 from __future__ import annotations
