@@ -148,6 +148,10 @@ class Blobs:
         with self._storage.read(buffers=True) as txn:
             return self._objects.read_piece(txn, repo_id, oid, index)
 
+    def release_read_pages(self) -> None:
+        """After reading a lot (a long stream), let go of the mapped pages it touched."""
+        self._storage.drop_mapped_pages()
+
     def piece_count(self, info: ObjectInfo) -> int:
         return self._objects.piece_count(info)
 

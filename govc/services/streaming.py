@@ -40,6 +40,9 @@ MAX_CHUNK = 4 * 1024 * 1024
 PROGRESS_EVERY = 10
 CONTENT_TYPE = "application/octet-stream"
 SPOOL_DIR = "uploads"
+# While streaming a big blob, unmap what was read every this many storage pieces (MiB), so the
+# process does not keep the whole blob resident through LMDB's mmap.
+RELEASE_EVERY_PIECES = 32
 
 
 def _response(field: str, value: object) -> StreamBlobResponse:
@@ -140,6 +143,8 @@ class StreamingService:
             return
         for index in range(start // CHUNK_SIZE, -(-end // CHUNK_SIZE)):
             piece = await asyncio.to_thread(self._blobs.read_piece, repo_id, oid, index)
+            if index % RELEASE_EVERY_PIECES == RELEASE_EVERY_PIECES - 1:
+                await asyncio.to_thread(self._blobs.release_read_pages)
             base = index * CHUNK_SIZE
             yield piece[max(start - base, 0) : end - base]
 

@@ -5,8 +5,10 @@ hits MapFullError. Growing (`set_mapsize`) is only legal while no transaction is
 process, so every read transaction registers with a gate that growth closes and drains first.
 """
 
+import ctypes
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,11 @@ DATABASES = (
 )
 
 FORMAT_VERSION = b"1"
+
+_MADV_DONTNEED = 4
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+if _LIBC is not None:
+    _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,26 @@ class Storage:
             new_size = self.map_size * 2
             self.env.set_mapsize(new_size)
             log.info("storage map grown to %d MiB", new_size >> 20)
+
+    def drop_mapped_pages(self) -> None:
+        """Unmap the data file's pages from this process; they stay in the page cache.
+
+        LMDB reads through a shared read-only mmap, so every page a read touches stays resident
+        in this process: streaming a 1 GiB blob would leave 1 GiB in our RSS. Dropping the
+        mapping's pages is safe at any time (the next access faults them back in from the page
+        cache) and keeps long streams from bloating the process. Linux only; else a no-op.
+        """
+        if _LIBC is None:
+            return
+        data_file = os.path.realpath(os.path.join(self.config.path, "data.mdb"))
+        try:
+            with open("/proc/self/maps") as maps:
+                ranges = [line.split()[0] for line in maps if line.rstrip().endswith(data_file)]
+        except OSError:
+            return
+        for span in ranges:
+            start, end = (int(x, 16) for x in span.split("-"))
+            _LIBC.madvise(start, end - start, _MADV_DONTNEED)
 
     def adopt_map_size(self) -> None:
         """Another process (e.g. `govc import` beside a server) grew the map: follow it."""
