@@ -123,7 +123,7 @@ class GovcServer:
         repositories = Repositories(storage)
         blobs = Blobs(storage, repositories)
         vc = VersionControl(storage, repositories, clock=config.clock)
-        durable = DurableWaiter(storage.writer, asyncio.get_running_loop())
+        durable = DurableWaiter(asyncio.get_running_loop())
         handlers: list[object] = [
             RepositoryService(repositories, durable),
             BlobService(blobs, durable, config.max_message_bytes),

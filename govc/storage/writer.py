@@ -46,7 +46,6 @@ class Writer:
         #: Number of committed write transactions and of operations in them (tests, metrics).
         self.commits = 0
         self.operations = 0
-        self._listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="govc-writer", daemon=True)
         self._thread.start()
 
@@ -58,10 +57,6 @@ class Writer:
                 raise Unavailable("storage is closing; no more writes are accepted")
             self._queue.put((op, fut))
         return fut
-
-    def add_commit_listener(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (on the writer thread) after each batch's futures are resolved."""
-        self._listeners.append(callback)
 
     def close(self) -> None:
         """Finish every queued operation, then stop the thread."""
@@ -112,8 +107,6 @@ class Writer:
                 log.exception("write transaction failed")
                 for _, fut in live:
                     fut.set_exception(Unavailable(f"storage write failed: {exc}"))
-                for listener in self._listeners:
-                    listener()
                 return
             break
         self.commits += 1
@@ -123,8 +116,6 @@ class Writer:
                 fut.set_result(result)
             else:
                 fut.set_exception(error)
-        for listener in self._listeners:
-            listener()
 
     @staticmethod
     def _apply(env: Any, txn: Any, op: WriteOp[Any]) -> tuple[Any, BaseException | None]:
