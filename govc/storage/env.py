@@ -51,6 +51,18 @@ class StorageConfig:
     max_readers: int = 1024
 
 
+def scan_prefix(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every key of `db` that starts with `prefix`, in key order (copied)."""
+    with txn.cursor(db=db) as cursor:
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                return
+            yield key, bytes(value)
+
+
 def delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
     """Delete every key of `db` that starts with `prefix`; returns how many."""
     count = 0

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from govc.storage.env import delete_prefix
+from govc.storage.env import delete_prefix, scan_prefix
 from govc.storage.objects import repo_prefix
 
 _ENTRY = struct.Struct(">20sIQQ")  # object id, mode, size, modified (us since epoch)
@@ -53,17 +53,11 @@ class RefTable:
 
     def list(self, txn: Any, repo_id: str, prefix: str) -> list[tuple[str, str]]:
         """(name, value) of every ref under `prefix`, sorted by name."""
-        start = repo_prefix(repo_id) + prefix.encode()
         skip = len(repo_prefix(repo_id))
-        result = []
-        with txn.cursor(db=self._db) as cursor:
-            if cursor.set_range(start):
-                for key, value in cursor:
-                    key = bytes(key)
-                    if not key.startswith(start):
-                        break
-                    result.append((key[skip:].decode(), bytes(value).decode()))
-        return result
+        return [
+            (key[skip:].decode(), value.decode())
+            for key, value in scan_prefix(txn, self._db, repo_prefix(repo_id) + prefix.encode())
+        ]
 
 
 class EntryTable:
@@ -90,16 +84,10 @@ class EntryTable:
 
     def all(self, txn: Any, repo_id: str) -> dict[str, Entry]:
         prefix = repo_prefix(repo_id)
-        skip = len(prefix)
-        result: dict[str, Entry] = {}
-        with txn.cursor(db=self._db) as cursor:
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    key = bytes(key)
-                    if not key.startswith(prefix):
-                        break
-                    result[key[skip:].decode()] = Entry.decode(value)
-        return result
+        return {
+            key[len(prefix) :].decode(): Entry.decode(value)
+            for key, value in scan_prefix(txn, self._db, prefix)
+        }
 
     def replace_all(self, txn: Any, repo_id: str, entries: dict[str, Entry]) -> None:
         self.clear(txn, repo_id)
