@@ -555,6 +555,26 @@ class VersionControl:
         self._index.replace_all(txn, repo_id, new_index)
         self._worktree.replace_all(txn, repo_id, new_worktree)
 
+    def require_repository(self, txn: Any, repo_id: str) -> None:
+        self._repositories.require(txn, repo_id)
+
+    def branch_tips(self, txn: Any, repo_id: str) -> tuple[list[tuple[str, str]], str]:
+        """(branch name, tip) sorted by name, and the current branch ("" when detached)."""
+        tips = [(ref.removeprefix(HEADS), tip) for ref, tip in self._refs.list(txn, repo_id, HEADS)]
+        current, _ = self.head(txn, repo_id)
+        return tips, current or ""
+
+    def worktree_entries(self, txn: Any, repo_id: str) -> dict[str, Entry]:
+        return self._worktree.all(txn, repo_id)
+
+    def blob_rows(self, txn: Any, repo_id: str) -> list[tuple[str, int, int]]:
+        """(id, size, stored size) of every blob stored in the repository."""
+        return [
+            (oid.hex(), info.size, info.stored_size)
+            for oid, info in self.objects.store.all_objects(txn, repo_id)
+            if info.kind == "blob"
+        ]
+
     def current_files(self, txn: Any, repo_id: str) -> dict[str, tuple[bytes, int]]:
         """path -> (blob id, size) of the work tree: what a checkout shows now (the work tree
         holds every file, committed or not)."""

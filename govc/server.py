@@ -25,6 +25,7 @@ from govc.batch import BatchExecutor
 from govc.blobs import Blobs
 from govc.repositories import Repositories
 from govc.repository import VersionControl
+from govc.search.sql import SqlEngine
 from govc.services import speedups
 from govc.services.batch import BatchService
 from govc.services.blobs import BlobService
@@ -32,6 +33,7 @@ from govc.services.durable import DurableWaiter
 from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
+from govc.services.search import SearchService
 from govc.services.streaming import StreamingService
 from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
@@ -130,6 +132,7 @@ class GovcServer:
             VersioningService(vc, durable),
             BatchService(storage, repositories, BatchExecutor(vc), durable),
             StreamingService(blobs, repositories, data_dir, config.max_upload_bytes),
+            SearchService(SqlEngine(storage, vc)),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

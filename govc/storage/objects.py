@@ -251,6 +251,21 @@ class ObjectStore:
         key = object_key(repo_id, oid)
         return self._info_from_value(txn.get(key, db=self._objects))
 
+    def all_objects(self, txn: Any, repo_id: str) -> Iterator[tuple[bytes, ObjectInfo]]:
+        """(id, info) of every object of the repository (reads headers only when `txn` returns
+        buffers)."""
+        prefix = repo_prefix(repo_id)
+        with txn.cursor(db=self._objects) as cursor:
+            if not cursor.set_range(prefix):
+                return
+            for key, value in cursor:
+                key = bytes(key)
+                if not key.startswith(prefix):
+                    return
+                info = self._info_from_value(value)
+                if info is not None:
+                    yield key[len(prefix) :], info
+
     def ids_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[bytes]:
         """Ids of the repository's objects whose hex form starts with `hex_prefix`."""
         prefix = repo_prefix(repo_id)

@@ -1,0 +1,279 @@
+"""Read-only SQL over a repository's data, through the standard library's sqlite3.
+
+Each query runs against a private in-memory database holding the repository's tables (files,
+commits, changes, branches, blobs). Rows derived from commits never change, so they are kept per
+repository and only new commits are added; the small, fast-changing tables are rebuilt per query.
+The sandbox: one statement, an authorizer that allows reading and nothing else (no writes, no
+ATTACH, no PRAGMA, no functions outside a safe list), a time budget enforced by a progress
+handler, and a row cap.
+"""
+
+import datetime
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from govc.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from govc.objects import Commit
+from govc.repository import VersionControl
+from govc.storage import Storage
+from govc.trees import diff_files
+
+SCHEMA = """
+CREATE TABLE files (path TEXT PRIMARY KEY, name TEXT, extension TEXT, size INTEGER,
+                    hash TEXT, mode TEXT, last_modified TEXT, content TEXT);
+CREATE TABLE commits (hash TEXT PRIMARY KEY, author TEXT, email TEXT, message TEXT,
+                      timestamp TEXT, parent TEXT, parent_count INTEGER);
+CREATE TABLE changes ("commit" TEXT, path TEXT, type TEXT, hash TEXT);
+CREATE TABLE branches (name TEXT PRIMARY KEY, "commit" TEXT, is_current INTEGER);
+CREATE TABLE blobs (hash TEXT PRIMARY KEY, size INTEGER, stored_size INTEGER);
+"""
+
+MAX_ROWS = 10_000
+TIME_BUDGET_SECONDS = 2.0
+MAX_CONTENT_BYTES = 1024 * 1024  # files.content is NULL above this (and for binary files)
+
+# sqlite3 authorizer action codes (sqlite3.SQLITE_* constants).
+_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
+_SAFE_FUNCTIONS = {
+    "abs",
+    "avg",
+    "char",
+    "coalesce",
+    "count",
+    "date",
+    "datetime",
+    "glob",
+    "group_concat",
+    "hex",
+    "ifnull",
+    "iif",
+    "instr",
+    "julianday",
+    "length",
+    "like",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "nullif",
+    "printf",
+    "format",
+    "quote",
+    "replace",
+    "round",
+    "rtrim",
+    "strftime",
+    "substr",
+    "substring",
+    "sum",
+    "time",
+    "total",
+    "trim",
+    "typeof",
+    "unicode",
+    "upper",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "ntile",
+    "percent_rank",
+    "cume_dist",
+    "nth_value",
+    "unixepoch",
+}
+
+
+def _iso(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+@dataclass
+class _History:
+    """Commit-derived rows of one repository, grown as commits appear."""
+
+    commits: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    changes: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+
+class SqlEngine:
+    def __init__(
+        self,
+        storage: Storage,
+        vc: VersionControl,
+        time_budget: float = TIME_BUDGET_SECONDS,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        self._storage = storage
+        self._vc = vc
+        self._time_budget = time_budget
+        self._max_rows = max_rows
+        self._histories: dict[str, _History] = {}
+        self._lock = threading.Lock()
+
+    def query(self, repo_id: str, sql: str) -> QueryResult:
+        """Run one read-only SELECT (blocking; call from a worker thread)."""
+        if not sql.strip():
+            raise InvalidArgument("sql_query is required")
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            self._load(db, repo_id)
+            db.set_authorizer(_authorize)
+            deadline = time.monotonic() + self._time_budget
+            db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+            try:
+                cursor = db.execute(sql)
+                rows = cursor.fetchmany(self._max_rows + 1)
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    raise DeadlineExceeded(
+                        f"sql_query ran over its time budget of {self._time_budget:g} s"
+                    ) from None
+                raise InvalidArgument(f"sql_query: {exc}") from None
+            except (sqlite3.Warning, sqlite3.DatabaseError) as exc:
+                raise InvalidArgument(f"sql_query: {exc}") from None
+            if len(rows) > self._max_rows:
+                raise ResourceExhausted(
+                    f"sql_query returns more than {self._max_rows} rows; add a LIMIT"
+                )
+            columns = [d[0] for d in cursor.description or []]
+            return QueryResult(
+                columns,
+                [
+                    {c: t for c, v in zip(columns, row, strict=True) if (t := _text(v)) is not None}
+                    for row in rows
+                ],
+            )
+        finally:
+            db.close()
+
+    def _load(self, db: sqlite3.Connection, repo_id: str) -> None:
+        db.executescript(SCHEMA)
+        vc = self._vc
+        with self._storage.read(buffers=True) as txn:
+            vc.require_repository(txn, repo_id)
+            branches, current = vc.branch_tips(txn, repo_id)
+            db.executemany(
+                "INSERT INTO branches VALUES (?, ?, ?)",
+                [(name, tip, int(name == current)) for name, tip in branches],
+            )
+            history = self._history(txn, repo_id, [tip for _, tip in branches])
+            db.executemany(
+                "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)", history.commits.values()
+            )
+            db.executemany(
+                "INSERT INTO changes VALUES (?, ?, ?, ?)",
+                [row for rows in history.changes.values() for row in rows],
+            )
+            files = self._files(txn, repo_id, history)
+            db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
+            db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
+        db.commit()
+
+    def _history(self, txn: Any, repo_id: str, tips: list[str]) -> _History:
+        with self._lock:
+            history = self._histories.setdefault(repo_id, _History())
+        vc = self._vc
+        for tip in tips:
+            for commit_id, commit in vc.walk(txn, repo_id, tip):
+                if commit_id in history.commits:
+                    continue  # reached known history (its ancestors are known too)
+                history.commits[commit_id] = _commit_row(commit_id, commit)
+                parent = commit.parents[0] if commit.parents else None
+                changes = diff_files(
+                    vc.commit_files(txn, repo_id, parent),
+                    vc.objects.flatten(txn, repo_id, commit.tree),
+                )
+                history.changes[commit_id] = [
+                    (commit_id, path, kind, oid.hex()) for path, kind, oid in changes
+                ]
+        live = {c for tip in tips for c, _ in vc.walk(txn, repo_id, tip)}
+        return _History(
+            {c: row for c, row in history.commits.items() if c in live},
+            {c: rows for c, rows in history.changes.items() if c in live},
+        )
+
+    def _files(self, txn: Any, repo_id: str, history: _History) -> list[tuple[Any, ...]]:
+        """The work tree's files; last_modified is the newest commit that changed a committed
+        file (one walk of the history for all of them), or the write time of uncommitted ones."""
+        vc = self._vc
+        work = vc.worktree_entries(txn, repo_id)
+        head_files = vc.head_files(txn, repo_id)
+        committed = {p for p, e in work.items() if head_files.get(p) == (e.mode, e.oid)}
+        changed_at: dict[str, int] = {}
+        _, head = vc.head(txn, repo_id)
+        if head is not None and committed:
+            for commit_id, commit in vc.walk(txn, repo_id, head):
+                for _, path, _, _ in history.changes.get(commit_id, []):
+                    if path in committed and path not in changed_at:
+                        changed_at[path] = commit.committer.time * 1_000_000
+                if len(changed_at) == len(committed):
+                    break
+        rows = []
+        for path, entry in sorted(work.items()):
+            name = path.rsplit("/", 1)[-1]
+            extension = name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
+            content: str | None = None
+            if entry.size <= MAX_CONTENT_BYTES:
+                data = vc.objects.read_kind(txn, repo_id, entry.oid, "blob")
+                if b"\0" not in data:
+                    try:
+                        content = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        content = None
+            modified = changed_at.get(path, entry.modified_us)
+            rows.append(
+                (
+                    path,
+                    name,
+                    extension,
+                    entry.size,
+                    entry.oid.hex(),
+                    f"{entry.mode:o}",
+                    _iso(modified // 1_000_000),
+                    content,
+                )
+            )
+        return rows
+
+
+def _commit_row(commit_id: str, commit: Commit) -> tuple[Any, ...]:
+    return (
+        commit_id,
+        commit.author.name,
+        commit.author.email,
+        commit.message.rstrip("\n"),
+        _iso(commit.committer.time),
+        commit.parents[0] if commit.parents else None,
+        len(commit.parents),
+    )
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+    if action in _ALLOWED:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SAFE_FUNCTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
