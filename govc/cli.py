@@ -186,6 +186,7 @@ def _add_client_commands(commands: "argparse._SubParsersAction[argparse.Argument
     get.add_argument("-o", "--output", default="", help="file to write ('-': stdout)")
     get.add_argument("--chunk-size", type=int, default=1 << 20)
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    command("sql", c.sql, "run a read-only SQL query over the repository").add_argument("query")
     merge = command("merge", c.merge, "merge a branch into the current (or --into) branch")
     merge.add_argument("source")
     merge.add_argument("--into", default="")

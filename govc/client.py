@@ -43,6 +43,8 @@ from generated.govc import (
     CreateRepositoryResponse,
     DeleteBranchRequest,
     DeleteRepositoryRequest,
+    ExecuteSqlQueryRequest,
+    ExecuteSqlQueryResponse,
     GetBlobRequest,
     GetBlobResponse,
     GetBlobWithDeltaRequest,
@@ -428,6 +430,14 @@ class GovcClient:
                 requests, timeout=self.timeout, metadata=self.metadata or None
             ):
                 yield message
+
+    # ---- SQL ----
+
+    async def execute_sql(self, repository_id: str, sql_query: str) -> ExecuteSqlQueryResponse:
+        """One read-only SELECT over the repository's tables (files, commits, changes,
+        branches, blobs); every value comes back as text, NULLs absent."""
+        request = ExecuteSqlQueryRequest(repository_id=repository_id, sql_query=sql_query)
+        return await self._call(self.stub.execute_sql_query, request)
 
     # ---- batch ----
 

@@ -188,6 +188,27 @@ async def get(c: GovcClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(value: str) -> str:
+    """A value on one line: the first line of multi-line text, with an ellipsis."""
+    first, _, rest = value.partition("\n")
+    return first + (" ..." if rest else "")
+
+
+async def sql(c: GovcClient, args: argparse.Namespace) -> int:
+    result = await c.execute_sql(_repo(args), args.query)
+    columns: list[str] = []
+    for row in result.rows:
+        columns += [name for name in row.fields if name not in columns]
+    table = [columns] + [[_cell(row.fields.get(n, "NULL")) for n in columns] for row in result.rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for n, line in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"({result.total} rows, {result.query_time_ms:.1f} ms)")
+    return 0
+
+
 async def merge(c: GovcClient, args: argparse.Namespace) -> int:
     result = await c.merge_branch(_repo(args), args.source, args.into, args.message)
     if result.conflicts:
