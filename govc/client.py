@@ -82,6 +82,7 @@ from generated.govc import (
     WriteFileRequest,
     WriteFileResponse,
 )
+from govc.services.codec import GovcCodec
 
 T = TypeVar("T")
 
@@ -125,7 +126,7 @@ class GovcClient:
         self.timeout = timeout
         self.metadata = dict(metadata or {})
         self.max_message_bytes = max_message_bytes
-        self._channel = Channel(host, port, ssl=ssl)
+        self._channel = Channel(host, port, ssl=ssl, codec=GovcCodec())
         self.stub = GoVcServiceStub(self._channel)
 
     async def __aenter__(self) -> GovcClient:

@@ -22,6 +22,7 @@ from grpclib.server import Server, Stream
 
 from generated.govc import GoVcServiceBase
 from govc.errors import Unimplemented
+from govc.services.codec import GovcCodec
 from govc.services.context import CallContext, current_call
 from govc.services.errors import to_grpc_error
 
@@ -69,7 +70,7 @@ class DrainingServer(Server):
     """
 
     def __init__(self, handlers: Collection[Any]) -> None:
-        super().__init__(handlers)
+        super().__init__(handlers, codec=GovcCodec())
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:

@@ -1,0 +1,92 @@
+"""The fast batch codec produces exactly betterproto2's bytes and reads them back the same."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from generated.govc import (
+    BatchOperation,
+    BatchOperationResult,
+    BatchOperationsRequest,
+    BatchOperationsResponse,
+    StoreBlobRequest,
+)
+from govc.services.codec import GovcCodec, decode_request, decode_response
+
+codec = GovcCodec()
+text = st.text(max_size=40)
+blob = st.binary(max_size=300)
+
+requests = st.builds(
+    BatchOperationsRequest,
+    repository_id=text,
+    operations=st.lists(st.builds(BatchOperation, id=text, type=text, params=blob), max_size=20),
+    parallel=st.booleans(),
+    transaction=st.booleans(),
+)
+responses = st.builds(
+    BatchOperationsResponse,
+    results=st.lists(
+        st.builds(BatchOperationResult, id=text, success=st.booleans(), result=blob, error=text),
+        max_size=20,
+    ),
+    success=st.booleans(),
+    error=text,
+    execution_time_ms=st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300)
+@given(message=requests)
+def test_request_bytes_and_values_match_betterproto2(message: BatchOperationsRequest) -> None:
+    reference = bytes(message)
+    assert codec.encode(message, BatchOperationsRequest) == reference
+    assert codec.decode(reference, BatchOperationsRequest) == BatchOperationsRequest.parse(
+        reference
+    )
+
+
+@settings(max_examples=300)
+@given(message=responses)
+def test_response_bytes_and_values_match_betterproto2(message: BatchOperationsResponse) -> None:
+    reference = bytes(message)
+    assert codec.encode(message, BatchOperationsResponse) == reference
+    assert codec.decode(reference, BatchOperationsResponse) == BatchOperationsResponse.parse(
+        reference
+    )
+
+
+def test_unknown_fields_and_order_are_tolerated() -> None:
+    op = bytes(BatchOperation(id="a", type="store_blob", params=b"{}"))
+    # Fields out of order, an unknown varint field 9 and an unknown string field 10.
+    data = (
+        b"\x20\x01"  # transaction = true
+        + b"\x48\x05"  # field 9 varint
+        + b"\x52\x03xyz"  # field 10 bytes
+        + b"\x12"
+        + bytes([len(op)])
+        + op  # operations
+        + b"\x0a\x01r"  # repository_id
+    )
+    decoded = decode_request(data)
+    assert decoded == BatchOperationsRequest.parse(data)
+    assert decoded.repository_id == "r" and decoded.transaction and decoded.operations[0].id == "a"
+
+
+def test_anomalies_fall_back_to_betterproto2() -> None:
+    bad_utf8 = b"\x0a\x02\xff\xfe"
+    try:
+        reference: object = BatchOperationsRequest.parse(bad_utf8)
+    except Exception as exc:  # betterproto2 decides what bad UTF-8 means
+        reference = type(exc)
+    try:
+        ours: object = codec.decode(bad_utf8, BatchOperationsRequest)
+    except Exception as exc:
+        ours = type(exc)
+    assert ours == reference
+    assert decode_response(b"") == BatchOperationsResponse()
+
+
+def test_other_messages_use_betterproto2() -> None:
+    message = StoreBlobRequest(repository_id="r", content=b"x")
+    assert codec.encode(message, StoreBlobRequest) == bytes(message)
+    assert codec.decode(bytes(message), StoreBlobRequest) == message
