@@ -9,6 +9,13 @@ from generated.govc import (
     BatchOperationsRequest,
     BatchOperationsResponse,
     StoreBlobRequest,
+    StreamBlobResponse,
+    StreamChunk,
+    StreamError,
+    StreamMetadata,
+    StreamProgress,
+    UploadBlobStreamRequest,
+    UploadMetadata,
 )
 from govc.services.codec import GovcCodec, decode_request, decode_response
 
@@ -90,3 +97,69 @@ def test_other_messages_use_betterproto2() -> None:
     message = StoreBlobRequest(repository_id="r", content=b"x")
     assert codec.encode(message, StoreBlobRequest) == bytes(message)
     assert codec.decode(bytes(message), StoreBlobRequest) == message
+
+
+int32 = st.integers(-(2**31), 2**31 - 1)
+int64 = st.integers(-(2**63), 2**63 - 1)
+chunks = st.builds(
+    StreamChunk, stream_id=text, sequence_num=int32, data=blob, checksum=text, is_last=st.booleans()
+)
+members = st.one_of(
+    st.builds(
+        StreamMetadata,
+        stream_id=text,
+        total_size=int64,
+        chunk_count=int32,
+        content_type=text,
+        checksum=text,
+    ).map(lambda m: StreamBlobResponse(metadata=m)),
+    chunks.map(lambda c: StreamBlobResponse(chunk=c)),
+    st.builds(
+        StreamProgress,
+        stream_id=text,
+        bytes_streamed=int64,
+        total_bytes=int64,
+        chunks_streamed=int32,
+        total_chunks=int32,
+        transfer_rate_mbps=st.floats(allow_nan=False, allow_infinity=False),
+        status=text,
+    ).map(lambda p: StreamBlobResponse(progress=p)),
+    st.builds(StreamError, stream_id=text, error=text, error_code=int32).map(
+        lambda e: StreamBlobResponse(error=e)
+    ),
+    st.just(StreamBlobResponse(chunk=StreamChunk())),
+)
+uploads = st.one_of(
+    st.builds(
+        UploadMetadata, filename=text, total_size=int64, chunk_size=int32, content_type=text
+    ).map(lambda m: ("metadata", m)),
+    chunks.map(lambda c: ("chunk", c)),
+)
+
+
+@settings(max_examples=300)
+@given(message=members)
+def test_stream_response_matches_betterproto2(message: StreamBlobResponse) -> None:
+    reference = bytes(message)
+    assert codec.encode(message, StreamBlobResponse) == reference
+    assert codec.decode(reference, StreamBlobResponse) == StreamBlobResponse.parse(reference)
+
+
+@settings(max_examples=300)
+@given(repository_id=text, member=uploads)
+def test_upload_request_matches_betterproto2(
+    repository_id: str, member: tuple[str, object]
+) -> None:
+    message = UploadBlobStreamRequest(repository_id=repository_id, **{member[0]: member[1]})
+    reference = bytes(message)
+    assert codec.encode(message, UploadBlobStreamRequest) == reference
+    assert codec.decode(reference, UploadBlobStreamRequest) == UploadBlobStreamRequest.parse(
+        reference
+    )
+
+
+def test_two_oneof_members_on_the_wire_fall_back() -> None:
+    both = bytes(StreamBlobResponse(metadata=StreamMetadata(stream_id="m"))) + bytes(
+        StreamBlobResponse(chunk=StreamChunk(stream_id="c"))
+    )
+    assert codec.decode(both, StreamBlobResponse) == StreamBlobResponse.parse(both)
