@@ -17,7 +17,7 @@ from generated.govc import (
     UploadBlobStreamRequest,
     UploadMetadata,
 )
-from govc.services.codec import GovcCodec, decode_request, decode_response
+from govc.services.codec import GovcCodec, decode
 
 codec = GovcCodec()
 text = st.text(max_size=40)
@@ -74,7 +74,7 @@ def test_unknown_fields_and_order_are_tolerated() -> None:
         + op  # operations
         + b"\x0a\x01r"  # repository_id
     )
-    decoded = decode_request(data)
+    decoded = decode(data, BatchOperationsRequest)
     assert decoded == BatchOperationsRequest.parse(data)
     assert decoded.repository_id == "r" and decoded.transaction and decoded.operations[0].id == "a"
 
@@ -90,7 +90,7 @@ def test_anomalies_fall_back_to_betterproto2() -> None:
     except Exception as exc:
         ours = type(exc)
     assert ours == reference
-    assert decode_response(b"") == BatchOperationsResponse()
+    assert decode(b"", BatchOperationsResponse) == BatchOperationsResponse()
 
 
 def test_other_messages_use_betterproto2() -> None:

@@ -9,7 +9,6 @@ unknown wire type, bad UTF-8, two members of a oneof) falls back to betterproto2
 """
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from grpclib.encoding.proto import ProtoCodec
@@ -44,29 +43,138 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _bytes_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data if data else b""
+# How each fast-path message is laid out: (field number, attribute, kind), in field order.
+# Kinds: str, bytes, bool, int (int32/int64 alike on the wire), double, a message class (a
+# nested message, encoded even when empty, as a oneof member or optional field is), or a
+# one-element list holding a message class (a repeated message field).
+Spec = list[tuple[int, str, Any]]
+SPECS: dict[type, Spec] = {
+    BatchOperation: [(1, "id", "str"), (2, "type", "str"), (3, "params", "bytes")],
+    BatchOperationsRequest: [
+        (1, "repository_id", "str"),
+        (2, "operations", [BatchOperation]),
+        (3, "parallel", "bool"),
+        (4, "transaction", "bool"),
+    ],
+    BatchOperationResult: [
+        (1, "id", "str"),
+        (2, "success", "bool"),
+        (3, "result", "bytes"),
+        (4, "error", "str"),
+    ],
+    BatchOperationsResponse: [
+        (1, "results", [BatchOperationResult]),
+        (2, "success", "bool"),
+        (3, "error", "str"),
+        (4, "execution_time_ms", "double"),
+    ],
+    StreamChunk: [
+        (1, "stream_id", "str"),
+        (2, "sequence_num", "int32"),
+        (3, "data", "bytes"),
+        (4, "checksum", "str"),
+        (5, "is_last", "bool"),
+    ],
+    StreamMetadata: [
+        (1, "stream_id", "str"),
+        (2, "total_size", "int64"),
+        (3, "chunk_count", "int32"),
+        (4, "content_type", "str"),
+        (5, "checksum", "str"),
+    ],
+    StreamProgress: [
+        (1, "stream_id", "str"),
+        (2, "bytes_streamed", "int64"),
+        (3, "total_bytes", "int64"),
+        (4, "chunks_streamed", "int32"),
+        (5, "total_chunks", "int32"),
+        (6, "transfer_rate_mbps", "double"),
+        (7, "status", "str"),
+    ],
+    StreamError: [(1, "stream_id", "str"), (2, "error", "str"), (3, "error_code", "int32")],
+    StreamBlobResponse: [
+        (1, "metadata", StreamMetadata),
+        (2, "chunk", StreamChunk),
+        (3, "progress", StreamProgress),
+        (4, "error", StreamError),
+    ],
+    UploadMetadata: [
+        (1, "filename", "str"),
+        (2, "total_size", "int64"),
+        (3, "chunk_size", "int32"),
+        (4, "content_type", "str"),
+    ],
+    UploadBlobStreamRequest: [
+        (1, "repository_id", "str"),
+        (2, "metadata", UploadMetadata),
+        (3, "chunk", StreamChunk),
+    ],
+}
+# The fields of each message that form a oneof: at most one may come on the wire.
+ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
 
 
-def _str_field(number: int, text: str) -> bytes:
-    return _bytes_field(number, text.encode()) if text else b""
+def _length_delimited(number: int, body: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(body)) + body
 
 
-def _bool_field(number: int, flag: bool) -> bytes:
-    return _varint(number << 3) + b"\x01" if flag else b""
+def encode(message: Any) -> bytes:
+    """`message` in protobuf wire format, byte for byte as betterproto2 writes it."""
+    parts = []
+    for number, name, kind in SPECS[type(message)]:
+        value = getattr(message, name)
+        if isinstance(kind, list):
+            parts += [_length_delimited(number, encode(item)) for item in value]
+        elif isinstance(kind, type):
+            if value is not None:
+                parts.append(_length_delimited(number, encode(value)))
+        elif not value:
+            continue  # proto3 leaves default values out
+        elif kind == "str":
+            parts.append(_length_delimited(number, value.encode()))
+        elif kind == "bytes":
+            parts.append(_length_delimited(number, value))
+        elif kind == "bool":
+            parts.append(_varint(number << 3) + b"\x01")
+        elif kind == "double":
+            parts.append(_varint(number << 3 | 1) + _DOUBLE.pack(value))
+        else:  # int32/int64: negatives as 64-bit two's complement, like every protobuf
+            parts.append(_varint(number << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF))
+    return b"".join(parts)
 
 
-def _int_field(number: int, value: int) -> bytes:
-    # Negative int32/int64 go on the wire as 64-bit two's complement, like every protobuf.
-    return _varint(number << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF) if value else b""
-
-
-def _double_field(number: int, value: float) -> bytes:
-    return _varint(number << 3 | 1) + _DOUBLE.pack(value) if value else b""
-
-
-def _message_field(number: int, body: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(body)) + body  # present even when empty
+def decode(data: bytes, cls: type) -> Any:
+    """A message of type `cls` from wire bytes; raises _Fallback on anything unexpected."""
+    fields = _fields(data)
+    oneof = ONEOFS.get(cls)
+    if oneof and len({number for number, _, _ in fields if number in oneof}) > 1:
+        raise _Fallback  # several members of a oneof: let betterproto2 decide
+    spec = {number: (name, kind) for number, name, kind in SPECS[cls]}
+    message = cls()
+    repeated: dict[str, list[Any]] = {}
+    for number, wire, value in fields:
+        if number not in spec:
+            continue  # unknown fields are skipped, as protobuf does
+        name, kind = spec[number]
+        if isinstance(kind, list):
+            repeated.setdefault(name, []).append(decode(_blob(value, wire), kind[0]))
+        elif isinstance(kind, type):
+            setattr(message, name, decode(_blob(value, wire), kind))
+        elif kind == "str":
+            setattr(message, name, _text(value, wire))
+        elif kind == "bytes":
+            setattr(message, name, _blob(value, wire))
+        elif kind == "bool":
+            setattr(message, name, _flag(value, wire))
+        elif kind == "double":
+            if wire != 1:
+                raise _Fallback
+            setattr(message, name, value)
+        else:
+            setattr(message, name, _signed(value, wire, 32 if kind == "int32" else 64))
+    for name, items in repeated.items():
+        setattr(message, name, items)
+    return message
 
 
 def _fields(data: bytes) -> list[tuple[int, int, Any]]:
@@ -137,285 +245,26 @@ def _signed(value: Any, wire: int, bits: int) -> int:
     return int(value - (1 << bits) if value >> (bits - 1) else value)
 
 
-def _int32(value: Any, wire: int) -> int:
-    return _signed(value, wire, 32)
-
-
-def _int64(value: Any, wire: int) -> int:
-    return _signed(value, wire, 64)
-
-
-def _chunk_body(chunk: StreamChunk) -> bytes:
-    return (
-        _str_field(1, chunk.stream_id)
-        + _int_field(2, chunk.sequence_num)
-        + _bytes_field(3, chunk.data)
-        + _str_field(4, chunk.checksum)
-        + _bool_field(5, chunk.is_last)
-    )
-
-
-def _decode_chunk(data: bytes) -> StreamChunk:
-    chunk = StreamChunk()
-    for number, wire, value in _fields(data):
-        if number == 1:
-            chunk.stream_id = _text(value, wire)
-        elif number == 2:
-            chunk.sequence_num = _int32(value, wire)
-        elif number == 3:
-            chunk.data = _blob(value, wire)
-        elif number == 4:
-            chunk.checksum = _text(value, wire)
-        elif number == 5:
-            chunk.is_last = _flag(value, wire)
-    return chunk
-
-
-def encode_stream_response(message: StreamBlobResponse) -> bytes:
-    parts = []
-    if (metadata := message.metadata) is not None:
-        parts.append(
-            _message_field(
-                1,
-                _str_field(1, metadata.stream_id)
-                + _int_field(2, metadata.total_size)
-                + _int_field(3, metadata.chunk_count)
-                + _str_field(4, metadata.content_type)
-                + _str_field(5, metadata.checksum),
-            )
-        )
-    if message.chunk is not None:
-        parts.append(_message_field(2, _chunk_body(message.chunk)))
-    if (progress := message.progress) is not None:
-        parts.append(
-            _message_field(
-                3,
-                _str_field(1, progress.stream_id)
-                + _int_field(2, progress.bytes_streamed)
-                + _int_field(3, progress.total_bytes)
-                + _int_field(4, progress.chunks_streamed)
-                + _int_field(5, progress.total_chunks)
-                + _double_field(6, progress.transfer_rate_mbps)
-                + _str_field(7, progress.status),
-            )
-        )
-    if (error := message.error) is not None:
-        parts.append(
-            _message_field(
-                4,
-                _str_field(1, error.stream_id)
-                + _str_field(2, error.error)
-                + _int_field(3, error.error_code),
-            )
-        )
-    return b"".join(parts)
-
-
-def decode_stream_response(data: bytes) -> StreamBlobResponse:
-    fields = _fields(data)
-    if len({number for number, _, _ in fields if number in (1, 2, 3, 4)}) > 1:
-        raise _Fallback  # several oneof members: let betterproto2 decide
-    message = StreamBlobResponse()
-    for number, wire, value in fields:
-        body = _blob(value, wire) if number in (1, 2, 3, 4) else b""
-        if number == 1:
-            metadata = StreamMetadata()
-            for n, w, v in _fields(body):
-                if n == 1:
-                    metadata.stream_id = _text(v, w)
-                elif n == 2:
-                    metadata.total_size = _int64(v, w)
-                elif n == 3:
-                    metadata.chunk_count = _int32(v, w)
-                elif n == 4:
-                    metadata.content_type = _text(v, w)
-                elif n == 5:
-                    metadata.checksum = _text(v, w)
-            message.metadata = metadata
-        elif number == 2:
-            message.chunk = _decode_chunk(body)
-        elif number == 3:
-            progress = StreamProgress()
-            for n, w, v in _fields(body):
-                if n == 1:
-                    progress.stream_id = _text(v, w)
-                elif n == 2:
-                    progress.bytes_streamed = _int64(v, w)
-                elif n == 3:
-                    progress.total_bytes = _int64(v, w)
-                elif n == 4:
-                    progress.chunks_streamed = _int32(v, w)
-                elif n == 5:
-                    progress.total_chunks = _int32(v, w)
-                elif n == 6:
-                    if w != 1:
-                        raise _Fallback
-                    progress.transfer_rate_mbps = v
-                elif n == 7:
-                    progress.status = _text(v, w)
-            message.progress = progress
-        elif number == 4:
-            error = StreamError()
-            for n, w, v in _fields(body):
-                if n == 1:
-                    error.stream_id = _text(v, w)
-                elif n == 2:
-                    error.error = _text(v, w)
-                elif n == 3:
-                    error.error_code = _int32(v, w)
-            message.error = error
-    return message
-
-
-def encode_upload_request(message: UploadBlobStreamRequest) -> bytes:
-    parts = [_str_field(1, message.repository_id)]
-    if (metadata := message.metadata) is not None:
-        parts.append(
-            _message_field(
-                2,
-                _str_field(1, metadata.filename)
-                + _int_field(2, metadata.total_size)
-                + _int_field(3, metadata.chunk_size)
-                + _str_field(4, metadata.content_type),
-            )
-        )
-    if message.chunk is not None:
-        parts.append(_message_field(3, _chunk_body(message.chunk)))
-    return b"".join(parts)
-
-
-def decode_upload_request(data: bytes) -> UploadBlobStreamRequest:
-    fields = _fields(data)
-    if len({number for number, _, _ in fields if number in (2, 3)}) > 1:
-        raise _Fallback
-    message = UploadBlobStreamRequest()
-    for number, wire, value in fields:
-        if number == 1:
-            message.repository_id = _text(value, wire)
-        elif number == 2:
-            metadata = UploadMetadata()
-            for n, w, v in _fields(_blob(value, wire)):
-                if n == 1:
-                    metadata.filename = _text(v, w)
-                elif n == 2:
-                    metadata.total_size = _int64(v, w)
-                elif n == 3:
-                    metadata.chunk_size = _int32(v, w)
-                elif n == 4:
-                    metadata.content_type = _text(v, w)
-            message.metadata = metadata
-        elif number == 3:
-            message.chunk = _decode_chunk(_blob(value, wire))
-    return message
-
-
-def encode_request(message: BatchOperationsRequest) -> bytes:
-    parts = [_str_field(1, message.repository_id)]
-    for op in message.operations:
-        body = _str_field(1, op.id) + _str_field(2, op.type) + _bytes_field(3, op.params)
-        parts.append(_varint(2 << 3 | 2) + _varint(len(body)) + body)
-    parts.append(_bool_field(3, message.parallel))
-    parts.append(_bool_field(4, message.transaction))
-    return b"".join(parts)
-
-
-def decode_request(data: bytes) -> BatchOperationsRequest:
-    message = BatchOperationsRequest()
-    operations = []
-    for number, wire, value in _fields(data):
-        if number == 1:
-            message.repository_id = _text(value, wire)
-        elif number == 2:
-            op = BatchOperation()
-            for sub_number, sub_wire, sub_value in _fields(_blob(value, wire)):
-                if sub_number == 1:
-                    op.id = _text(sub_value, sub_wire)
-                elif sub_number == 2:
-                    op.type = _text(sub_value, sub_wire)
-                elif sub_number == 3:
-                    op.params = _blob(sub_value, sub_wire)
-            operations.append(op)
-        elif number == 3:
-            message.parallel = _flag(value, wire)
-        elif number == 4:
-            message.transaction = _flag(value, wire)
-    message.operations = operations
-    return message
-
-
-def encode_response(message: BatchOperationsResponse) -> bytes:
-    parts = []
-    for result in message.results:
-        body = (
-            _str_field(1, result.id)
-            + _bool_field(2, result.success)
-            + _bytes_field(3, result.result)
-            + _str_field(4, result.error)
-        )
-        parts.append(_varint(1 << 3 | 2) + _varint(len(body)) + body)
-    parts.append(_bool_field(2, message.success))
-    parts.append(_str_field(3, message.error))
-    if message.execution_time_ms:
-        parts.append(_varint(4 << 3 | 1) + _DOUBLE.pack(message.execution_time_ms))
-    return b"".join(parts)
-
-
-def decode_response(data: bytes) -> BatchOperationsResponse:
-    message = BatchOperationsResponse()
-    results = []
-    for number, wire, value in _fields(data):
-        if number == 1:
-            result = BatchOperationResult()
-            for sub_number, sub_wire, sub_value in _fields(_blob(value, wire)):
-                if sub_number == 1:
-                    result.id = _text(sub_value, sub_wire)
-                elif sub_number == 2:
-                    result.success = _flag(sub_value, sub_wire)
-                elif sub_number == 3:
-                    result.result = _blob(sub_value, sub_wire)
-                elif sub_number == 4:
-                    result.error = _text(sub_value, sub_wire)
-            results.append(result)
-        elif number == 2:
-            message.success = _flag(value, wire)
-        elif number == 3:
-            message.error = _text(value, wire)
-        elif number == 4:
-            if wire != 1:
-                raise _Fallback
-            message.execution_time_ms = value
-    message.results = results
-    return message
-
-
-_ENCODERS: dict[type, Callable[[Any], bytes]] = {
-    BatchOperationsRequest: encode_request,
-    BatchOperationsResponse: encode_response,
-    StreamBlobResponse: encode_stream_response,
-    UploadBlobStreamRequest: encode_upload_request,
-}
-_DECODERS: dict[type, Callable[[bytes], Any]] = {
-    BatchOperationsRequest: decode_request,
-    BatchOperationsResponse: decode_response,
-    StreamBlobResponse: decode_stream_response,
-    UploadBlobStreamRequest: decode_upload_request,
-}
+ROOTS = (
+    BatchOperationsRequest,
+    BatchOperationsResponse,
+    StreamBlobResponse,
+    UploadBlobStreamRequest,
+)
 
 
 class GovcCodec(ProtoCodec):
     """ProtoCodec with the fast path above; every other message goes through betterproto2."""
 
     def encode(self, message: Any, message_type: Any) -> bytes:
-        encoder = _ENCODERS.get(message_type)
-        if encoder is not None and type(message) is message_type:
-            return encoder(message)
+        if message_type in ROOTS and type(message) is message_type:
+            return encode(message)
         return super().encode(message, message_type)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        decoder = _DECODERS.get(message_type)
-        if decoder is not None:
+        if message_type in ROOTS:
             try:
-                return decoder(data)
+                return decode(data, message_type)
             except _Fallback:
                 pass
         return super().decode(data, message_type)
