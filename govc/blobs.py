@@ -190,6 +190,8 @@ class Blobs:
         count = -(-size // CHUNK_SIZE)
         stored = 0
         objects = self._objects
+        # The chunks span several transactions: each checks it is still the same repository.
+        incarnation = self._repositories.get(repo_id).created_at_us
         writer = self._storage.writer
         try:
             with path.open("rb") as spool:
@@ -201,14 +203,14 @@ class Blobs:
                     stored += sum(len(c) - 1 for c in encoded)
 
                     def put(txn: Any, first: int = first, encoded: list[bytes] = encoded) -> None:
-                        self._repositories.require(txn, repo_id)
+                        self._repositories.require(txn, repo_id, incarnation)
                         for offset, chunk in enumerate(encoded):
                             objects.put_chunk(txn, repo_id, oid, first + offset, chunk)
 
                     writer.submit(put).result()
 
             def finish(txn: Any) -> ObjectInfo:
-                self._repositories.require(txn, repo_id)
+                self._repositories.require(txn, repo_id, incarnation)
                 info = objects.put_chunked_header(txn, repo_id, oid, BLOB, size, count, stored)
                 if sha256 is not None:
                     objects.remember_sha256(txn, repo_id, oid, sha256)

@@ -89,9 +89,15 @@ class Repositories:
             raise NotFound(f"repository {repo_id!r} not found")
         return RepositoryInfo.from_json(repo_id, raw)
 
-    def require(self, txn: Any, repo_id: str) -> None:
-        """Raise NotFound unless the repository exists (inside any transaction)."""
-        if txn.get(repo_id.encode(), db=self._repos) is None:
+    def require(self, txn: Any, repo_id: str, created_at_us: int | None = None) -> None:
+        """Raise NotFound unless the repository exists (inside any transaction). With
+        `created_at_us`, it must also be that same repository, not one deleted and created
+        again under its id (work spread over several transactions checks this)."""
+        raw = txn.get(repo_id.encode(), db=self._repos)
+        if raw is None or (
+            created_at_us is not None
+            and RepositoryInfo.from_json(repo_id, raw).created_at_us != created_at_us
+        ):
             raise NotFound(f"repository {repo_id!r} not found")
 
     def delete(self, repo_id: str) -> Future[None]:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import random
+import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+import govc.blobs
 from generated.govc import (
     StreamBlobRequest,
     StreamChunk,
@@ -27,6 +29,7 @@ from generated.govc import (
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
 from govc.server import GovcServer, ServerConfig
+from govc.storage.objects import encode_chunk
 
 REPO = "streaming"
 KIB = 1024
@@ -176,6 +179,21 @@ async def test_stored_blob_streams_and_stream_ids_are_unique(repo: GovcClient) -
     progress = [value for kind, value in first if kind == "progress"]
     assert [p.chunks_streamed for p in progress] == [1, 11, 21, 26]
     assert [p.bytes_streamed for p in progress] == [KIB, 11 * KIB, 21 * KIB, len(data)]
+
+
+async def test_delta_stored_blob_streams(repo: GovcClient) -> None:
+    base = payload(200 * KIB, seed=11)
+    await repo.store_blob_with_delta(REPO, base)
+    similar = base[:1000] + b"changed" + base[1000:]
+    stored = await repo.store_blob_with_delta(REPO, similar)
+    assert stored.compressed_size < len(similar) // 10  # kept as a delta against `base`
+    check_stream(await stream_messages(repo, hash=stored.hash, chunk_size=5000), similar, 5000)
+    middle = similar[900:150_000]
+    check_stream(
+        await stream_messages(repo, hash=stored.hash, start_offset=900, end_offset=150_000),
+        middle,
+        DEFAULT_CHUNK,
+    )
 
 
 async def test_empty_blob_streams_one_empty_last_chunk(repo: GovcClient) -> None:
@@ -366,24 +384,25 @@ def chunk(sequence: int, data: bytes, checksum: str | None = None) -> UploadBlob
 BIG = payload(3 * MIB + 5, seed=4)
 A, B, C = BIG[:MIB], BIG[MIB : 2 * MIB], BIG[2 * MIB :]
 ALL = [chunk(0, A), chunk(1, B), chunk(2, C)]
+B_SUM = hashlib.sha256(B).hexdigest()
 INVALID = Status.INVALID_ARGUMENT
 
 FAILURES: list[tuple[str, list[UploadBlobStreamRequest], Status]] = [
-    ("no messages", [], Status.INVALID_ARGUMENT),
-    ("chunk first", [chunk(0, A), chunk(1, B)], Status.INVALID_ARGUMENT),
-    ("metadata twice", [meta(), chunk(0, A), meta()], Status.INVALID_ARGUMENT),
-    ("gap", [meta(), chunk(0, A), chunk(2, B), chunk(3, C)], Status.INVALID_ARGUMENT),
-    ("starts at 1", [meta(), chunk(1, A)], Status.INVALID_ARGUMENT),
-    ("repeat", [meta(), chunk(0, A), chunk(1, B), chunk(1, B)], Status.INVALID_ARGUMENT),
-    ("repeat 0", [meta(), chunk(0, A), chunk(0, A)], Status.INVALID_ARGUMENT),
+    ("no messages", [], INVALID),
+    ("chunk first", [chunk(0, A), chunk(1, B)], INVALID),
+    ("metadata twice", [meta(), chunk(0, A), meta()], INVALID),
+    ("gap", [meta(), chunk(0, A), chunk(2, B), chunk(3, C)], INVALID),
+    ("starts at 1", [meta(), chunk(1, A)], INVALID),
+    ("repeat", [meta(), chunk(0, A), chunk(1, B), chunk(1, B)], INVALID),
+    ("repeat 0", [meta(), chunk(0, A), chunk(0, A)], INVALID),
     ("bad checksum", [meta(), chunk(0, A), chunk(1, B, "ab" * 32)], Status.DATA_LOSS),
-    ("checksum of other data", [meta(), chunk(0, A, chunk(0, B).chunk.checksum)], Status.DATA_LOSS),
+    ("checksum of other data", [meta(), chunk(0, A, B_SUM)], Status.DATA_LOSS),
     ("too little data", [meta(len(BIG) + 1), *ALL], INVALID),
     ("too much data", [meta(len(BIG) - 1), *ALL], INVALID),
-    ("small, wrong size", [meta(10), chunk(0, b"123456789")], Status.INVALID_ARGUMENT),
-    ("negative size", [meta(-1), chunk(0, A)], Status.INVALID_ARGUMENT),
+    ("small, wrong size", [meta(10), chunk(0, b"123456789")], INVALID),
+    ("negative size", [meta(-1), chunk(0, A)], INVALID),
     ("unknown repository", [meta(0, "nobody"), chunk(0, A)], Status.NOT_FOUND),
-    ("bad repository id", [meta(0, "../x"), chunk(0, A)], Status.INVALID_ARGUMENT),
+    ("bad repository id", [meta(0, "../x"), chunk(0, A)], INVALID),
 ]  # fmt: skip
 
 
@@ -541,3 +560,40 @@ async def test_multi_chunk_upload_reads_back_everywhere(
     again = await repo.upload(REPO, pieces(data, MIB), total_size=len(data), chunk_size=MIB)
     assert again.hash == stored.hash
     assert footprint(server).entries == after.entries
+
+
+async def test_repository_recreated_during_chunked_commit_leaves_no_broken_blob(
+    repo: GovcClient, server: GovcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(20 * MIB + 1, seed=12)  # 21 storage pieces: two chunk transactions
+    first_batch_committed = threading.Event()
+    may_continue = threading.Event()
+    encoded = 0
+
+    def encode_after_pause(piece: bytes, compress: bool = True) -> bytes:
+        nonlocal encoded
+        encoded += 1
+        if encoded == govc.blobs.CHUNKS_PER_TRANSACTION + 1:  # the first batch is committed
+            first_batch_committed.set()
+            assert may_continue.wait(10)
+        return encode_chunk(piece, compress)
+
+    monkeypatch.setattr(govc.blobs, "encode_chunk", encode_after_pause)
+    upload = asyncio.create_task(repo.upload(REPO, pieces(data, MIB), total_size=len(data)))
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, first_batch_committed.wait, 10)
+    await repo.delete_repository(REPO)
+    await repo.create_repository(REPO)
+    may_continue.set()
+    try:
+        stored = await upload
+    except GovcRpcError:
+        storage = server.storage
+        assert storage is not None
+        with storage.read() as txn:
+            assert txn.stat(storage.dbs["chunks"])["entries"] == 0
+        with pytest.raises(GovcRpcError) as missing:
+            await repo.get_blob(REPO, blob_id(data))
+        assert missing.value.status == Status.NOT_FOUND
+    else:  # if it is reported stored, it must be whole
+        assert (await repo.get_blob(REPO, stored.hash)).content == data
