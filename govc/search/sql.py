@@ -193,27 +193,30 @@ class SqlEngine:
         db.commit()
 
     def _history(self, txn: Any, repo_id: str, tips: list[str]) -> _History:
+        """Rows of every commit reachable from `tips`; only commits not seen before are read
+        and diffed. Under the lock: queries run in worker threads, and the cache is shared."""
+        vc = self._vc
         with self._lock:
             history = self._histories.setdefault(repo_id, _History())
-        vc = self._vc
-        for tip in tips:
-            for commit_id, commit in vc.walk(txn, repo_id, tip):
-                if commit_id in history.commits:
-                    continue  # reached known history (its ancestors are known too)
-                history.commits[commit_id] = _commit_row(commit_id, commit)
-                parent = commit.parents[0] if commit.parents else None
-                changes = diff_files(
-                    vc.commit_files(txn, repo_id, parent),
-                    vc.objects.flatten(txn, repo_id, commit.tree),
-                )
-                history.changes[commit_id] = [
-                    (commit_id, path, kind, oid.hex()) for path, kind, oid in changes
-                ]
-        live = {c for tip in tips for c, _ in vc.walk(txn, repo_id, tip)}
-        return _History(
-            {c: row for c, row in history.commits.items() if c in live},
-            {c: rows for c, rows in history.changes.items() if c in live},
-        )
+            live: set[str] = set()
+            for tip in tips:
+                for commit_id, commit in vc.walk(txn, repo_id, tip):
+                    live.add(commit_id)
+                    if commit_id in history.commits:
+                        continue
+                    history.commits[commit_id] = _commit_row(commit_id, commit)
+                    parent = commit.parents[0] if commit.parents else None
+                    changes = diff_files(
+                        vc.commit_files(txn, repo_id, parent),
+                        vc.objects.flatten(txn, repo_id, commit.tree),
+                    )
+                    history.changes[commit_id] = [
+                        (commit_id, path, kind, oid.hex()) for path, kind, oid in changes
+                    ]
+            return _History(
+                {c: row for c, row in history.commits.items() if c in live},
+                {c: rows for c, rows in history.changes.items() if c in live},
+            )
 
     def _files(self, txn: Any, repo_id: str, history: _History) -> list[tuple[Any, ...]]:
         """The work tree's files; last_modified is the newest commit that changed a committed
