@@ -104,15 +104,24 @@ def import_repository(storage: Storage, source: Path, repo_id: str) -> int:
     batch: list[Any] = []
     batch_bytes = 0
     store = ObjectStore(storage.dbs)
-    for kind, content in _git_objects(git_dir):
-        batch.append(prepare_object(kind, content))
-        batch_bytes += len(content)
-        count += 1
-        if batch_bytes >= IMPORT_BATCH_BYTES:
+    try:
+        for kind, content in _git_objects(git_dir):
+            batch.append(prepare_object(kind, content))
+            batch_bytes += len(content)
+            count += 1
+            if batch_bytes >= IMPORT_BATCH_BYTES:
+                storage.writer.submit(_put_all(store, repo_id, batch)).result()
+                batch, batch_bytes = [], 0
+        if batch:
             storage.writer.submit(_put_all(store, repo_id, batch)).result()
-            batch, batch_bytes = [], 0
-    if batch:
-        storage.writer.submit(_put_all(store, repo_id, batch)).result()
+    except BaseException:
+        # A failed import must not leave objects that a later repository of this id would see.
+        def discard(txn: Any) -> None:
+            if txn.get(repo_id.encode(), db=storage.dbs["repos"]) is None:
+                store.delete_repo(txn, repo_id)
+
+        storage.writer.submit(discard).result()
+        raise
     branches = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
     head = _git(git_dir, "symbolic-ref", "-q", "HEAD", check=False).strip()
     if not head:

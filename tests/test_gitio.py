@@ -2,7 +2,10 @@
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from generated.govc import GetCommitResponse
 from govc.client import GovcClient
@@ -161,3 +164,27 @@ async def test_import_while_server_runs_and_round_trip(tmp_path: Path) -> None:
         ["git", "--git-dir", str(dest), "fsck", "--strict"], capture_output=True, text=True
     )
     assert fsck.returncode == 0, fsck.stderr
+
+
+def test_failed_import_leaves_no_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import govc.gitio
+    from govc.storage import Storage, StorageConfig
+
+    source = make_git_repo(tmp_path / "src")
+
+    def broken(git_dir: Path) -> Iterator[tuple[str, bytes]]:
+        yield "blob", b"one\n"
+        yield "blob", b"two\n"
+        raise RuntimeError("git died")
+
+    monkeypatch.setattr(govc.gitio, "_git_objects", broken)
+    monkeypatch.setattr(govc.gitio, "IMPORT_BATCH_BYTES", 1)  # the first objects are committed
+    storage = Storage(StorageConfig(path=str(tmp_path / "data"), durable=False))
+    try:
+        with pytest.raises(RuntimeError):
+            govc.gitio.import_repository(storage, source.path, "broken")
+        with storage.read() as txn:
+            assert txn.stat(storage.dbs["objects"])["entries"] == 0
+            assert txn.get(b"broken", db=storage.dbs["repos"]) is None
+    finally:
+        storage.close()
