@@ -23,6 +23,7 @@ from grpclib.reflection.service import ServerReflection
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.batch import BatchExecutor
 from govc.blobs import Blobs
+from govc.history import History
 from govc.repositories import Repositories
 from govc.repository import VersionControl
 from govc.search.sql import SqlEngine
@@ -132,7 +133,7 @@ class GovcServer:
             VersioningService(vc, durable),
             BatchService(storage, repositories, BatchExecutor(vc), durable),
             StreamingService(blobs, repositories, data_dir, config.max_upload_bytes),
-            SearchService(SqlEngine(storage, vc)),
+            SearchService(SqlEngine(storage, vc, History(vc))),
             HealthService(storage, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)

@@ -1,8 +1,8 @@
 """Read-only SQL over a repository's data, through the standard library's sqlite3.
 
 Each query runs against a private in-memory database holding the repository's tables (files,
-commits, changes, branches, blobs). Rows derived from commits never change, so they are kept per
-repository and only new commits are added; the small, fast-changing tables are rebuilt per query.
+commits, changes, branches, blobs), filled per query from the current work tree and from what
+each commit changed, which is derived once per commit and kept (`govc.history`).
 The sandbox: one statement, an authorizer that allows reading and nothing else (no writes, no
 ATTACH, no PRAGMA, no functions outside a safe list), a time budget enforced by a progress
 handler, and a row cap.
@@ -10,16 +10,15 @@ handler, and a row cap.
 
 import datetime
 import sqlite3
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from govc.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from govc.history import History
 from govc.objects import Commit
 from govc.repository import VersionControl
 from govc.storage import Storage
-from govc.trees import diff_files
 
 SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, name TEXT, extension TEXT, size INTEGER,
@@ -104,14 +103,6 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-@dataclass
-class _History:
-    """Commit-derived rows of one repository, grown as commits appear."""
-
-    commits: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    changes: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -123,15 +114,15 @@ class SqlEngine:
         self,
         storage: Storage,
         vc: VersionControl,
+        history: History,
         time_budget: float = TIME_BUDGET_SECONDS,
         max_rows: int = MAX_ROWS,
     ) -> None:
         self._storage = storage
         self._vc = vc
+        self._history = history
         self._time_budget = time_budget
         self._max_rows = max_rows
-        self._histories: dict[str, _History] = {}
-        self._lock = threading.Lock()
 
     def query(self, repo_id: str, sql: str) -> QueryResult:
         """Run one read-only SELECT (blocking; call from a worker thread)."""
@@ -179,61 +170,29 @@ class SqlEngine:
                 "INSERT INTO branches VALUES (?, ?, ?)",
                 [(name, tip, int(name == current)) for name, tip in branches],
             )
-            history = self._history(txn, repo_id, [tip for _, tip in branches])
+            commits = self._history.commits(txn, repo_id, [tip for _, tip in branches])
             db.executemany(
-                "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)", history.commits.values()
+                "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [_commit_row(commit_id, facts.commit) for commit_id, facts in commits.items()],
             )
             db.executemany(
                 "INSERT INTO changes VALUES (?, ?, ?, ?)",
-                [row for rows in history.changes.values() for row in rows],
+                [
+                    (commit_id, path, kind, oid.hex())
+                    for commit_id, facts in commits.items()
+                    for path, kind, oid in facts.changes
+                ],
             )
-            files = self._files(txn, repo_id, history)
+            files = self._files(txn, repo_id)
             db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
             db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
         db.commit()
 
-    def _history(self, txn: Any, repo_id: str, tips: list[str]) -> _History:
-        """Rows of every commit reachable from `tips`; only commits not seen before are read
-        and diffed. Under the lock: queries run in worker threads, and the cache is shared."""
-        vc = self._vc
-        with self._lock:
-            history = self._histories.setdefault(repo_id, _History())
-            live: set[str] = set()
-            for tip in tips:
-                for commit_id, commit in vc.walk(txn, repo_id, tip):
-                    live.add(commit_id)
-                    if commit_id in history.commits:
-                        continue
-                    history.commits[commit_id] = _commit_row(commit_id, commit)
-                    parent = commit.parents[0] if commit.parents else None
-                    changes = diff_files(
-                        vc.commit_files(txn, repo_id, parent),
-                        vc.objects.flatten(txn, repo_id, commit.tree),
-                    )
-                    history.changes[commit_id] = [
-                        (commit_id, path, kind, oid.hex()) for path, kind, oid in changes
-                    ]
-            return _History(
-                {c: row for c, row in history.commits.items() if c in live},
-                {c: rows for c, rows in history.changes.items() if c in live},
-            )
-
-    def _files(self, txn: Any, repo_id: str, history: _History) -> list[tuple[Any, ...]]:
-        """The work tree's files; last_modified is the newest commit that changed a committed
-        file (one walk of the history for all of them), or the write time of uncommitted ones."""
+    def _files(self, txn: Any, repo_id: str) -> list[tuple[Any, ...]]:
+        """The work tree's files, last_modified as `History.file_times` says."""
         vc = self._vc
         work = vc.worktree_entries(txn, repo_id)
-        head_files = vc.head_files(txn, repo_id)
-        committed = {p for p, e in work.items() if head_files.get(p) == (e.mode, e.oid)}
-        changed_at: dict[str, int] = {}
-        _, head = vc.head(txn, repo_id)
-        if head is not None and committed:
-            for commit_id, commit in vc.walk(txn, repo_id, head):
-                for _, path, _, _ in history.changes.get(commit_id, []):
-                    if path in committed and path not in changed_at:
-                        changed_at[path] = commit.committer.time * 1_000_000
-                if len(changed_at) == len(committed):
-                    break
+        times = self._history.file_times(txn, repo_id, work)
         rows = []
         for path, entry in sorted(work.items()):
             name = path.rsplit("/", 1)[-1]
@@ -246,7 +205,6 @@ class SqlEngine:
                         content = data.decode("utf-8")
                     except UnicodeDecodeError:
                         content = None
-            modified = changed_at.get(path, entry.modified_us)
             rows.append(
                 (
                     path,
@@ -255,7 +213,7 @@ class SqlEngine:
                     entry.size,
                     entry.oid.hex(),
                     f"{entry.mode:o}",
-                    _iso(modified // 1_000_000),
+                    _iso(times[path].modified_us // 1_000_000),
                     content,
                 )
             )

@@ -1,0 +1,96 @@
+"""Facts derived from commits, cached per repository: what each commit changed, and when each
+file of the work tree last changed and by whom.
+
+A commit never changes, so the paths it changed (the diff against its first parent) are
+computed once per process and kept. SQL (the `commits` and `changes` tables, `files.last_modified`)
+and the search index (`last_modified`, last author) both read them from here, so they agree.
+"""
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from govc.objects import Commit
+from govc.repository import VersionControl
+from govc.storage.tables import Entry
+from govc.trees import diff_files
+
+# (path, "added" | "modified" | "deleted", blob id)
+Change = tuple[str, str, bytes]
+
+
+@dataclass(frozen=True)
+class CommitFacts:
+    commit: Commit
+    changes: list[Change]
+
+
+@dataclass(frozen=True)
+class FileTime:
+    """When a work-tree file last changed (us since the epoch) and who changed it: the newest
+    commit that changed a committed file, or the write time of an uncommitted one (no author)."""
+
+    modified_us: int
+    author: str | None
+
+
+@dataclass
+class _RepoCache:
+    commits: dict[str, CommitFacts] = field(default_factory=dict)
+
+
+class History:
+    def __init__(self, vc: VersionControl) -> None:
+        self._vc = vc
+        self._repos: dict[str, _RepoCache] = {}
+        # Readers run in worker threads and share the cache.
+        self._lock = threading.Lock()
+
+    def commits(self, txn: Any, repo_id: str, tips: list[str]) -> dict[str, CommitFacts]:
+        """Every commit reachable from `tips`, newest first; only commits not seen before are
+        read and diffed."""
+        vc = self._vc
+        with self._lock:
+            cache = self._repos.setdefault(repo_id, _RepoCache())
+            live: dict[str, CommitFacts] = {}
+            for tip in tips:
+                if tip in live:
+                    continue
+                for commit_id, commit in vc.walk(txn, repo_id, tip):
+                    if commit_id in live:
+                        continue
+                    facts = cache.commits.get(commit_id)
+                    if facts is None:
+                        parent = commit.parents[0] if commit.parents else None
+                        facts = CommitFacts(
+                            commit,
+                            diff_files(
+                                vc.commit_files(txn, repo_id, parent),
+                                vc.objects.flatten(txn, repo_id, commit.tree),
+                            ),
+                        )
+                        cache.commits[commit_id] = facts
+                    live[commit_id] = facts
+            return live
+
+    def file_times(self, txn: Any, repo_id: str, work: dict[str, Entry]) -> dict[str, FileTime]:
+        """FileTime of every work-tree file: one walk of HEAD's history for all committed ones."""
+        vc = self._vc
+        head_files = vc.head_files(txn, repo_id)
+        committed = {p for p, e in work.items() if head_files.get(p) == (e.mode, e.oid)}
+        times: dict[str, FileTime] = {}
+        _, head = vc.head(txn, repo_id)
+        if head is not None and committed:
+            for facts in self.commits(txn, repo_id, [head]).values():
+                commit = facts.commit
+                for path, _, _ in facts.changes:
+                    if path in committed and path not in times:
+                        times[path] = FileTime(
+                            commit.committer.time * 1_000_000, commit.author.identity
+                        )
+                if len(times) == len(committed):
+                    break
+        for path, entry in work.items():
+            if path not in times:
+                times[path] = FileTime(entry.modified_us, None)
+        return times
