@@ -49,9 +49,5 @@ class DeadlineExceeded(GovcError):
     """The operation ran out of its time budget."""
 
 
-class Unimplemented(GovcError):
-    """The RPC is declared in the contract but not served yet."""
-
-
 class Unavailable(GovcError):
     """The server is shutting down or storage is closed."""

@@ -113,6 +113,14 @@ class Repositories:
 
         return self._storage.writer.submit(op)
 
+    def ids(self, txn: Any) -> list[str]:
+        """Every repository id, sorted."""
+        with txn.cursor(db=self._repos) as cursor:
+            return [bytes(key).decode() for key in cursor.iternext(keys=True, values=False)]
+
+    def exists(self, txn: Any, repo_id: str) -> bool:
+        return txn.get(repo_id.encode(), db=self._repos) is not None
+
     def list(self, limit: int, offset: int) -> tuple[list[RepositoryInfo], int]:
         """Repositories in creation order (then id); `limit <= 0` means all."""
         with self._storage.read() as txn:

@@ -7,6 +7,7 @@ synced and closed. (grpclib's own `Server.close()` would cancel calls in flight.
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -26,6 +27,8 @@ from govc.blobs import Blobs
 from govc.history import History
 from govc.repositories import Repositories
 from govc.repository import VersionControl
+from govc.search.engine import SearchEngine
+from govc.search.indexer import Indexer
 from govc.search.sql import SqlEngine
 from govc.services import speedups
 from govc.services.batch import BatchService
@@ -57,6 +60,9 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     drain_timeout: float = 30.0
     initial_map_size: int = 1 << 30
+    # How long a search waits for the index to catch up with the writes before it (then:
+    # UNAVAILABLE).
+    index_wait_seconds: float = 10.0
     # Where commit times come from; tests fix it to compare ids with git's.
     clock: Callable[[], float] = time.time
 
@@ -104,6 +110,7 @@ class GovcServer:
         self.config = config
         self._temp_dir: str | None = None
         self.storage: Storage | None = None
+        self.indexer: Indexer | None = None
         self.tracker = CallTracker()
         self._serving = ServiceStatus()
         self._server: DrainingServer | None = None
@@ -126,15 +133,27 @@ class GovcServer:
         repositories = Repositories(storage)
         blobs = Blobs(storage, repositories)
         vc = VersionControl(storage, repositories, clock=config.clock)
+        history = History(vc)
+        self.indexer = indexer = await asyncio.to_thread(
+            Indexer, storage, repositories, vc, history, os.path.join(data_dir, "search")
+        )
+        indexer.start(asyncio.get_running_loop())
+        changed = indexer.touch
         durable = DurableWaiter(asyncio.get_running_loop())
         handlers: list[object] = [
-            RepositoryService(repositories, durable),
+            RepositoryService(repositories, durable, changed),
             BlobService(blobs, durable, config.max_message_bytes),
-            VersioningService(vc, durable),
-            BatchService(storage, repositories, BatchExecutor(vc), durable),
+            VersioningService(vc, durable, changed),
+            BatchService(storage, repositories, BatchExecutor(vc), durable, changed),
             StreamingService(blobs, repositories, data_dir, config.max_upload_bytes),
-            SearchService(SqlEngine(storage, vc, History(vc))),
-            HealthService(storage, started),
+            SearchService(
+                SqlEngine(storage, vc, history),
+                SearchEngine(storage, repositories, vc, indexer),
+                indexer,
+                clock=config.clock,
+                index_wait_seconds=config.index_wait_seconds,
+            ),
+            HealthService(storage, indexer, started),
         ]
         service = GovcService(handlers, self.tracker, config.max_message_bytes)
         health = Health({service: [self._serving]})
@@ -172,6 +191,8 @@ class GovcServer:
             log.warning("drain timed out before every response reached its client")
         server.close()
         await server.wait_closed()
+        if self.indexer is not None:
+            await asyncio.to_thread(self.indexer.close)
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
         if self._temp_dir is not None:

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from generated.govc import BatchOperationResult, BatchOperationsRequest, BatchOperationsResponse
@@ -36,11 +37,13 @@ class BatchService:
         repositories: Repositories,
         executor: BatchExecutor,
         durable: DurableWaiter,
+        changed: Callable[[str], None],
     ) -> None:
         self._storage = storage
         self._repositories = repositories
         self._executor = executor
         self._durable = durable
+        self._changed = changed  # told after writes (the search indexer: read-your-writes)
 
     async def batch_operations(self, message: BatchOperationsRequest) -> BatchOperationsResponse:
         started = time.perf_counter()
@@ -79,7 +82,9 @@ class BatchService:
             runner = run_operations(self._executor, repo_id, ops, transaction, None)
             return await asyncio.to_thread(self._read_only, runner)
         runner = run_operations(self._executor, repo_id, ops, transaction, self._storage.nested)
-        return await self._durable.wait(self._storage.writer.submit(runner))
+        results = await self._durable.wait(self._storage.writer.submit(runner))
+        self._changed(repo_id)
+        return results
 
     def _read_only(self, runner: Any) -> list[OperationResult]:
         with self._storage.read() as txn:

@@ -19,7 +19,6 @@ STATUS_OF: dict[type[errors.GovcError], Status] = {
     errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.DataLoss: Status.DATA_LOSS,
     errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
-    errors.Unimplemented: Status.UNIMPLEMENTED,
     errors.Unavailable: Status.UNAVAILABLE,
 }
 

@@ -21,7 +21,6 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from generated.govc import GoVcServiceBase
-from govc.errors import Unimplemented
 from govc.services.codec import GovcCodec
 from govc.services.context import CallContext, current_call
 from govc.services.errors import to_grpc_error
@@ -133,27 +132,17 @@ def limit_request_size(stream: Stream[Any, Any], max_bytes: int) -> None:
     transport_stream.recv_data = limited_recv_data  # type: ignore[method-assign]
 
 
-def _unimplemented(rpc: str) -> Callable[..., Awaitable[Any]]:
-    async def handler(*_: Any) -> Any:
-        raise Unimplemented(f"{rpc} is declared in the govc API but not served by this version")
-
-    return handler
-
-
 class GovcService(GoVcServiceBase):
     """GoVCService over grpclib, delegating each RPC to the handler object that defines it."""
 
     def __init__(self, handlers: list[object], tracker: CallTracker, max_message_bytes: int):
         self._tracker = tracker
         self._max_message_bytes = max_message_bytes
-        self.served: set[str] = set()
         for path, handler in super().__mapping__().items():
             method = handler.func.__name__.removeprefix(_RPC_PREFIX)
             impl = next((getattr(h, method) for h in handlers if hasattr(h, method)), None)
             if impl is None:
-                impl = _unimplemented(path.rsplit("/", 1)[-1])
-            else:
-                self.served.add(path)
+                raise TypeError(f"no handler serves {path}")
             setattr(self, method, impl)
 
     def __mapping__(self) -> dict[str, Handler]:

@@ -1,4 +1,4 @@
-"""GetHealth: real checks of storage and disk."""
+"""GetHealth: real checks of storage, the search index and disk."""
 
 import asyncio
 import datetime
@@ -8,6 +8,7 @@ from typing import Any
 
 from generated.google.protobuf import Empty
 from generated.govc import HealthResponse
+from govc.search.indexer import Indexer
 from govc.storage import Storage
 
 # Less free disk than this is `degraded`: writes may soon fail.
@@ -16,8 +17,11 @@ HEALTH_WRITE_TIMEOUT = 5.0
 
 
 class HealthService:
-    def __init__(self, storage: Storage, started_monotonic: float | None = None) -> None:
+    def __init__(
+        self, storage: Storage, indexer: Indexer, started_monotonic: float | None = None
+    ) -> None:
         self._storage = storage
+        self._indexer = indexer
         self._started = started_monotonic if started_monotonic is not None else time.monotonic()
 
     async def get_health(self, message: Empty) -> HealthResponse:
@@ -54,6 +58,12 @@ class HealthService:
                 checks["disk"] = "ok"
         except OSError as exc:
             checks["disk"] = f"failed: {exc}"
+            degraded = True
+        try:
+            checks["search_documents"] = str(self._indexer.index.searcher().num_docs)
+            checks["search_index"] = "ok"
+        except Exception as exc:
+            checks["search_index"] = f"failed: {exc}"
             degraded = True
         writer = self._storage.writer
         checks["writer_commits"] = str(writer.commits)

@@ -1,5 +1,7 @@
 """Repository RPCs: CreateRepository, GetRepository, DeleteRepository, ListRepositories."""
 
+from collections.abc import Callable
+
 from generated.google.protobuf import Empty
 from generated.govc import (
     CreateRepositoryRequest,
@@ -38,9 +40,15 @@ def _check_length(value: str, field: str, limit: int) -> None:
 
 
 class RepositoryService:
-    def __init__(self, repositories: Repositories, durable: DurableWaiter) -> None:
+    def __init__(
+        self,
+        repositories: Repositories,
+        durable: DurableWaiter,
+        changed: Callable[[str], None],
+    ) -> None:
         self._repositories = repositories
         self._durable = durable
+        self._changed = changed  # told when a repository is deleted (the search indexer)
 
     async def create_repository(self, message: CreateRepositoryRequest) -> CreateRepositoryResponse:
         repo_id = validate_repo_id(message.id, "id")
@@ -67,6 +75,7 @@ class RepositoryService:
     async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
         repo_id = validate_repo_id(message.id, "id")
         await self._durable.wait(self._repositories.delete(repo_id))
+        self._changed(repo_id)
         return Empty()
 
     async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:

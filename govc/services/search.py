@@ -1,19 +1,175 @@
-"""Search RPCs: ExecuteSQLQuery (FullTextSearch and SearchWithAggregation are not served yet)."""
+"""Search RPCs: FullTextSearch, ExecuteSQLQuery, SearchWithAggregation."""
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
 
-from generated.govc import ExecuteSqlQueryRequest, ExecuteSqlQueryResponse, QueryRow
-from govc.errors import InvalidArgument
+from generated.govc import (
+    AggregationGroup,
+    AggregationSummary,
+    ExecuteSqlQueryRequest,
+    ExecuteSqlQueryResponse,
+    FullTextSearchRequest,
+    FullTextSearchResponse,
+    QueryRow,
+    SearchDocument,
+    SearchResult,
+    SearchWithAggregationRequest,
+    SearchWithAggregationResponse,
+)
+from govc.errors import InvalidArgument, Unavailable
+from govc.search import aggregate
+from govc.search.engine import Found, SearchEngine, SearchSpec
+from govc.search.fulltext import SORTS
+from govc.search.indexer import Indexer
 from govc.search.sql import SqlEngine
+from govc.services.convert import timestamp_from_us
 from govc.validation import validate_repo_id
 
 MAX_SQL_BYTES = 64 * 1024
+MAX_QUERY_BYTES = 16 * 1024
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 10
+MAX_HIGHLIGHT_LENGTH = 10_000
+MAX_GROUP_KEYS = 5
+
+
+def _spec(message: FullTextSearchRequest, repo_id: str, since_us: int | None) -> SearchSpec:
+    if len(message.query.encode()) > MAX_QUERY_BYTES:
+        raise InvalidArgument(f"query is longer than {MAX_QUERY_BYTES} bytes")
+    for name in ("max_size", "limit", "offset", "highlight_length"):
+        if getattr(message, name) < 0:
+            raise InvalidArgument(f"{name} must not be negative, got {getattr(message, name)}")
+    if not math.isfinite(message.min_score):
+        raise InvalidArgument("min_score must be a finite number")
+    if message.highlight_length > MAX_HIGHLIGHT_LENGTH:
+        raise InvalidArgument(f"highlight_length must be at most {MAX_HIGHLIGHT_LENGTH}")
+    sort = message.sort_by.strip().lower() or "score"
+    if sort not in SORTS:
+        raise InvalidArgument(f"sort_by must be one of {', '.join(SORTS)}, not {message.sort_by!r}")
+    extensions = []
+    for file_type in message.file_types:
+        extension = file_type.strip().removeprefix(".").lower()
+        if not extension or "/" in extension:
+            raise InvalidArgument(f"file_types: {file_type!r} is not an extension")
+        extensions.append(extension)
+    return SearchSpec(
+        repo_id=repo_id,
+        query=message.query,
+        extensions=extensions,
+        max_size=message.max_size,
+        min_score=message.min_score,
+        modified_since_us=since_us,
+        sort=sort,
+        limit=min(message.limit or DEFAULT_LIMIT, MAX_LIMIT),
+        offset=message.offset,
+        include_content=message.include_content,
+        highlight_length=message.highlight_length,
+    )
+
+
+def _result(found: Found) -> SearchResult:
+    hit = found.hit
+    return SearchResult(
+        document=SearchDocument(
+            path=hit.path,
+            hash=hit.hash,
+            size=hit.size,
+            last_modified=timestamp_from_us(hit.modified_us),
+            content=found.content or b"",
+            content_type=hit.content_type,
+        ),
+        score=hit.score,
+        highlights=found.highlights,
+    )
 
 
 class SearchService:
-    def __init__(self, sql: SqlEngine) -> None:
+    def __init__(
+        self,
+        sql: SqlEngine,
+        engine: SearchEngine,
+        indexer: Indexer,
+        clock: Callable[[], float] = time.time,
+        index_wait_seconds: float = 10.0,
+    ) -> None:
         self._sql = sql
+        self._engine = engine
+        self._indexer = indexer
+        self._clock = clock
+        self._index_wait = index_wait_seconds
+
+    async def _caught_up(self, repo_id: str) -> None:
+        if not await self._indexer.caught_up(repo_id, self._index_wait):
+            raise Unavailable(
+                f"the search index has not caught up with repository {repo_id!r} within "
+                f"{self._index_wait:g} s; retry"
+            )
+
+    async def full_text_search(self, message: FullTextSearchRequest) -> FullTextSearchResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        spec = _spec(message, repo_id, None)
+        started = time.perf_counter()
+        await self._caught_up(repo_id)
+        found, total = await asyncio.to_thread(self._engine.search, spec)
+        return FullTextSearchResponse(
+            results=[_result(f) for f in found],
+            total=total,
+            query_time_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def search_with_aggregation(
+        self, message: SearchWithAggregationRequest
+    ) -> SearchWithAggregationResponse:
+        inner = message.query or FullTextSearchRequest()
+        repo_id = validate_repo_id(message.repository_id or inner.repository_id, "repository_id")
+        if inner.repository_id and inner.repository_id != repo_id:
+            raise InvalidArgument("query.repository_id differs from repository_id")
+        if len(message.group_by) > MAX_GROUP_KEYS:
+            raise InvalidArgument(f"group_by has more than {MAX_GROUP_KEYS} keys")
+        now_us = int(self._clock() * 1_000_000)
+        for key in message.group_by:
+            aggregate.key_function(key, now_us)  # rejects unknown keys before any work
+        metric_names = aggregate.check_metrics(message.aggregations)
+        since_us = None
+        if message.time_range:
+            seconds = aggregate.TIME_RANGES.get(message.time_range.strip().lower())
+            if seconds is None:
+                raise InvalidArgument(
+                    f"time_range must be one of {', '.join(aggregate.TIME_RANGES)}, "
+                    f"not {message.time_range!r}"
+                )
+            since_us = now_us - seconds * 1_000_000
+        spec = _spec(inner, repo_id, since_us)
+        await self._caught_up(repo_id)
+
+        def run() -> SearchWithAggregationResponse:
+            hits, context = self._engine.matches(spec)
+            groups = aggregate.group(hits, message.group_by, metric_names, now_us)
+            messages = []
+            for g in groups:
+                samples = self._engine.decorate(
+                    spec, context.searcher, context.user_query, g.samples
+                )
+                messages.append(
+                    AggregationGroup(
+                        group_value=g.value,
+                        count=len(g.hits),
+                        metrics=g.metrics,
+                        sample_results=[_result(f) for f in samples],
+                    )
+                )
+            return SearchWithAggregationResponse(
+                groups=messages,
+                summary=AggregationSummary(
+                    total_documents=len(hits),
+                    total_groups=len(groups),
+                    metrics=aggregate.metrics(hits, metric_names),
+                ),
+            )
+
+        return await asyncio.to_thread(run)
 
     async def execute_sql_query(self, message: ExecuteSqlQueryRequest) -> ExecuteSqlQueryResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")

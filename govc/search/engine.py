@@ -1,0 +1,128 @@
+"""Running a full-text search: the index for the ranking, storage for content and highlights."""
+
+from dataclasses import dataclass, field
+
+import tantivy
+
+from govc.errors import NotFound
+from govc.repositories import Repositories
+from govc.repository import VersionControl
+from govc.search import fulltext
+from govc.search.fulltext import Hit
+from govc.search.indexer import Indexer
+from govc.storage import Storage
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search: what to match, how to filter, order and page it."""
+
+    repo_id: str
+    query: str
+    extensions: list[str] = field(default_factory=list)  # lower case, no dot
+    max_size: int = 0  # 0: no limit
+    min_score: float = 0.0
+    modified_since_us: int | None = None
+    sort: str = "score"
+    limit: int = 10
+    offset: int = 0
+    include_content: bool = False
+    highlight_length: int = 0  # 0: no highlights
+
+
+@dataclass(frozen=True)
+class Found:
+    hit: Hit
+    content: bytes | None
+    highlights: list[str]
+
+
+class SearchEngine:
+    def __init__(
+        self,
+        storage: Storage,
+        repositories: Repositories,
+        vc: VersionControl,
+        indexer: Indexer,
+    ) -> None:
+        self._storage = storage
+        self._repositories = repositories
+        self._vc = vc
+        self._indexer = indexer
+
+    def search(self, spec: SearchSpec) -> tuple[list[Found], int]:
+        """One page of results and the total number of matches (blocking)."""
+        self._require(spec.repo_id)
+        index = self._indexer.index
+        searcher = index.searcher()
+        user_query = fulltext.parse_query(index, spec.query)
+        query = self._query(spec, user_query)
+        hits, total = fulltext.search_page(
+            searcher, query, spec.sort, spec.limit, spec.offset, spec.min_score
+        )
+        return self.decorate(spec, searcher, user_query, hits), total
+
+    def matches(self, spec: SearchSpec) -> tuple[list[Hit], "SearchContext"]:
+        """Every match (score order), for aggregation (blocking)."""
+        self._require(spec.repo_id)
+        index = self._indexer.index
+        searcher = index.searcher()
+        user_query = fulltext.parse_query(index, spec.query)
+        query = self._query(spec, user_query)
+        hits = [
+            fulltext.hit_of(searcher, address, score)
+            for score, address in fulltext.scored_matches(searcher, query, spec.min_score)
+        ]
+        return hits, SearchContext(searcher, user_query)
+
+    def decorate(
+        self,
+        spec: SearchSpec,
+        searcher: tantivy.Searcher,
+        user_query: tantivy.Query,
+        hits: list[Hit],
+    ) -> list[Found]:
+        """Content and highlights of `hits`, read from storage as the request asks."""
+        if not hits or not (spec.include_content or spec.highlight_length > 0):
+            return [Found(hit, None, []) for hit in hits]
+        highlighter = (
+            fulltext.Highlighter(searcher, user_query, spec.highlight_length)
+            if spec.highlight_length > 0
+            else None
+        )
+        found = []
+        with self._storage.read() as txn:
+            for hit in hits:
+                content = self._vc.objects.read_kind(
+                    txn, spec.repo_id, bytes.fromhex(hit.hash), "blob"
+                )
+                highlights: list[str] = []
+                if highlighter is not None:
+                    text = fulltext.file_text(content)
+                    if text:
+                        highlights = highlighter.snippets(text)
+                found.append(Found(hit, content if spec.include_content else None, highlights))
+        return found
+
+    def _require(self, repo_id: str) -> None:
+        with self._storage.read() as txn:
+            if not self._repositories.exists(txn, repo_id):
+                raise NotFound(f"repository {repo_id!r} not found")
+
+    @staticmethod
+    def _query(spec: SearchSpec, user_query: tantivy.Query) -> tantivy.Query:
+        return fulltext.filtered_query(
+            user_query,
+            spec.repo_id,
+            spec.extensions,
+            spec.max_size,
+            spec.modified_since_us,
+        )
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """The searcher and parsed query behind a list of matches (to decorate samples later)."""
+
+    searcher: tantivy.Searcher
+    user_query: tantivy.Query

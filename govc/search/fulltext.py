@@ -1,0 +1,303 @@
+"""The tantivy index of every repository's current files, and searching it.
+
+One index per data dir. A document is one file of a repository's work tree (the current
+branch's HEAD tree plus uncommitted changes). Fields, as the query language names them:
+
+- `content`: the text, split into words *and* identifier parts (`parseArgs` and `parse_args`
+  both give `parse`, `args`), so a query for a part finds the identifier;
+- `identifiers`: the text split only at non-word characters, so `parse_args` and `parseargs`
+  (camelCase lowercased) match the whole identifier;
+- `path`, `name`: the path and the file name, split like `content` (`path:src`, `name:util`);
+- `filepath`: the exact path (raw: `filepath:"src/a.py"`); `extension` (raw, no dot, lower case);
+  `hash`; `author` (the last commit's author, raw); `size` and `modified` (us since the epoch)
+  as fast fields for filters, ranges and sorting.
+
+Binary files (a NUL byte in their first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by
+path only. Content is not stored in the index: highlights and `include_content` read the blob.
+"""
+
+import logging
+import mimetypes
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import tantivy
+
+from govc.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the schema or the tokenizers change: the index is then rebuilt
+MAX_CONTENT_BYTES = 4 * 1024 * 1024
+BINARY_SNIFF_BYTES = 8192
+DEFAULT_FIELDS = ["content", "identifiers", "name"]
+HIGHLIGHT_MARK = "**"
+
+_WORDS = "words"  # tokenizer: identifier parts
+_IDENTIFIERS = "identifiers"  # tokenizer: whole identifiers
+
+
+def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
+    def build(pattern: str) -> tantivy.TextAnalyzer:
+        return (
+            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(pattern))
+            .filter(tantivy.Filter.remove_long(80))
+            .filter(tantivy.Filter.lowercase())
+            .build()
+        )
+
+    return {
+        # An upper-case run with its lower-case tail (`Args`, `HTTPServer`), a lower-case run, a
+        # run of other letters, or a number: `parseArgs2` -> parse, args, 2.
+        _WORDS: build(r"\p{Lu}+\p{Ll}*|\p{Ll}+|[\p{L}--[\p{Lu}\p{Ll}]]+|\p{N}+"),
+        _IDENTIFIERS: build(r"\w+"),
+    }
+
+
+def build_schema() -> tantivy.Schema:
+    b = tantivy.SchemaBuilder()
+    b.add_text_field("repo", tokenizer_name="raw", index_option="basic")
+    b.add_text_field("key", tokenizer_name="raw", index_option="basic")  # repo + "/" + path
+    b.add_text_field("filepath", stored=True, fast=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("path", tokenizer_name=_WORDS)
+    b.add_text_field("name", tokenizer_name=_WORDS)
+    b.add_text_field("extension", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("content", tokenizer_name=_WORDS)
+    b.add_text_field("identifiers", tokenizer_name=_IDENTIFIERS)
+    b.add_text_field("hash", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("author", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("content_type", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_unsigned_field("size", stored=True, indexed=True, fast=True)
+    b.add_integer_field("modified", stored=True, indexed=True, fast=True)
+    return b.build()
+
+
+SCHEMA = build_schema()
+
+
+def open_index(directory: str, reuse: bool) -> tantivy.Index:
+    """The index in `directory` (created when missing), its tokenizers registered. With `reuse`
+    false, or when the existing index cannot be opened, it is rebuilt empty."""
+    os.makedirs(directory, exist_ok=True)
+    if reuse:
+        try:
+            index = tantivy.Index(SCHEMA, path=directory, reuse=True)
+            _register(index)
+            index.searcher()
+            return index
+        except (ValueError, OSError) as exc:
+            log.warning("search index in %s cannot be opened (%s); rebuilding it", directory, exc)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    index = tantivy.Index(SCHEMA, path=directory, reuse=False)
+    _register(index)
+    return index
+
+
+def _register(index: tantivy.Index) -> None:
+    for name, analyzer in _analyzers().items():
+        index.register_tokenizer(name, analyzer)
+
+
+def repo_key(repo_id: str, path: str) -> str:
+    return f"{repo_id}/{path}"
+
+
+def extension_of(path: str) -> str:
+    """Lower-case extension without the dot; "" when none (`.bashrc` has none, as in SQL)."""
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name.strip(".") else ""
+
+
+def file_text(content: bytes) -> str | None:
+    """The text to index, or None for a binary or too large file."""
+    if len(content) > MAX_CONTENT_BYTES or b"\0" in content[:BINARY_SNIFF_BYTES]:
+        return None
+    return content.decode("utf-8", errors="replace")
+
+
+def content_type(path: str, text: str | None) -> str:
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    if guessed:
+        return guessed
+    return "application/octet-stream" if text is None else "text/plain"
+
+
+@dataclass(frozen=True)
+class FileDoc:
+    """What the index holds about one file (the rest is derived from the path and content)."""
+
+    hash: str
+    size: int
+    modified_us: int
+    author: str | None
+
+
+def make_document(repo_id: str, path: str, doc: FileDoc, text: str | None) -> tantivy.Document:
+    name = path.rsplit("/", 1)[-1]
+    d = tantivy.Document()
+    d.add_text("repo", repo_id)
+    d.add_text("key", repo_key(repo_id, path))
+    d.add_text("filepath", path)
+    d.add_text("path", path)
+    d.add_text("name", name)
+    d.add_text("extension", extension_of(path))
+    d.add_text("hash", doc.hash)
+    d.add_text("author", doc.author or "")
+    d.add_text("content_type", content_type(path, text))
+    d.add_unsigned("size", doc.size)
+    d.add_integer("modified", doc.modified_us)
+    if text:
+        d.add_text("content", text)
+        d.add_text("identifiers", text)
+    return d
+
+
+# ---- searching ----
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    hash: str
+    size: int
+    modified_us: int
+    author: str
+    extension: str
+    content_type: str
+    score: float
+
+
+def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
+    """The user's query in tantivy's query language; an empty query matches every file."""
+    if not text.strip():
+        return tantivy.Query.all_query()
+    try:
+        return index.parse_query(text, DEFAULT_FIELDS)
+    except ValueError as exc:
+        raise InvalidArgument(f"query: {exc}") from None
+
+
+def filtered_query(
+    user_query: tantivy.Query,
+    repo_id: str,
+    extensions: list[str],
+    max_size: int,
+    modified_since_us: int | None,
+) -> tantivy.Query:
+    """The user's query restricted to one repository and the filters. Filters score 0, so the
+    score is the user query's own BM25 score."""
+    filters = [tantivy.Query.term_query(SCHEMA, "repo", repo_id)]
+    if extensions:
+        filters.append(tantivy.Query.term_set_query(SCHEMA, "extension", extensions))
+    if max_size > 0:
+        filters.append(
+            tantivy.Query.range_query(
+                SCHEMA, "size", tantivy.FieldType.Unsigned, lower_bound=0, upper_bound=max_size
+            )
+        )
+    if modified_since_us is not None:
+        filters.append(
+            tantivy.Query.range_query(
+                SCHEMA,
+                "modified",
+                tantivy.FieldType.Integer,
+                lower_bound=modified_since_us,
+                upper_bound=2**63 - 1,
+            )
+        )
+    clauses = [(tantivy.Occur.Must, user_query)]
+    clauses += [(tantivy.Occur.Must, tantivy.Query.const_score_query(f, 0.0)) for f in filters]
+    return tantivy.Query.boolean_query(clauses)
+
+
+def hit_of(searcher: tantivy.Searcher, address: Any, score: float) -> Hit:
+    doc = searcher.doc(address)
+    return Hit(
+        path=doc.get_first("filepath") or "",
+        hash=doc.get_first("hash") or "",
+        size=doc.get_first("size") or 0,
+        modified_us=doc.get_first("modified") or 0,
+        author=doc.get_first("author") or "",
+        extension=doc.get_first("extension") or "",
+        content_type=doc.get_first("content_type") or "",
+        score=score,
+    )
+
+
+def _count(result: tantivy.SearchResult) -> int:
+    count: int | None = result.count  # type: ignore[attr-defined]  # missing from the stubs
+    return count or 0
+
+
+def scored_matches(
+    searcher: tantivy.Searcher, query: tantivy.Query, min_score: float
+) -> list[tuple[float, Any]]:
+    """(score, address) of every match scoring at least `min_score`, best first."""
+    total = _count(searcher.search(query, limit=1, count=True))
+    if total == 0:
+        return []
+    hits = searcher.search(query, limit=total, count=False).hits
+    return [(score, address) for score, address in hits if score >= min_score]
+
+
+SORTS = ("score", "path", "size", "date")
+
+
+def search_page(
+    searcher: tantivy.Searcher,
+    query: tantivy.Query,
+    sort: str,
+    limit: int,
+    offset: int,
+    min_score: float,
+) -> tuple[list[Hit], int]:
+    """One page of hits in `sort` order (score: best first, ties in index order; path: A to Z;
+    size: largest first; date: newest first; ties then by path) and the total before paging."""
+    if sort == "score" and min_score <= 0:
+        result = searcher.search(query, limit=limit, offset=offset, count=True)
+        return [hit_of(searcher, a, s) for s, a in result.hits], _count(result)
+    matches = scored_matches(searcher, query, min_score)
+    if sort == "score":
+        page = matches[offset : offset + limit]
+        return [hit_of(searcher, a, s) for s, a in page], len(matches)
+    hits = [hit_of(searcher, a, s) for s, a in matches]
+    if sort == "path":
+        hits.sort(key=lambda h: h.path)
+    elif sort == "size":
+        hits.sort(key=lambda h: (-h.size, h.path))
+    else:
+        hits.sort(key=lambda h: (-h.modified_us, h.path))
+    return hits[offset : offset + limit], len(hits)
+
+
+# ---- highlights ----
+
+
+class Highlighter:
+    """Snippets of at most `length` characters around the best match in a file's text, matched
+    terms marked `**term**`."""
+
+    def __init__(self, searcher: tantivy.Searcher, user_query: tantivy.Query, length: int) -> None:
+        self._generator = tantivy.SnippetGenerator.create(searcher, user_query, SCHEMA, "content")
+        self._generator.set_max_num_chars(length)
+
+    def snippets(self, text: str) -> list[str]:
+        doc = tantivy.Document()
+        doc.add_text("content", text)
+        snippet = self._generator.snippet_from_doc(doc)
+        fragment = snippet.fragment()
+        ranges = [(r.start, r.end) for r in snippet.highlighted()]
+        if not fragment or not ranges:
+            return []
+        encoded = fragment.encode()  # tantivy's ranges are byte offsets
+        out: list[bytes] = []
+        position = 0
+        mark = HIGHLIGHT_MARK.encode()
+        for start, end in sorted(ranges):
+            out += [encoded[position:start], mark, encoded[start:end], mark]
+            position = end
+        out.append(encoded[position:])
+        return [b"".join(out).decode(errors="replace")]

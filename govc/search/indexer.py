@@ -1,0 +1,276 @@
+"""Keeping the search index in step with storage, off the write path.
+
+Every write that can change a repository's files (file writes, removes, moves, commits,
+checkouts, merges, batches, repository deletion) calls `touch(repo)` once it is durable: that
+bumps the repository's wanted version and wakes the indexer thread, and costs the writer
+nothing else. The indexer takes every touched repository at once, compares each one's current
+files (path -> blob id, last change, last author) with what the index holds, deletes and adds
+just the documents that differ, and commits once per batch; then it publishes the versions it
+reached. A search first waits (bounded) until the index has reached the version its repository
+had when the search arrived, so a client always sees its own acknowledged writes.
+
+The index is derived data. Beside it, `state.json` records a fingerprint of every indexed
+repository's state (HEAD and work tree); at start-up every repository whose fingerprint differs
+(or is missing) is re-compared, so writes the index missed (a crash, an offline import) are
+caught up. An index that is missing, unreadable or of another format is rebuilt from storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import tantivy
+
+from govc.errors import GovcError
+from govc.history import History
+from govc.repositories import Repositories
+from govc.repository import VersionControl
+from govc.search import fulltext
+from govc.search.fulltext import FileDoc
+from govc.storage import Storage
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+DEFAULT_WAIT_SECONDS = 10.0
+WRITER_HEAP_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 256  # files read per storage transaction while indexing
+
+
+class Indexer:
+    def __init__(
+        self,
+        storage: Storage,
+        repositories: Repositories,
+        vc: VersionControl,
+        history: History,
+        directory: str,
+    ) -> None:
+        self._storage = storage
+        self._repositories = repositories
+        self._vc = vc
+        self._history = history
+        self._directory = directory
+        self._cond = threading.Condition()
+        self._wanted: dict[str, int] = {}  # repo -> version the index must reach
+        self._indexed: dict[str, int] = {}  # repo -> version the index has reached
+        self._dirty: dict[str, int] = {}  # repos to index, with the version they are at
+        self._docs: dict[str, dict[str, FileDoc]] = {}  # repo -> path -> what the index holds
+        self._fingerprints: dict[str, str] = {}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._published: asyncio.Event | None = None
+        #: Batches committed (tests, metrics).
+        self.batches = 0
+        self.index = self._open()
+        self._writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+
+    # ---- lifetime ----
+
+    def _open(self) -> tantivy.Index:
+        state_path = os.path.join(self._directory, STATE_FILE)
+        state: dict[str, Any] = {}
+        try:
+            with open(state_path) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("search index state %s unreadable (%s)", state_path, exc)
+        if state.get("format") == fulltext.FORMAT:
+            self._fingerprints = dict(state.get("repositories", {}))
+            return fulltext.open_index(self._directory, reuse=True)
+        if os.path.isdir(self._directory) and os.listdir(self._directory):
+            log.warning("search index in %s is not current; rebuilding it", self._directory)
+        return fulltext.open_index(self._directory, reuse=False)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue every repository whose state differs from the index, and start indexing."""
+        self._loop = loop
+        self._published = asyncio.Event()
+        with self._storage.read() as txn:
+            ids = self._repositories.ids(txn)
+            stale = [r for r in ids if self._fingerprints.get(r) != self._fingerprint(txn, r)]
+        gone = set(self._fingerprints) - set(ids)
+        if stale or gone:
+            log.info(
+                "search index: catching up %d repositories, dropping %d",
+                len(stale),
+                len(gone),
+            )
+        for repo_id in [*stale, *gone]:
+            self.touch(repo_id)
+        self._thread = threading.Thread(target=self._run, name="govc-indexer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Finish the batch in progress and stop. Anything not indexed yet is caught up at the
+        next start."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._writer.wait_merging_threads()
+
+    # ---- the write side's view ----
+
+    def touch(self, repo_id: str) -> None:
+        """`repo_id`'s files may have changed (call after the write is durable)."""
+        with self._cond:
+            version = self._wanted.get(repo_id, 0) + 1
+            self._wanted[repo_id] = version
+            self._dirty[repo_id] = version
+            self._cond.notify()
+
+    async def caught_up(self, repo_id: str, timeout: float) -> bool:
+        """Wait until the index reflects every write to `repo_id` acknowledged before this call;
+        False when `timeout` passed first."""
+        target = self._wanted.get(repo_id, 0)
+        if self._indexed.get(repo_id, 0) >= target:
+            return True
+        assert self._loop is not None and self._published is not None, "indexer not started"
+        deadline = self._loop.time() + timeout
+        while self._indexed.get(repo_id, 0) < target:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._published.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def _publish(self) -> None:  # on the loop
+        assert self._published is not None
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+
+    # ---- the indexer thread ----
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._dirty and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                batch, self._dirty = self._dirty, {}
+            started = time.perf_counter()
+            try:
+                documents = self._apply(batch)
+            except Exception:
+                # Never leave searches waiting on a batch that cannot be applied: log it, forget
+                # what we believed the index holds for these repositories (re-read next time),
+                # and publish; the next touch retries from a clean slate.
+                log.exception("search indexing failed for %d repositories", len(batch))
+                self._writer.rollback()
+                for repo_id in batch:
+                    self._docs.pop(repo_id, None)
+                    self._fingerprints.pop(repo_id, None)
+                documents = 0
+            with self._cond:
+                for repo_id, version in batch.items():
+                    if version > self._indexed.get(repo_id, 0):
+                        self._indexed[repo_id] = version
+            log.debug(
+                "indexed %d documents of %d repositories in %.3f s",
+                documents,
+                len(batch),
+                time.perf_counter() - started,
+            )
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self._loop.call_soon_threadsafe(self._publish)
+
+    def _apply(self, batch: dict[str, int]) -> int:
+        """Bring every repository of `batch` up to date in the index; one commit."""
+        documents = 0
+        for repo_id in batch:
+            documents += self._apply_repo(repo_id)
+        self._writer.commit()
+        self.index.reload()
+        self.batches += 1
+        self._save_state()
+        return documents
+
+    def _apply_repo(self, repo_id: str) -> int:
+        writer = self._writer
+        with self._storage.read() as txn:
+            if not self._repositories.exists(txn, repo_id):
+                writer.delete_documents_by_term("repo", repo_id)
+                self._docs.pop(repo_id, None)
+                self._fingerprints.pop(repo_id, None)
+                return 0
+            work = self._vc.worktree_entries(txn, repo_id)
+            times = self._history.file_times(txn, repo_id, work)
+            fingerprint = self._fingerprint(txn, repo_id)
+        current = {
+            path: FileDoc(entry.oid.hex(), entry.size, times[path].modified_us, times[path].author)
+            for path, entry in work.items()
+        }
+        indexed = self._indexed_docs(repo_id)
+        for path, doc in indexed.items():
+            if current.get(path) != doc:
+                writer.delete_documents_by_term("key", fulltext.repo_key(repo_id, path))
+        changed = [path for path, doc in current.items() if indexed.get(path) != doc]
+        for start in range(0, len(changed), READ_CHUNK):
+            paths = changed[start : start + READ_CHUNK]
+            try:
+                with self._storage.read() as txn:
+                    contents = [
+                        self._vc.objects.read_kind(
+                            txn, repo_id, bytes.fromhex(current[p].hash), "blob"
+                        )
+                        for p in paths
+                    ]
+            except GovcError:  # deleted (or rewritten) meanwhile: its own touch re-indexes it
+                self._docs.pop(repo_id, None)
+                self._fingerprints.pop(repo_id, None)
+                return 0
+            for path, content in zip(paths, contents, strict=True):
+                text = fulltext.file_text(content)
+                writer.add_document(fulltext.make_document(repo_id, path, current[path], text))
+        self._docs[repo_id] = current
+        self._fingerprints[repo_id] = fingerprint
+        return len(changed)
+
+    def _indexed_docs(self, repo_id: str) -> dict[str, FileDoc]:
+        """What the index holds for `repo_id` (read from the index the first time)."""
+        docs = self._docs.get(repo_id)
+        if docs is not None:
+            return docs
+        searcher = self.index.searcher()
+        query = tantivy.Query.term_query(fulltext.SCHEMA, "repo", repo_id)
+        docs = {}
+        for _, address in fulltext.scored_matches(searcher, query, 0.0):
+            hit = fulltext.hit_of(searcher, address, 0.0)
+            docs[hit.path] = FileDoc(hit.hash, hit.size, hit.modified_us, hit.author or None)
+        self._docs[repo_id] = docs
+        return docs
+
+    def _fingerprint(self, txn: Any, repo_id: str) -> str:
+        """Digest of everything the indexed documents derive from: HEAD and the work tree."""
+        digest = hashlib.blake2b(digest_size=16)
+        branch, head = self._vc.head(txn, repo_id)
+        digest.update(f"{branch}\0{head}\0".encode())
+        for path, entry in sorted(self._vc.worktree_entries(txn, repo_id).items()):
+            digest.update(path.encode() + b"\0" + entry.encode())
+        return digest.hexdigest()
+
+    def _save_state(self) -> None:
+        path = os.path.join(self._directory, STATE_FILE)
+        temp = path + ".tmp"
+        with open(temp, "w") as f:
+            json.dump({"format": fulltext.FORMAT, "repositories": self._fingerprints}, f)
+        os.replace(temp, path)
