@@ -16,7 +16,15 @@ import hashlib
 import json
 import os
 import ssl as ssl_module
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +53,8 @@ from generated.govc import (
     DeleteRepositoryRequest,
     ExecuteSqlQueryRequest,
     ExecuteSqlQueryResponse,
+    FullTextSearchRequest,
+    FullTextSearchResponse,
     GetBlobRequest,
     GetBlobResponse,
     GetBlobWithDeltaRequest,
@@ -69,6 +79,8 @@ from generated.govc import (
     ReadFileRequest,
     ReadFileResponse,
     RemoveFileRequest,
+    SearchWithAggregationRequest,
+    SearchWithAggregationResponse,
     StoreBlobRequest,
     StoreBlobResponse,
     StoreBlobWithDeltaRequest,
@@ -433,6 +445,89 @@ class GovcClient:
                 yield message
 
     # ---- SQL ----
+
+    async def search(
+        self,
+        repository_id: str,
+        query: str,
+        *,
+        file_types: Sequence[str] = (),
+        max_size: int = 0,
+        min_score: float = 0.0,
+        include_content: bool = False,
+        highlight_length: int = 0,
+        limit: int = 0,
+        offset: int = 0,
+        sort_by: str = "",
+    ) -> FullTextSearchResponse:
+        """Full-text search over the repository's current files (tantivy query syntax; "" matches
+        every file). `sort_by`: score (default), path, size, date; `highlight_length` > 0 asks for
+        snippets of at most that many characters; `total` counts every match."""
+        request = self.search_request(
+            repository_id,
+            query,
+            file_types=file_types,
+            max_size=max_size,
+            min_score=min_score,
+            include_content=include_content,
+            highlight_length=highlight_length,
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+        )
+        return await self._call(self.stub.full_text_search, request)
+
+    @staticmethod
+    def search_request(
+        repository_id: str,
+        query: str,
+        *,
+        file_types: Sequence[str] = (),
+        max_size: int = 0,
+        min_score: float = 0.0,
+        include_content: bool = False,
+        highlight_length: int = 0,
+        limit: int = 0,
+        offset: int = 0,
+        sort_by: str = "",
+    ) -> FullTextSearchRequest:
+        return FullTextSearchRequest(
+            repository_id=repository_id,
+            query=query,
+            file_types=list(file_types),
+            max_size=max_size,
+            min_score=min_score,
+            include_content=include_content,
+            highlight_length=highlight_length,
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+        )
+
+    async def search_with_aggregation(
+        self,
+        repository_id: str,
+        query: str | FullTextSearchRequest,
+        group_by: Sequence[str],
+        *,
+        aggregations: Sequence[str] = (),
+        time_range: str = "",
+    ) -> SearchWithAggregationResponse:
+        """Every match of `query` grouped by `group_by` (extension, size_range, date_range, path,
+        author), with `aggregations` (all metrics when empty) per group and overall."""
+        inner = (
+            query
+            if isinstance(query, FullTextSearchRequest)
+            else self.search_request(repository_id, query)
+        )
+        request = SearchWithAggregationRequest(
+            repository_id=repository_id,
+            query=inner,
+            group_by=list(group_by),
+            aggregations=list(aggregations),
+            time_range=time_range,
+        )
+        return await self._call(self.stub.search_with_aggregation, request)
 
     async def execute_sql(self, repository_id: str, sql_query: str) -> ExecuteSqlQueryResponse:
         """One read-only SELECT over the repository's tables (files, commits, changes,

@@ -77,23 +77,23 @@ def build_schema() -> tantivy.Schema:
 SCHEMA = build_schema()
 
 
-def open_index(directory: str, reuse: bool) -> tantivy.Index:
-    """The index in `directory` (created when missing), its tokenizers registered. With `reuse`
-    false, or when the existing index cannot be opened, it is rebuilt empty."""
+def open_index(directory: str, reuse: bool) -> tuple[tantivy.Index, bool]:
+    """The index in `directory`, its tokenizers registered, and whether it is the existing one.
+    With `reuse` false, or when the existing index cannot be opened, it is recreated empty."""
     os.makedirs(directory, exist_ok=True)
     if reuse:
         try:
             index = tantivy.Index(SCHEMA, path=directory, reuse=True)
             _register(index)
             index.searcher()
-            return index
+            return index, True
         except (ValueError, OSError) as exc:
             log.warning("search index in %s cannot be opened (%s); rebuilding it", directory, exc)
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
     index = tantivy.Index(SCHEMA, path=directory, reuse=False)
     _register(index)
-    return index
+    return index, False
 
 
 def _register(index: tantivy.Index) -> None:

@@ -87,11 +87,16 @@ class Indexer:
         except (OSError, ValueError) as exc:
             log.warning("search index state %s unreadable (%s)", state_path, exc)
         if state.get("format") == fulltext.FORMAT:
-            self._fingerprints = dict(state.get("repositories", {}))
-            return fulltext.open_index(self._directory, reuse=True)
+            index, reused = fulltext.open_index(self._directory, reuse=True)
+            if reused:
+                self._fingerprints = dict(state.get("repositories", {}))
+            return index
         if os.path.isdir(self._directory) and os.listdir(self._directory):
             log.warning("search index in %s is not current; rebuilding it", self._directory)
-        return fulltext.open_index(self._directory, reuse=False)
+        else:
+            log.info("no search index in %s; building it from storage", self._directory)
+        index, _ = fulltext.open_index(self._directory, reuse=False)
+        return index
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Queue every repository whose state differs from the index, and start indexing."""

@@ -1,0 +1,546 @@
+"""FullTextSearch and SearchWithAggregation over a real server and a real tantivy index."""
+
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpclib.const import Status
+
+from generated.govc import FullTextSearchResponse
+from govc.client import GovcClient, GovcRpcError
+from govc.objects import blob_id
+from govc.server import GovcServer, ServerConfig
+from tests.conftest import Clock
+
+R = "search"
+T1 = 1_700_000_000  # first commit (Ada)
+T2 = T1 + 25 * 3600  # second commit (Bob), a day and an hour later
+T3 = T2 + 3 * 3600  # the uncommitted README is written; "now" for the searches
+
+FIRST = {
+    "src/cli.py": b"import argparse\n\ndef parse_args(argv):\n"
+    b"    parser = argparse.ArgumentParser()\n    return parser.parse_args(argv)\n",
+    "src/server.py": b"class HttpServer:\n    def run(self):\n        pass\n",
+    "docs/guide.md": b"# Guide\n\nThe quick brown fox jumps over the lazy dog.\n"
+    b"Run the server with make serve.\n",
+    "Makefile": b"serve:\n\tpython -m server\n",
+    "assets/logo.png": b"\x89PNG\r\n\x1a\n\0\0\0brown fox lazy",
+}
+SECOND = {
+    "web/app.js": b"function parseArgs(argv) {\n  return argv.slice(2);\n}\n"
+    b"const serverPort = 8080;\n",
+    "web/style.css": b"body { color: red; }\n",
+    "docs/notes.txt": b"brown bread and lazy mornings\n",
+    "src/server.py": b"class HttpServer:\n    def serve_forever(self):\n"
+    b"        while True:\n            self.handle_request()\n",
+}
+UNCOMMITTED = {"README.md": b"quick start: parse the arguments, then run the server\n"}
+ALL = {**FIRST, **SECOND, **UNCOMMITTED}
+ADA, BOB = "Ada <ada@example.com>", "Bob <bob@example.com>"
+
+
+async def build_corpus(client: GovcClient, clock: Clock) -> None:
+    await client.create_repository(R)
+    clock.now = T1
+    for path, content in FIRST.items():
+        await client.add_file(R, path, content)
+    await client.commit(R, "first", author=ADA)
+    clock.now = T2
+    for path, content in SECOND.items():
+        await client.add_file(R, path, content)
+    await client.commit(R, "second", author=BOB)
+    clock.now = T3
+    for path, content in UNCOMMITTED.items():
+        await client.write_file(R, path, content)
+
+
+@pytest.fixture
+async def c(client: GovcClient, clock: Clock) -> GovcClient:
+    await build_corpus(client, clock)
+    return client
+
+
+async def paths(c: GovcClient, query: str, **options: object) -> set[str]:
+    response = await c.search(R, query, limit=1000, **options)  # type: ignore[arg-type]
+    assert response.total == len(response.results)
+    return {r.document.path for r in response.results if r.document}
+
+
+async def status_of(coro: object) -> GovcRpcError:
+    with pytest.raises(GovcRpcError) as info:
+        await coro  # type: ignore[misc]
+    return info.value
+
+
+# ---- matching ----
+
+
+async def test_terms(c: GovcClient) -> None:
+    assert await paths(c, "brown") == {"docs/guide.md", "docs/notes.txt"}  # not the binary
+    assert await paths(c, "BROWN") == {"docs/guide.md", "docs/notes.txt"}
+    assert await paths(c, "quick") == {"docs/guide.md", "README.md"}
+    assert await paths(c, "nothing_like_this") == set()
+
+
+async def test_phrases(c: GovcClient) -> None:
+    assert await paths(c, '"lazy dog"') == {"docs/guide.md"}
+    assert await paths(c, '"brown bread"') == {"docs/notes.txt"}
+    assert await paths(c, '"dog lazy"') == set()
+
+
+async def test_booleans(c: GovcClient) -> None:
+    assert await paths(c, "brown AND bread") == {"docs/notes.txt"}
+    assert await paths(c, "brown NOT bread") == {"docs/guide.md"}
+    assert await paths(c, "brown -bread") == {"docs/guide.md"}
+    assert await paths(c, "+lazy -mornings") == {"docs/guide.md"}
+    assert await paths(c, "bread OR argparse") == {"docs/notes.txt", "src/cli.py"}
+    assert await paths(c, "(bread OR argparse) AND parser") == {"src/cli.py"}
+
+
+async def test_paths_names_and_extensions(c: GovcClient) -> None:
+    assert await paths(c, "path:web") == {"web/app.js", "web/style.css"}
+    assert await paths(c, "path:docs AND lazy") == {"docs/guide.md", "docs/notes.txt"}
+    assert await paths(c, 'filepath:"src/cli.py"') == {"src/cli.py"}
+    assert await paths(c, "name:app") == {"web/app.js"}
+    assert await paths(c, "name:makefile") == {"Makefile"}
+    assert await paths(c, "extension:md") == {"docs/guide.md", "README.md"}
+    # A binary file is found by its path only.
+    assert await paths(c, "name:logo") == {"assets/logo.png"}
+    assert await paths(c, "fox") == {"docs/guide.md"}
+
+
+async def test_identifier_splitting(c: GovcClient) -> None:
+    # Parts of snake_case and camelCase identifiers are words of their own...
+    assert await paths(c, "args") == {"src/cli.py", "web/app.js"}
+    assert await paths(c, "forever") == {"src/server.py"}
+    assert await paths(c, "port") == {"web/app.js"}
+    # ...the whole identifier matches exactly (and a phrase of its parts matches both styles)...
+    assert await paths(c, "identifiers:parse_args") == {"src/cli.py"}
+    assert await paths(c, "identifiers:parseargs") == {"web/app.js"}
+    assert await paths(c, "parse_args") == {"src/cli.py", "web/app.js"}
+    # ...and the exact spelling ranks first.
+    exact = await c.search(R, "parse_args")
+    assert next(r.document.path for r in exact.results if r.document) == "src/cli.py"
+    camel = await c.search(R, "parseArgs")
+    assert next(r.document.path for r in camel.results if r.document) == "web/app.js"
+
+
+# ---- filters ----
+
+
+async def test_file_types_filter(c: GovcClient) -> None:
+    assert await paths(c, "", file_types=[".py"]) == {"src/cli.py", "src/server.py"}
+    assert await paths(c, "", file_types=["PY", "js"]) == {
+        "src/cli.py",
+        "src/server.py",
+        "web/app.js",
+    }
+    assert await paths(c, "lazy", file_types=["txt"]) == {"docs/notes.txt"}
+
+
+async def test_max_size_filter(c: GovcClient) -> None:
+    limit = len(ALL["docs/notes.txt"])
+    expected = {p for p, data in ALL.items() if len(data) <= limit}
+    assert await paths(c, "", max_size=limit) == expected
+    assert "docs/notes.txt" in expected and "docs/guide.md" not in expected
+
+
+async def test_min_score_filter(c: GovcClient) -> None:
+    everything = await c.search(R, "lazy OR brown OR server", limit=100)
+    scores = sorted({r.score for r in everything.results})
+    assert len(scores) >= 3
+    threshold = scores[len(scores) // 2]
+    expected = {r.document.path for r in everything.results if r.score >= threshold and r.document}
+    kept = await c.search(R, "lazy OR brown OR server", min_score=threshold, limit=100)
+    assert {r.document.path for r in kept.results if r.document} == expected
+    assert kept.total == len(expected) < everything.total
+    paged = await c.search(R, "lazy OR brown OR server", min_score=threshold, limit=1)
+    assert paged.total == len(expected) and len(paged.results) == 1
+
+
+# ---- ordering and paging ----
+
+
+def _ordered(response: FullTextSearchResponse) -> list[str]:
+    return [r.document.path for r in response.results if r.document]
+
+
+async def test_sort_orders(c: GovcClient) -> None:
+    by_path = await c.search(R, "", sort_by="path", limit=100)
+    assert _ordered(by_path) == sorted(ALL)
+    by_size = await c.search(R, "", sort_by="size", limit=100)
+    assert _ordered(by_size) == sorted(ALL, key=lambda p: (-len(ALL[p]), p))
+    by_date = await c.search(R, "", sort_by="date", limit=100)
+    modified = {p: T1 for p in FIRST} | {p: T2 for p in SECOND} | {p: T3 for p in UNCOMMITTED}
+    assert _ordered(by_date) == sorted(ALL, key=lambda p: (-modified[p], p))
+    by_score = await c.search(R, "lazy OR brown", limit=100)
+    scores = [r.score for r in by_score.results]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 2
+    # Field sorts also apply to a filtered subset, and keep real scores.
+    scored = await c.search(R, "lazy OR brown", sort_by="path", limit=100)
+    assert _ordered(scored) == ["docs/guide.md", "docs/notes.txt"]
+    assert all(r.score > 0 for r in scored.results)
+
+
+async def test_paging_totals(c: GovcClient) -> None:
+    pages = []
+    for offset in range(0, len(ALL) + 3, 3):
+        page = await c.search(R, "", sort_by="path", limit=3, offset=offset)
+        assert page.total == len(ALL)
+        pages += _ordered(page)
+    assert pages == sorted(ALL)
+    beyond = await c.search(R, "", limit=5, offset=100)
+    assert beyond.results == [] and beyond.total == len(ALL)
+    default = await c.search(R, "")
+    assert len(default.results) == min(10, len(ALL))
+
+
+# ---- documents, highlights, content ----
+
+
+async def test_documents_are_exact(c: GovcClient) -> None:
+    response = await c.search(R, "", limit=100)
+    documents = {r.document.path: r.document for r in response.results if r.document}
+    modified = {p: T1 for p in FIRST} | {p: T2 for p in SECOND} | {p: T3 for p in UNCOMMITTED}
+    for path, data in ALL.items():
+        doc = documents[path]
+        assert doc.hash == blob_id(data) and doc.size == len(data)
+        assert doc.last_modified is not None
+        assert doc.last_modified.timestamp() == modified[path], path
+        assert doc.content == b""  # not asked for
+    assert documents["src/cli.py"].content_type == "text/x-python"
+    assert documents["docs/guide.md"].content_type == "text/markdown"
+    assert documents["assets/logo.png"].content_type == "image/png"
+
+
+async def test_include_content(c: GovcClient) -> None:
+    response = await c.search(R, "brown", include_content=True)
+    assert {r.document.path: r.document.content for r in response.results if r.document} == {
+        "docs/guide.md": ALL["docs/guide.md"],
+        "docs/notes.txt": ALL["docs/notes.txt"],
+    }
+
+
+async def test_highlights(c: GovcClient) -> None:
+    plain = await c.search(R, "lazy")
+    assert all(r.highlights == [] for r in plain.results)
+    response = await c.search(R, "lazy", highlight_length=30)
+    for result in response.results:
+        assert len(result.highlights) == 1, result
+        snippet = result.highlights[0]
+        assert "**lazy**" in snippet
+        assert len(snippet.replace("**", "")) <= 30
+    parts = await c.search(R, "args", highlight_length=60, file_types=["py"])
+    assert "**args**" in parts.results[0].highlights[0]  # inside parse_args
+
+
+# ---- bad input ----
+
+
+async def test_bad_requests(c: GovcClient) -> None:
+    for query in ['"unclosed', "a AND (", "nosuchfield:x", "size:[1 TO"]:
+        error = await status_of(c.search(R, query))
+        assert error.status == Status.INVALID_ARGUMENT and "query" in error.message, query
+    error = await status_of(c.search(R, "x", sort_by="colour"))
+    assert error.status == Status.INVALID_ARGUMENT and "sort_by" in error.message
+    error = await status_of(c.search(R, "x", limit=-1))
+    assert error.status == Status.INVALID_ARGUMENT and "limit" in error.message
+    error = await status_of(c.search(R, "x", file_types=[""]))
+    assert error.status == Status.INVALID_ARGUMENT and "file_types" in error.message
+    error = await status_of(c.search("no-such-repo", "x"))
+    assert error.status == Status.NOT_FOUND
+    error = await status_of(c.search("bad/id", "x"))
+    assert error.status == Status.INVALID_ARGUMENT and "repository_id" in error.message
+    assert await paths(c, "brown") == {"docs/guide.md", "docs/notes.txt"}  # still serving
+
+
+# ---- read-your-writes ----
+
+
+async def test_read_your_writes(c: GovcClient) -> None:
+    await c.add_file(R, "src/new.py", b"def zebra_crossing():\n    pass\n")
+    assert await paths(c, "zebra") == {"src/new.py"}  # uncommitted: in the work tree
+    await c.commit(R, "zebra")
+    assert await paths(c, "zebra") == {"src/new.py"}
+    await c.add_file(R, "src/new.py", b"def giraffe():\n    pass\n")
+    assert await paths(c, "zebra") == set()
+    assert await paths(c, "giraffe") == {"src/new.py"}
+    await c.remove_file(R, "src/new.py")
+    assert await paths(c, "giraffe") == set()
+    await c.move_file(R, "docs/notes.txt", "archive/notes.txt")
+    assert await paths(c, "bread") == {"archive/notes.txt"}
+
+
+async def test_batch_writes_are_searchable(c: GovcClient) -> None:
+    batch = c.batch(R, transaction=True)
+    batch.write("batch/one.txt", "okapi")
+    batch.write("batch/two.txt", "okapi and lemur")
+    await batch.run()
+    assert await paths(c, "okapi") == {"batch/one.txt", "batch/two.txt"}
+
+
+async def test_checkout_changes_results(c: GovcClient, clock: Clock) -> None:
+    await c.add_file(R, "README.md", UNCOMMITTED["README.md"])
+    await c.commit(R, "readme")
+    await c.create_branch(R, "feature")
+    await c.checkout_branch(R, "feature")
+    await c.add_file(R, "feature.txt", b"narwhal\n")
+    await c.remove_file(R, "docs/notes.txt")
+    await c.commit(R, "feature work")
+    assert await paths(c, "narwhal") == {"feature.txt"}
+    assert await paths(c, "bread") == set()
+    await c.checkout_branch(R, "main")
+    assert await paths(c, "narwhal") == set()
+    assert await paths(c, "bread") == {"docs/notes.txt"}
+    merged = await c.merge_branch(R, "feature", "main")
+    assert not merged.conflicts
+    assert await paths(c, "narwhal") == {"feature.txt"}
+
+
+async def test_deleting_a_repository_removes_its_documents(
+    c: GovcClient, server: GovcServer
+) -> None:
+    assert server.indexer is not None
+    await c.create_repository("other")
+    await c.add_file("other", "other.txt", b"brown owl\n")
+    assert await c.search("other", "brown") is not None
+    before = server.indexer.index.searcher().num_docs
+    await c.delete_repository(R)
+    await c.create_repository(R)
+    assert await paths(c, "") == set()
+    assert await paths(c, "brown") == set()
+    assert server.indexer.index.searcher().num_docs == before - len(ALL)
+    assert {r.document.path for r in (await c.search("other", "brown")).results if r.document} == {
+        "other.txt"
+    }
+
+
+async def test_repositories_do_not_see_each_other(c: GovcClient) -> None:
+    await c.create_repository("twin")
+    await c.add_file("twin", "docs/guide.md", b"brown twin\n")
+    assert await paths(c, "twin") == set()
+    twin = await c.search("twin", "brown")
+    assert [(r.document.path, r.document.hash) for r in twin.results if r.document] == [
+        ("docs/guide.md", blob_id(b"brown twin\n"))
+    ]
+
+
+# ---- restart ----
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
+    yield tmp_path / "data"
+
+
+async def _serve(data_dir: Path, clock: Clock) -> GovcServer:
+    server = GovcServer(ServerConfig(data_dir=str(data_dir), grpc_port=0, clock=clock))
+    await server.start()
+    return server
+
+
+QUERIES = ["brown", '"lazy dog"', "args", "", "path:web", "lazy OR server"]
+
+
+async def _answers(server: GovcServer) -> list[list[tuple[str, str, float]]]:
+    async with GovcClient(f"127.0.0.1:{server.port}") as client:
+        answers = []
+        for query in QUERIES:
+            response = await client.search(R, query, limit=100, sort_by="path")
+            answers.append(
+                [
+                    (r.document.path, r.document.hash, r.score)
+                    for r in response.results
+                    if r.document
+                ]
+            )
+        return answers
+
+
+async def test_restart_reuses_and_rebuilds_the_index(
+    data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            await build_corpus(client, clock)
+        first = await _answers(server)
+    finally:
+        await server.stop()
+    caplog.set_level(logging.INFO)
+    assert first[0] and all(isinstance(a, list) for a in first)
+
+    server = await _serve(data_dir, clock)
+    try:
+        assert server.indexer is not None
+        assert await _answers(server) == first
+        assert server.indexer.batches == 0  # nothing to catch up: the index was reused
+    finally:
+        await server.stop()
+
+    shutil.rmtree(data_dir / "search")
+    server = await _serve(data_dir, clock)
+    try:
+        rebuilt = await _answers(server)
+    finally:
+        await server.stop()
+    # The same documents in the same order; scores may differ, because BM25's statistics in the
+    # incrementally built index still count replaced documents until segments merge.
+    assert [[hit[:2] for hit in answer] for answer in rebuilt] == [
+        [hit[:2] for hit in answer] for answer in first
+    ]
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("catching up" in m for m in messages[: messages.index("govc stopped")])
+    assert any("building it from storage" in m for m in messages)
+
+
+async def test_restart_catches_up_on_missed_writes(data_dir: Path, clock: Clock) -> None:
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            await build_corpus(client, clock)
+    finally:
+        await server.stop()
+    # Writes the index never saw: the state file says the index is older than storage.
+    state = data_dir / "search" / "state.json"
+    state.write_text('{"format": 1, "repositories": {"search": "stale", "gone": "x"}}')
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            found = await client.search(R, "brown", limit=100)
+            assert {r.document.path for r in found.results if r.document} == {
+                "docs/guide.md",
+                "docs/notes.txt",
+            }
+    finally:
+        await server.stop()
+
+
+async def test_corrupt_index_is_rebuilt(
+    data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            await build_corpus(client, clock)
+            await paths(client, "")  # the index has caught up: state.json matches storage
+    finally:
+        await server.stop()
+    (data_dir / "search" / "meta.json").write_text("{ not json")
+    caplog.set_level(logging.WARNING)
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            assert await paths(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
+    finally:
+        await server.stop()
+    assert any("rebuilding" in record.getMessage() for record in caplog.records)
+
+
+# ---- aggregation ----
+
+
+async def _all_hits(c: GovcClient, query: str) -> list[tuple[str, float, int, float]]:
+    response = await c.search(R, query, limit=1000)
+    return [
+        (r.document.path, r.score, r.document.size, r.document.last_modified.timestamp())
+        for r in response.results
+        if r.document and r.document.last_modified
+    ]
+
+
+def _brute_metrics(hits: list[tuple[str, float, int, float]]) -> dict[str, float]:
+    scores = [h[1] for h in hits]
+    sizes = [h[2] for h in hits]
+    return {
+        "count": float(len(hits)),
+        "avg_score": sum(scores) / len(scores),
+        "max_score": max(scores),
+        "min_score": min(scores),
+        "avg_size": sum(sizes) / len(sizes),
+        "total_size": float(sum(sizes)),
+        "min_size": float(min(sizes)),
+        "max_size": float(max(sizes)),
+    }
+
+
+def _extension(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
+
+
+async def test_aggregation_matches_brute_force(c: GovcClient) -> None:
+    for query in ["", "lazy OR brown OR server OR args"]:
+        hits = await _all_hits(c, query)
+        response = await c.search_with_aggregation(R, query, ["extension"])
+        expected: dict[str, list[tuple[str, float, int, float]]] = {}
+        for hit in hits:
+            expected.setdefault(_extension(hit[0]), []).append(hit)
+        assert [(g.group_value, g.count) for g in response.groups] == sorted(
+            ((k, len(v)) for k, v in expected.items()), key=lambda kv: (-kv[1], kv[0])
+        )
+        for group in response.groups:
+            assert group.metrics == pytest.approx(_brute_metrics(expected[group.group_value]))
+            samples = [s.document.path for s in group.sample_results if s.document]
+            assert len(samples) == min(5, group.count)
+            assert set(samples) <= {h[0] for h in expected[group.group_value]}
+        assert response.summary is not None
+        assert response.summary.total_documents == len(hits)
+        assert response.summary.total_groups == len(expected)
+        assert response.summary.metrics == pytest.approx(_brute_metrics(hits))
+
+
+async def test_aggregation_keys(c: GovcClient) -> None:
+    by_author = await c.search_with_aggregation(R, "", ["author"], aggregations=["count"])
+    assert {g.group_value: g.count for g in by_author.groups} == {
+        ADA: 4,  # src/server.py changed again by Bob
+        BOB: 4,
+        "": 1,  # the uncommitted README
+    }
+    assert all(set(g.metrics) == {"count"} for g in by_author.groups)
+    by_dir = await c.search_with_aggregation(R, "", ["path"], aggregations=["total_size"])
+    directories: dict[str, int] = {}
+    for path, data in ALL.items():
+        directory = path.rsplit("/", 1)[0] if "/" in path else "/"
+        directories[directory] = directories.get(directory, 0) + len(data)
+    assert {g.group_value: g.metrics["total_size"] for g in by_dir.groups} == directories
+    by_date = await c.search_with_aggregation(R, "", ["date_range", "extension"])
+    # "now" is T3: the README is minutes old, the second commit 3 hours, the first 28 hours.
+    assert {g.group_value: g.count for g in by_date.groups} == {
+        "last_hour|md": 1,
+        "last_day|css": 1,
+        "last_day|js": 1,
+        "last_day|py": 1,
+        "last_day|txt": 1,
+        "last_week|": 1,
+        "last_week|md": 1,
+        "last_week|png": 1,
+        "last_week|py": 1,
+    }
+    assert [g.group_value for g in by_date.groups][:2] == ["last_day|css", "last_day|js"]
+    by_size = await c.search_with_aggregation(R, "", ["size_range"])
+    assert {g.group_value: g.count for g in by_size.groups} == {"0-1KB": len(ALL)}
+
+
+async def test_aggregation_time_range(c: GovcClient) -> None:
+    day = await c.search_with_aggregation(R, "", ["extension"], time_range="day")
+    assert day.summary is not None
+    assert day.summary.total_documents == len(SECOND) + len(UNCOMMITTED)
+    hour = await c.search_with_aggregation(R, "", ["extension"], time_range="hour")
+    assert hour.summary is not None and hour.summary.total_documents == len(UNCOMMITTED)
+    year = await c.search_with_aggregation(R, "", [], time_range="year")
+    assert year.summary is not None and year.summary.total_documents == len(ALL)
+    assert [g.count for g in year.groups] == [len(ALL)]
+
+
+async def test_aggregation_bad_requests(c: GovcClient) -> None:
+    error = await status_of(c.search_with_aggregation(R, "", ["colour"]))
+    assert error.status == Status.INVALID_ARGUMENT and "group_by" in error.message
+    error = await status_of(c.search_with_aggregation(R, "", ["extension"], aggregations=["p99"]))
+    assert error.status == Status.INVALID_ARGUMENT and "aggregations" in error.message
+    error = await status_of(c.search_with_aggregation(R, "", ["extension"], time_range="decade"))
+    assert error.status == Status.INVALID_ARGUMENT and "time_range" in error.message
+    error = await status_of(c.search_with_aggregation(R, '"open', ["extension"]))
+    assert error.status == Status.INVALID_ARGUMENT and "query" in error.message
