@@ -186,7 +186,22 @@ def _add_client_commands(commands: "argparse._SubParsersAction[argparse.Argument
     get.add_argument("-o", "--output", default="", help="file to write ('-': stdout)")
     get.add_argument("--chunk-size", type=int, default=1 << 20)
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    command("sql", c.sql, "run a read-only SQL query over the repository").add_argument("query")
+    sql = command("sql", c.sql, "run a read-only SQL query: govc sql [REPO] QUERY")
+    sql.add_argument("words", nargs="+", metavar="[REPO] QUERY")
+    search = command("search", c.search, "full-text search: govc search [REPO] QUERY")
+    search.add_argument("words", nargs="+", metavar="[REPO] QUERY")
+    search.add_argument("-t", "--type", action="append", default=[], help="extension (repeat)")
+    search.add_argument("-n", "--limit", type=int, default=20)
+    search.add_argument("--offset", type=int, default=0)
+    search.add_argument("--sort", default="score", choices=["score", "path", "size", "date"])
+    search.add_argument("--max-size", type=int, default=0)
+    search.add_argument("--min-score", type=float, default=0.0)
+    search.add_argument(
+        "--highlight", type=int, default=100, help="snippet length (0: no snippets)"
+    )
+    search.add_argument(
+        "--group-by", action="append", default=[], help="aggregate instead (repeat for a|b)"
+    )
     merge = command("merge", c.merge, "merge a branch into the current (or --into) branch")
     merge.add_argument("source")
     merge.add_argument("--into", default="")

@@ -194,18 +194,79 @@ def _cell(value: str) -> str:
     return first + (" ..." if rest else "")
 
 
-async def sql(c: GovcClient, args: argparse.Namespace) -> int:
-    result = await c.execute_sql(_repo(args), args.query)
-    columns: list[str] = []
-    for row in result.rows:
-        columns += [name for name in row.fields if name not in columns]
-    table = [columns] + [[_cell(row.fields.get(n, "NULL")) for n in columns] for row in result.rows]
+def _repo_and_text(args: argparse.Namespace) -> tuple[str, str]:
+    """`[REPO] TEXT`: the repository is the first word when there are two, else -r."""
+    words: list[str] = args.words
+    if len(words) == 2:
+        return words[0], words[1]
+    if len(words) > 2:
+        raise SystemExit("govc: quote the query: govc COMMAND [REPO] 'QUERY'")
+    return _repo(args), words[0]
+
+
+def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    table = [columns, *rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     for n, line in enumerate(table):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+async def sql(c: GovcClient, args: argparse.Namespace) -> int:
+    repo, query = _repo_and_text(args)
+    result = await c.execute_sql(repo, query)
+    columns: list[str] = []
+    for row in result.rows:
+        columns += [name for name in row.fields if name not in columns]
+    _print_table(
+        columns, [[_cell(row.fields.get(n, "NULL")) for n in columns] for row in result.rows]
+    )
     print(f"({result.total} rows, {result.query_time_ms:.1f} ms)")
+    return 0
+
+
+async def search(c: GovcClient, args: argparse.Namespace) -> int:
+    repo, query = _repo_and_text(args)
+    if args.group_by:
+        request = c.search_request(
+            repo, query, file_types=args.type, max_size=args.max_size, min_score=args.min_score
+        )
+        groups = await c.search_with_aggregation(repo, request, args.group_by)
+        metrics = ["count", "total_size", "avg_size", "max_score"]
+        _print_table(
+            ["|".join(args.group_by), *metrics],
+            [
+                [g.group_value or "-", *(f"{g.metrics[m]:g}" for m in metrics)]
+                for g in groups.groups
+            ],
+        )
+        summary = groups.summary
+        if summary is not None:
+            print(f"({summary.total_documents} files in {summary.total_groups} groups)")
+        return 0
+    result = await c.search(
+        repo,
+        query,
+        file_types=args.type,
+        max_size=args.max_size,
+        min_score=args.min_score,
+        highlight_length=args.highlight,
+        limit=args.limit,
+        offset=args.offset,
+        sort_by=args.sort,
+    )
+    rows = []
+    for r in result.results:
+        doc = r.document
+        if doc is None:
+            continue
+        modified = doc.last_modified.strftime("%Y-%m-%d %H:%M") if doc.last_modified else ""
+        rows.append([f"{r.score:.3f}", doc.path, str(doc.size), modified])
+        rows += [["", "  " + _cell(h), "", ""] for h in r.highlights]
+    _print_table(["score", "path", "size", "modified"], rows)
+    shown = f"{args.offset + 1}-{args.offset + len(result.results)} of " if result.results else ""
+    print(f"({shown}{result.total} matches, {result.query_time_ms:.1f} ms)")
     return 0
 
 

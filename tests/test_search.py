@@ -1,18 +1,23 @@
 """FullTextSearch and SearchWithAggregation over a real server and a real tantivy index."""
 
+import asyncio
 import logging
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from grpclib.const import Status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from generated.govc import FullTextSearchResponse
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
 from govc.server import GovcServer, ServerConfig
 from tests.conftest import Clock
+from tests.test_gitio import govc_cli
 
 R = "search"
 T1 = 1_700_000_000  # first commit (Ada)
@@ -544,3 +549,71 @@ async def test_aggregation_bad_requests(c: GovcClient) -> None:
     assert error.status == Status.INVALID_ARGUMENT and "time_range" in error.message
     error = await status_of(c.search_with_aggregation(R, '"open', ["extension"]))
     assert error.status == Status.INVALID_ARGUMENT and "query" in error.message
+
+
+# ---- outside writers and the command line ----
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+async def test_import_beside_a_running_server_becomes_searchable(
+    tmp_path: Path, server: GovcServer, client: GovcClient
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    _git(work, "init", "-q", "-b", "main")
+    (work / "zoo.txt").write_text("the wombat sleeps\n")
+    _git(work, "add", ".")
+    _git(work, "-c", "user.name=A", "-c", "user.email=a@x", "commit", "-q", "-m", "one")
+    assert server.storage is not None
+    imported = govc_cli(
+        "import", str(work / ".git"), "zoo", "--data-dir", server.storage.config.path
+    )
+    assert imported.returncode == 0, imported.stderr
+    found = await client.search("zoo", "wombat")
+    assert [r.document.path for r in found.results if r.document] == ["zoo.txt"]
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a thread: it talks to the server on this test's event loop."""
+    return await asyncio.to_thread(govc_cli, *args)
+
+
+async def test_cli_search_and_sql(c: GovcClient, server: GovcServer) -> None:
+    address = f"127.0.0.1:{server.port}"
+    out = await cli("--server", address, "search", R, "lazy", "--highlight", "40")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["score", "path", "size", "modified"]
+    assert any("docs/guide.md" in line for line in lines)
+    assert any("**lazy**" in line for line in lines)
+    assert lines[-1].startswith("(1-2 of 2 matches")
+    grouped = await cli("--server", address, "-r", R, "search", "", "--group-by", "extension")
+    assert grouped.returncode == 0, grouped.stderr
+    assert (
+        grouped.stdout.splitlines()[-1] == f"({len(ALL)} files in 7 groups)"
+    )  # py md png js css txt and none
+    sql = await cli("--server", address, "sql", R, "SELECT count(*) AS n FROM files")
+    assert sql.returncode == 0, sql.stderr
+    assert sql.stdout.splitlines()[:3] == ["n", "-", str(len(ALL))]
+    bad = await cli("--server", address, "search", R, '"open')
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    query=st.lists(
+        st.sampled_from([*'ab:"()[]{}+-*^~!?\\/ 01.,', " AND ", " OR ", " NOT ", "path:", "size:"]),
+        max_size=20,
+    ).map("".join)
+    | st.text(max_size=40)
+)
+async def test_garbage_queries_never_yield_internal(c: GovcClient, query: str) -> None:
+    try:
+        await c.search(R, query, highlight_length=50)
+    except GovcRpcError as exc:
+        assert exc.status == Status.INVALID_ARGUMENT, exc

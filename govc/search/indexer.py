@@ -65,6 +65,9 @@ class Indexer:
         self._dirty: dict[str, int] = {}  # repos to index, with the version they are at
         self._docs: dict[str, dict[str, FileDoc]] = {}  # repo -> path -> what the index holds
         self._fingerprints: dict[str, str] = {}
+        # Repositories compared with the index since start; others (say, one `govc import`
+        # wrote beside the running server) are compared on their first search.
+        self._known: set[str] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,6 +108,7 @@ class Indexer:
         with self._storage.read() as txn:
             ids = self._repositories.ids(txn)
             stale = [r for r in ids if self._fingerprints.get(r) != self._fingerprint(txn, r)]
+        self._known.update(ids)
         gone = set(self._fingerprints) - set(ids)
         if stale or gone:
             log.info(
@@ -132,6 +136,7 @@ class Indexer:
 
     def touch(self, repo_id: str) -> None:
         """`repo_id`'s files may have changed (call after the write is durable)."""
+        self._known.add(repo_id)
         with self._cond:
             version = self._wanted.get(repo_id, 0) + 1
             self._wanted[repo_id] = version
@@ -141,6 +146,8 @@ class Indexer:
     async def caught_up(self, repo_id: str, timeout: float) -> bool:
         """Wait until the index reflects every write to `repo_id` acknowledged before this call;
         False when `timeout` passed first."""
+        if repo_id not in self._known:
+            await asyncio.to_thread(self._compare, repo_id)
         target = self._wanted.get(repo_id, 0)
         if self._indexed.get(repo_id, 0) >= target:
             return True
@@ -155,6 +162,15 @@ class Indexer:
             except TimeoutError:
                 return False
         return True
+
+    def _compare(self, repo_id: str) -> None:
+        """Queue `repo_id` if storage holds a state of it the index has not seen."""
+        with self._storage.read() as txn:
+            exists = self._repositories.exists(txn, repo_id)
+            fingerprint = self._fingerprint(txn, repo_id) if exists else None
+        self._known.add(repo_id)
+        if fingerprint != self._fingerprints.get(repo_id):
+            self.touch(repo_id)
 
     def _publish(self) -> None:  # on the loop
         assert self._published is not None
