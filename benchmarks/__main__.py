@@ -14,7 +14,7 @@ from typing import Protocol
 import uvloop
 from grpclib.client import Channel
 
-from benchmarks import batch, blobs, streaming, versioning
+from benchmarks import batch, blobs, search, streaming, versioning
 from benchmarks.harness import (
     PROJECT_ROOT,
     Case,
@@ -73,13 +73,14 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[CaseRes
                 await warm_up(cases, args.warmup)
                 processes = {"floor": floor, "govc": govc}
                 results = await run_rounds(cases, processes, args.rounds, args.duration, _progress)
-                _progress("version control against git")
                 _progress("batch against single calls")
                 sections = [await batch.run(client, VC_ROUNDS)]
                 _progress("version control against git")
                 sections.append(
                     await versioning.run(client, workdir / "govc-data", workdir, VC_ROUNDS)
                 )
+                _progress("search against raw tantivy and git grep")
+                sections.append(await search.run(client, clients.floor, workdir))
                 return results, sections
         finally:
             channel.close()

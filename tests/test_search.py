@@ -121,9 +121,12 @@ async def test_identifier_splitting(c: GovcClient) -> None:
     assert await paths(c, "args") == {"src/cli.py", "web/app.js"}
     assert await paths(c, "forever") == {"src/server.py"}
     assert await paths(c, "port") == {"web/app.js"}
-    # ...the whole identifier matches exactly (and a phrase of its parts matches both styles)...
-    assert await paths(c, "identifiers:parse_args") == {"src/cli.py"}
-    assert await paths(c, "identifiers:parseargs") == {"web/app.js"}
+    assert await paths(c, "http") == {"src/server.py"}  # HttpServer
+    # ...an identifier matches itself (content keeps camelCase whole; snake_case is the phrase
+    # of its parts), and in `parts` both spellings match...
+    assert await paths(c, "content:parse_args") == {"src/cli.py"}
+    assert await paths(c, "content:parseargs") == {"web/app.js"}
+    assert await paths(c, "parts:parse_args") == {"src/cli.py", "web/app.js"}
     assert await paths(c, "parse_args") == {"src/cli.py", "web/app.js"}
     # ...and the exact spelling ranks first.
     exact = await c.search(R, "parse_args")

@@ -22,7 +22,7 @@ class SearchSpec:
     extensions: list[str] = field(default_factory=list)  # lower case, no dot
     max_size: int = 0  # 0: no limit
     min_score: float = 0.0
-    modified_since_us: int | None = None
+    modified_since_us: int | None = None  # aggregation's time_range (FullTextSearch: None)
     sort: str = "score"
     limit: int = 10
     offset: int = 0
@@ -57,8 +57,9 @@ class SearchEngine:
         searcher = index.searcher()
         user_query = fulltext.parse_query(index, spec.query)
         query = self._query(spec, user_query)
+        times = self._indexer.file_times(spec.repo_id)
         hits, total = fulltext.search_page(
-            searcher, query, spec.sort, spec.limit, spec.offset, spec.min_score
+            searcher, query, spec.sort, spec.limit, spec.offset, spec.min_score, times
         )
         return self.decorate(spec, searcher, user_query, hits), total
 
@@ -69,10 +70,14 @@ class SearchEngine:
         searcher = index.searcher()
         user_query = fulltext.parse_query(index, spec.query)
         query = self._query(spec, user_query)
+        times = self._indexer.file_times(spec.repo_id)
         hits = [
-            fulltext.hit_of(searcher, address, score)
+            fulltext.hit_of(searcher, address, score, times)
             for score, address in fulltext.scored_matches(searcher, query, spec.min_score)
         ]
+        if spec.modified_since_us is not None:
+            since = spec.modified_since_us
+            hits = [hit for hit in hits if hit.modified_us >= since]
         return hits, SearchContext(searcher, user_query)
 
     def decorate(
@@ -111,13 +116,7 @@ class SearchEngine:
 
     @staticmethod
     def _query(spec: SearchSpec, user_query: tantivy.Query) -> tantivy.Query:
-        return fulltext.filtered_query(
-            user_query,
-            spec.repo_id,
-            spec.extensions,
-            spec.max_size,
-            spec.modified_since_us,
-        )
+        return fulltext.filtered_query(user_query, spec.repo_id, spec.extensions, spec.max_size)
 
 
 @dataclass(frozen=True)

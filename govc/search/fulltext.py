@@ -3,57 +3,57 @@
 One index per data dir. A document is one file of a repository's work tree (the current
 branch's HEAD tree plus uncommitted changes). Fields, as the query language names them:
 
-- `content`: the text, split into words *and* identifier parts (`parseArgs` and `parse_args`
-  both give `parse`, `args`), so a query for a part finds the identifier;
-- `identifiers`: the text split only at non-word characters, so `parse_args` and `parseargs`
-  (camelCase lowercased) match the whole identifier;
-- `path`, `name`: the path and the file name, split like `content` (`path:src`, `name:util`);
+- `content`: the text in words, split at every non-alphanumeric character and lower-cased:
+  `parse_args` gives `parse`, `args` (so the query `parse_args`, a phrase of the two, finds it);
+  `parseArgs` stays whole as `parseargs`;
+- `parts`: the text split into identifier parts as well: `parseArgs` and `HTTPServer2` give
+  `parse`, `args` and `httpserver`, `2` (an upper-case run stays with its lower-case tail);
+- `path`, `name`: the path and the file name, split like `parts` (`path:src`, `name:util`);
 - `filepath`: the exact path (raw: `filepath:"src/a.py"`); `extension` (raw, no dot, lower case);
-  `hash`; `author` (the last commit's author, raw); `size` and `modified` (us since the epoch)
-  as fast fields for filters, ranges and sorting.
+  `hash`; `size` (a fast field: `size:[0 TO 1000]`).
 
-Binary files (a NUL byte in their first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by
-path only. Content is not stored in the index: highlights and `include_content` read the blob.
+Default fields for unprefixed terms: content, parts, name. Binary files (a NUL byte in their
+first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. Content is not stored
+in the index: highlights and `include_content` read the blob from storage. When a file last
+changed and who changed it are not in the index either (a commit changes them for every file it
+touches, and re-indexing unchanged text for that would be wasted work): the indexer keeps them
+beside the index (`FileTime`), and sorting by date or filtering by time uses those.
 """
 
 import logging
 import mimetypes
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import tantivy
 
 from govc.errors import InvalidArgument
+from govc.history import FileTime
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the schema or the tokenizers change: the index is then rebuilt
+FORMAT = 2  # bump when the schema or the tokenizers change: the index is then rebuilt
 MAX_CONTENT_BYTES = 4 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
-DEFAULT_FIELDS = ["content", "identifiers", "name"]
+DEFAULT_FIELDS = ["content", "parts", "name"]
 HIGHLIGHT_MARK = "**"
 
-_WORDS = "words"  # tokenizer: identifier parts
-_IDENTIFIERS = "identifiers"  # tokenizer: whole identifiers
+_PARTS = "parts"  # tokenizer: identifier parts
 
 
 def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
-    def build(pattern: str) -> tantivy.TextAnalyzer:
-        return (
-            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(pattern))
-            .filter(tantivy.Filter.remove_long(80))
-            .filter(tantivy.Filter.lowercase())
-            .build()
-        )
-
-    return {
-        # An upper-case run with its lower-case tail (`Args`, `HTTPServer`), a lower-case run, a
-        # run of other letters, or a number: `parseArgs2` -> parse, args, 2.
-        _WORDS: build(r"\p{Lu}+\p{Ll}*|\p{Ll}+|[\p{L}--[\p{Lu}\p{Ll}]]+|\p{N}+"),
-        _IDENTIFIERS: build(r"\w+"),
-    }
+    # ASCII classes only: the regex tokenizer's cost grows with Unicode classes, and `content`
+    # (the simple tokenizer) already holds every non-ASCII word.
+    parts = (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(r"[A-Z]+[a-z]*|[a-z]+|[0-9]+"))
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .build()
+    )
+    return {_PARTS: parts}
 
 
 def build_schema() -> tantivy.Schema:
@@ -61,16 +61,14 @@ def build_schema() -> tantivy.Schema:
     b.add_text_field("repo", tokenizer_name="raw", index_option="basic")
     b.add_text_field("key", tokenizer_name="raw", index_option="basic")  # repo + "/" + path
     b.add_text_field("filepath", stored=True, fast=True, tokenizer_name="raw", index_option="basic")
-    b.add_text_field("path", tokenizer_name=_WORDS)
-    b.add_text_field("name", tokenizer_name=_WORDS)
+    b.add_text_field("path", tokenizer_name=_PARTS)
+    b.add_text_field("name", tokenizer_name=_PARTS)
     b.add_text_field("extension", stored=True, tokenizer_name="raw", index_option="basic")
-    b.add_text_field("content", tokenizer_name=_WORDS)
-    b.add_text_field("identifiers", tokenizer_name=_IDENTIFIERS)
+    b.add_text_field("content", tokenizer_name="default")  # simple, max 40 chars, lower case
+    b.add_text_field("parts", tokenizer_name=_PARTS)
     b.add_text_field("hash", stored=True, tokenizer_name="raw", index_option="basic")
-    b.add_text_field("author", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_text_field("content_type", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_unsigned_field("size", stored=True, indexed=True, fast=True)
-    b.add_integer_field("modified", stored=True, indexed=True, fast=True)
     return b.build()
 
 
@@ -131,8 +129,6 @@ class FileDoc:
 
     hash: str
     size: int
-    modified_us: int
-    author: str | None
 
 
 def make_document(repo_id: str, path: str, doc: FileDoc, text: str | None) -> tantivy.Document:
@@ -145,13 +141,11 @@ def make_document(repo_id: str, path: str, doc: FileDoc, text: str | None) -> ta
     d.add_text("name", name)
     d.add_text("extension", extension_of(path))
     d.add_text("hash", doc.hash)
-    d.add_text("author", doc.author or "")
     d.add_text("content_type", content_type(path, text))
     d.add_unsigned("size", doc.size)
-    d.add_integer("modified", doc.modified_us)
     if text:
         d.add_text("content", text)
-        d.add_text("identifiers", text)
+        d.add_text("parts", text)
     return d
 
 
@@ -163,11 +157,11 @@ class Hit:
     path: str
     hash: str
     size: int
-    modified_us: int
-    author: str
     extension: str
     content_type: str
     score: float
+    modified_us: int  # from the FileTime beside the index
+    author: str  # "" while uncommitted
 
 
 def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
@@ -181,11 +175,7 @@ def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
 
 
 def filtered_query(
-    user_query: tantivy.Query,
-    repo_id: str,
-    extensions: list[str],
-    max_size: int,
-    modified_since_us: int | None,
+    user_query: tantivy.Query, repo_id: str, extensions: list[str], max_size: int
 ) -> tantivy.Query:
     """The user's query restricted to one repository and the filters. Filters score 0, so the
     score is the user query's own BM25 score."""
@@ -198,32 +188,27 @@ def filtered_query(
                 SCHEMA, "size", tantivy.FieldType.Unsigned, lower_bound=0, upper_bound=max_size
             )
         )
-    if modified_since_us is not None:
-        filters.append(
-            tantivy.Query.range_query(
-                SCHEMA,
-                "modified",
-                tantivy.FieldType.Integer,
-                lower_bound=modified_since_us,
-                upper_bound=2**63 - 1,
-            )
-        )
     clauses = [(tantivy.Occur.Must, user_query)]
     clauses += [(tantivy.Occur.Must, tantivy.Query.const_score_query(f, 0.0)) for f in filters]
     return tantivy.Query.boolean_query(clauses)
 
 
-def hit_of(searcher: tantivy.Searcher, address: Any, score: float) -> Hit:
+Times = Mapping[str, FileTime]  # path -> when it last changed, and who changed it
+
+
+def hit_of(searcher: tantivy.Searcher, address: Any, score: float, times: Times) -> Hit:
     doc = searcher.doc(address)
+    path = doc.get_first("filepath") or ""
+    time = times.get(path)
     return Hit(
-        path=doc.get_first("filepath") or "",
+        path=path,
         hash=doc.get_first("hash") or "",
         size=doc.get_first("size") or 0,
-        modified_us=doc.get_first("modified") or 0,
-        author=doc.get_first("author") or "",
         extension=doc.get_first("extension") or "",
         content_type=doc.get_first("content_type") or "",
         score=score,
+        modified_us=time.modified_us if time else 0,
+        author=(time.author or "") if time else "",
     )
 
 
@@ -253,17 +238,18 @@ def search_page(
     limit: int,
     offset: int,
     min_score: float,
+    times: Times,
 ) -> tuple[list[Hit], int]:
     """One page of hits in `sort` order (score: best first, ties in index order; path: A to Z;
     size: largest first; date: newest first; ties then by path) and the total before paging."""
     if sort == "score" and min_score <= 0:
         result = searcher.search(query, limit=limit, offset=offset, count=True)
-        return [hit_of(searcher, a, s) for s, a in result.hits], _count(result)
+        return [hit_of(searcher, a, s, times) for s, a in result.hits], _count(result)
     matches = scored_matches(searcher, query, min_score)
     if sort == "score":
         page = matches[offset : offset + limit]
-        return [hit_of(searcher, a, s) for s, a in page], len(matches)
-    hits = [hit_of(searcher, a, s) for s, a in matches]
+        return [hit_of(searcher, a, s, times) for s, a in page], len(matches)
+    hits = [hit_of(searcher, a, s, times) for s, a in matches]
     if sort == "path":
         hits.sort(key=lambda h: h.path)
     elif sort == "size":

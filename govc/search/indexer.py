@@ -4,8 +4,9 @@ Every write that can change a repository's files (file writes, removes, moves, c
 checkouts, merges, batches, repository deletion) calls `touch(repo)` once it is durable: that
 bumps the repository's wanted version and wakes the indexer thread, and costs the writer
 nothing else. The indexer takes every touched repository at once, compares each one's current
-files (path -> blob id, last change, last author) with what the index holds, deletes and adds
-just the documents that differ, and commits once per batch; then it publishes the versions it
+files (path -> blob id) with what the index holds, deletes and adds just the documents that
+differ, commits once per batch (when anything changed) and refreshes the files' times (last
+change, last author: kept beside the index, see `fulltext`); then it publishes the versions it
 reached. A search first waits (bounded) until the index has reached the version its repository
 had when the search arrived, so a client always sees its own acknowledged writes.
 
@@ -30,7 +31,7 @@ from typing import Any
 import tantivy
 
 from govc.errors import GovcError
-from govc.history import History
+from govc.history import FileTime, History
 from govc.repositories import Repositories
 from govc.repository import VersionControl
 from govc.search import fulltext
@@ -64,6 +65,9 @@ class Indexer:
         self._indexed: dict[str, int] = {}  # repo -> version the index has reached
         self._dirty: dict[str, int] = {}  # repos to index, with the version they are at
         self._docs: dict[str, dict[str, FileDoc]] = {}  # repo -> path -> what the index holds
+        # repo -> path -> FileTime, beside the index; read by searches in worker threads.
+        self._times: dict[str, dict[str, FileTime]] = {}
+        self._times_lock = threading.Lock()
         self._fingerprints: dict[str, str] = {}
         # Repositories compared with the index since start; others (say, one `govc import`
         # wrote beside the running server) are compared on their first search.
@@ -197,8 +201,7 @@ class Indexer:
                 log.exception("search indexing failed for %d repositories", len(batch))
                 self._writer.rollback()
                 for repo_id in batch:
-                    self._docs.pop(repo_id, None)
-                    self._fingerprints.pop(repo_id, None)
+                    self._forget(repo_id)
                 documents = 0
             with self._cond:
                 for repo_id, version in batch.items():
@@ -219,31 +222,51 @@ class Indexer:
         documents = 0
         for repo_id in batch:
             documents += self._apply_repo(repo_id)
-        self._writer.commit()
-        self.index.reload()
-        self.batches += 1
+        if documents:
+            self._writer.commit()
+            self.index.reload()
+            self.batches += 1
         self._save_state()
         return documents
+
+    def file_times(self, repo_id: str) -> dict[str, FileTime]:
+        """When each current file of `repo_id` last changed, and who changed it (blocking)."""
+        with self._times_lock:
+            times = self._times.get(repo_id)
+        if times is None:
+            with self._storage.read() as txn:
+                work = self._vc.worktree_entries(txn, repo_id)
+                times = self._history.file_times(txn, repo_id, work)
+            with self._times_lock:
+                times = self._times.setdefault(repo_id, times)
+        return times
+
+    def _forget(self, repo_id: str) -> None:
+        self._docs.pop(repo_id, None)
+        self._fingerprints.pop(repo_id, None)
+        with self._times_lock:
+            self._times.pop(repo_id, None)
 
     def _apply_repo(self, repo_id: str) -> int:
         writer = self._writer
         with self._storage.read() as txn:
             if not self._repositories.exists(txn, repo_id):
-                writer.delete_documents_by_term("repo", repo_id)
-                self._docs.pop(repo_id, None)
-                self._fingerprints.pop(repo_id, None)
+                if self._indexed_docs(repo_id):
+                    writer.delete_documents_by_term("repo", repo_id)
+                    self._forget(repo_id)
+                    return 1
+                self._forget(repo_id)
                 return 0
             work = self._vc.worktree_entries(txn, repo_id)
             times = self._history.file_times(txn, repo_id, work)
             fingerprint = self._fingerprint(txn, repo_id)
-        current = {
-            path: FileDoc(entry.oid.hex(), entry.size, times[path].modified_us, times[path].author)
-            for path, entry in work.items()
-        }
+        with self._times_lock:
+            self._times[repo_id] = times
+        current = {path: FileDoc(entry.oid.hex(), entry.size) for path, entry in work.items()}
         indexed = self._indexed_docs(repo_id)
-        for path, doc in indexed.items():
-            if current.get(path) != doc:
-                writer.delete_documents_by_term("key", fulltext.repo_key(repo_id, path))
+        removed = [path for path, doc in indexed.items() if current.get(path) != doc]
+        for path in removed:
+            writer.delete_documents_by_term("key", fulltext.repo_key(repo_id, path))
         changed = [path for path, doc in current.items() if indexed.get(path) != doc]
         for start in range(0, len(changed), READ_CHUNK):
             paths = changed[start : start + READ_CHUNK]
@@ -256,15 +279,14 @@ class Indexer:
                         for p in paths
                     ]
             except GovcError:  # deleted (or rewritten) meanwhile: its own touch re-indexes it
-                self._docs.pop(repo_id, None)
-                self._fingerprints.pop(repo_id, None)
-                return 0
+                self._forget(repo_id)
+                return len(removed) + start
             for path, content in zip(paths, contents, strict=True):
                 text = fulltext.file_text(content)
                 writer.add_document(fulltext.make_document(repo_id, path, current[path], text))
         self._docs[repo_id] = current
         self._fingerprints[repo_id] = fingerprint
-        return len(changed)
+        return len(removed) + len(changed)
 
     def _indexed_docs(self, repo_id: str) -> dict[str, FileDoc]:
         """What the index holds for `repo_id` (read from the index the first time)."""
@@ -275,8 +297,8 @@ class Indexer:
         query = tantivy.Query.term_query(fulltext.SCHEMA, "repo", repo_id)
         docs = {}
         for _, address in fulltext.scored_matches(searcher, query, 0.0):
-            hit = fulltext.hit_of(searcher, address, 0.0)
-            docs[hit.path] = FileDoc(hit.hash, hit.size, hit.modified_us, hit.author or None)
+            hit = fulltext.hit_of(searcher, address, 0.0, {})
+            docs[hit.path] = FileDoc(hit.hash, hit.size)
         self._docs[repo_id] = docs
         return docs
 
