@@ -1,4 +1,6 @@
-"""The fast batch codec produces exactly betterproto2's bytes and reads them back the same."""
+"""The fast codec produces exactly betterproto2's bytes and reads them back the same."""
+
+import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,6 +10,9 @@ from generated.govc import (
     BatchOperationResult,
     BatchOperationsRequest,
     BatchOperationsResponse,
+    FullTextSearchResponse,
+    SearchDocument,
+    SearchResult,
     StoreBlobRequest,
     StreamBlobResponse,
     StreamChunk,
@@ -163,3 +168,43 @@ def test_two_oneof_members_on_the_wire_fall_back() -> None:
         StreamBlobResponse(chunk=StreamChunk(stream_id="c"))
     )
     assert codec.decode(both, StreamBlobResponse) == StreamBlobResponse.parse(both)
+
+
+timestamps = st.none() | st.datetimes(
+    min_value=datetime.datetime(1, 1, 1),
+    max_value=datetime.datetime(9999, 12, 31, 23, 59, 59),
+    timezones=st.just(datetime.UTC),
+)
+search_responses = st.builds(
+    FullTextSearchResponse,
+    results=st.lists(
+        st.builds(
+            SearchResult,
+            document=st.none()
+            | st.builds(
+                SearchDocument,
+                path=text,
+                hash=text,
+                size=int64,
+                last_modified=timestamps,
+                content=blob,
+                content_type=text,
+            ),
+            score=st.floats(allow_nan=False, allow_infinity=False),
+            highlights=st.lists(text, max_size=3),
+        ),
+        max_size=12,
+    ),
+    total=int32,
+    query_time_ms=st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300)
+@given(message=search_responses)
+def test_search_response_matches_betterproto2(message: FullTextSearchResponse) -> None:
+    reference = bytes(message)
+    assert codec.encode(message, FullTextSearchResponse) == reference
+    assert codec.decode(reference, FullTextSearchResponse) == FullTextSearchResponse.parse(
+        reference
+    )

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 DEFAULT_WAIT_SECONDS = 10.0
-WRITER_HEAP_BYTES = 64 * 1024 * 1024
+WRITER_HEAP_BYTES = 128 * 1024 * 1024
 READ_CHUNK = 256  # files read per storage transaction while indexing
 
 
@@ -79,7 +79,7 @@ class Indexer:
         #: Batches committed (tests, metrics).
         self.batches = 0
         self.index = self._open()
-        self._writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+        self._writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=2)
 
     # ---- lifetime ----
 

@@ -1,13 +1,15 @@
 """The gRPC codec: betterproto2, with a hand-written fast path for the hot bulk messages.
 
-A BatchOperations call carries up to 1,000 small sub-messages, and a streamed blob is a message
-per 64 KiB chunk; betterproto2 spends tens of microseconds on each in pure Python, more than the
-storage work behind them. These messages have a flat shape (strings, bytes, integers, bools, a
-double, one level of nesting), so they are encoded and decoded here directly; the bytes are
+A BatchOperations call carries up to 1,000 small sub-messages, a streamed blob is a message per
+64 KiB chunk, and a search answer is a page of nested results; betterproto2 spends tens of
+microseconds on each in pure Python, more than the storage or index work behind them. These
+messages have a simple shape (strings, bytes, integers, bools, doubles, timestamps, nested and
+repeated messages, repeated strings), so they are encoded and decoded here directly; the bytes are
 exactly betterproto2's (property tests check both directions). Anything unexpected on decode (an
 unknown wire type, bad UTF-8, two members of a oneof) falls back to betterproto2, which decides.
 """
 
+import datetime
 import struct
 from typing import Any
 
@@ -18,6 +20,9 @@ from generated.govc import (
     BatchOperationResult,
     BatchOperationsRequest,
     BatchOperationsResponse,
+    FullTextSearchResponse,
+    SearchDocument,
+    SearchResult,
     StreamBlobResponse,
     StreamChunk,
     StreamError,
@@ -44,9 +49,10 @@ def _varint(value: int) -> bytes:
 
 
 # How each fast-path message is laid out: (field number, attribute, kind), in field order.
-# Kinds: str, bytes, bool, int (int32/int64 alike on the wire), double, a message class (a
-# nested message, encoded even when empty, as a oneof member or optional field is), or a
-# one-element list holding a message class (a repeated message field).
+# Kinds: str, bytes, bool, int (int32/int64 alike on the wire), double, timestamp (a
+# google.protobuf.Timestamp held as an aware datetime, absent when None), strs (repeated
+# string), a message class (a nested message, encoded even when empty, as a oneof member or
+# optional field is), or a one-element list holding a message class (a repeated message field).
 Spec = list[tuple[int, str, Any]]
 SPECS: dict[type, Spec] = {
     BatchOperation: [(1, "id", "str"), (2, "type", "str"), (3, "params", "bytes")],
@@ -109,6 +115,24 @@ SPECS: dict[type, Spec] = {
         (2, "metadata", UploadMetadata),
         (3, "chunk", StreamChunk),
     ],
+    SearchDocument: [
+        (1, "path", "str"),
+        (2, "hash", "str"),
+        (3, "size", "int64"),
+        (4, "last_modified", "timestamp"),
+        (5, "content", "bytes"),
+        (6, "content_type", "str"),
+    ],
+    SearchResult: [
+        (1, "document", SearchDocument),
+        (2, "score", "double"),
+        (3, "highlights", "strs"),
+    ],
+    FullTextSearchResponse: [
+        (1, "results", [SearchResult]),
+        (2, "total", "int32"),
+        (3, "query_time_ms", "double"),
+    ],
 }
 # The fields of each message that form a oneof: at most one may come on the wire.
 ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
@@ -128,6 +152,11 @@ def encode(message: Any) -> bytes:
         elif isinstance(kind, type):
             if value is not None:
                 parts.append(_length_delimited(number, encode(value)))
+        elif kind == "timestamp":
+            if value is not None:
+                parts.append(_length_delimited(number, _timestamp(value)))
+        elif kind == "strs":
+            parts += [_length_delimited(number, item.encode()) for item in value]
         elif not value:
             continue  # proto3 leaves default values out
         elif kind == "str":
@@ -158,6 +187,10 @@ def decode(data: bytes, cls: type) -> Any:
         name, kind = spec[number]
         if isinstance(kind, list):
             repeated.setdefault(name, []).append(decode(_blob(value, wire), kind[0]))
+        elif kind == "strs":
+            repeated.setdefault(name, []).append(_text(value, wire))
+        elif kind == "timestamp":
+            setattr(message, name, _datetime(_blob(value, wire)))
         elif isinstance(kind, type):
             setattr(message, name, decode(_blob(value, wire), kind))
         elif kind == "str":
@@ -202,6 +235,38 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
         else:
             raise _Fallback
     return out
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _timestamp(value: datetime.datetime) -> bytes:
+    """google.protobuf.Timestamp of an aware datetime, the way betterproto2 computes it."""
+    if value.tzinfo is None:
+        raise ValueError("datetime must be timezone aware")
+    offset = value - _EPOCH
+    seconds, us = divmod(
+        (offset.days * 86400 + offset.seconds) * 10**6 + offset.microseconds, 10**6
+    )
+    out = b""
+    if seconds:
+        out += b"\x08" + _varint(seconds & 0xFFFFFFFFFFFFFFFF)
+    if us:
+        out += b"\x10" + _varint(us * 1000)
+    return out
+
+
+def _datetime(data: bytes) -> datetime.datetime:
+    seconds = nanos = 0
+    for number, wire, value in _fields(data):
+        if number == 1:
+            seconds = _signed(value, wire, 64)
+        elif number == 2:
+            nanos = _signed(value, wire, 32)
+    try:
+        return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
+    except OverflowError:
+        raise _Fallback from None
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -250,6 +315,7 @@ ROOTS = (
     BatchOperationsResponse,
     StreamBlobResponse,
     UploadBlobStreamRequest,
+    FullTextSearchResponse,
 )
 
 
