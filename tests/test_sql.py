@@ -176,3 +176,21 @@ async def test_garbage_never_yields_internal(c: GovcClient, query: str) -> None:
             Status.DEADLINE_EXCEEDED,
             Status.RESOURCE_EXHAUSTED,
         }, exc
+
+
+async def test_only_the_tables_and_columns_a_query_reads_are_loaded_and_results_agree(
+    c: GovcClient,
+) -> None:
+    # count(*) reads the table but no column; a content filter needs the content column.
+    assert await sql(c, "SELECT count(*) AS n FROM files") == [{"n": "5"}]
+    assert await sql(c, "SELECT path FROM files WHERE content LIKE '%v2%'") == [
+        {"path": "src/app.py"}
+    ]
+    star = await sql(c, "SELECT * FROM files WHERE path = 'src/util.py'")
+    assert star[0]["content"] == "def util():\n    pass\n"
+    nested = await sql(
+        c,
+        "SELECT (SELECT count(*) FROM commits) AS commits, "
+        "(SELECT count(*) FROM changes) AS changes, (SELECT count(*) FROM blobs) AS blobs",
+    )
+    assert nested == [{"commits": "2", "changes": "5", "blobs": "6"}]

@@ -130,7 +130,8 @@ class SqlEngine:
             raise InvalidArgument("sql_query is required")
         db = sqlite3.connect(":memory:", check_same_thread=False)
         try:
-            self._load(db, repo_id)
+            db.executescript(SCHEMA)
+            self._load(db, repo_id, _columns_read(db, sql))
             db.set_authorizer(_authorize)
             deadline = time.monotonic() + self._time_budget
             db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
@@ -160,8 +161,15 @@ class SqlEngine:
         finally:
             db.close()
 
-    def _load(self, db: sqlite3.Connection, repo_id: str) -> None:
-        db.executescript(SCHEMA)
+    def _load(
+        self, db: sqlite3.Connection, repo_id: str, reads: dict[str, set[str]] | None
+    ) -> None:
+        """Fill the tables the query reads (all of them when that is not known); the content
+        column only when it is read."""
+
+        def wanted(table: str) -> bool:
+            return reads is None or table in reads
+
         vc = self._vc
         with self._storage.read(buffers=True) as txn:
             vc.require_repository(txn, repo_id)
@@ -170,25 +178,29 @@ class SqlEngine:
                 "INSERT INTO branches VALUES (?, ?, ?)",
                 [(name, tip, int(name == current)) for name, tip in branches],
             )
-            commits = self._history.commits(txn, repo_id, [tip for _, tip in branches])
-            db.executemany(
-                "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [_commit_row(commit_id, facts.commit) for commit_id, facts in commits.items()],
-            )
-            db.executemany(
-                "INSERT INTO changes VALUES (?, ?, ?, ?)",
-                [
-                    (commit_id, path, kind, oid.hex())
-                    for commit_id, facts in commits.items()
-                    for path, kind, oid in facts.changes
-                ],
-            )
-            files = self._files(txn, repo_id)
-            db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
-            db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
+            if wanted("commits") or wanted("changes"):
+                commits = self._history.commits(txn, repo_id, [tip for _, tip in branches])
+                db.executemany(
+                    "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [_commit_row(commit_id, facts.commit) for commit_id, facts in commits.items()],
+                )
+                db.executemany(
+                    "INSERT INTO changes VALUES (?, ?, ?, ?)",
+                    [
+                        (commit_id, path, kind, oid.hex())
+                        for commit_id, facts in commits.items()
+                        for path, kind, oid in facts.changes
+                    ],
+                )
+            if wanted("files"):
+                with_content = reads is None or "content" in reads["files"]
+                files = self._files(txn, repo_id, with_content)
+                db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
+            if wanted("blobs"):
+                db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
         db.commit()
 
-    def _files(self, txn: Any, repo_id: str) -> list[tuple[Any, ...]]:
+    def _files(self, txn: Any, repo_id: str, with_content: bool) -> list[tuple[Any, ...]]:
         """The work tree's files, last_modified as `History.file_times` says."""
         vc = self._vc
         work = vc.worktree_entries(txn, repo_id)
@@ -198,7 +210,7 @@ class SqlEngine:
             name = path.rsplit("/", 1)[-1]
             extension = name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
             content: str | None = None
-            if entry.size <= MAX_CONTENT_BYTES:
+            if with_content and entry.size <= MAX_CONTENT_BYTES:
                 data = vc.objects.read_kind(txn, repo_id, entry.oid, "blob")
                 if b"\0" not in data:
                     try:
@@ -230,6 +242,27 @@ def _commit_row(commit_id: str, commit: Commit) -> tuple[Any, ...]:
         commit.parents[0] if commit.parents else None,
         len(commit.parents),
     )
+
+
+def _columns_read(db: sqlite3.Connection, sql: str) -> dict[str, set[str]] | None:
+    """table -> columns `sql` reads ("" for a table read without columns, as by count(*)),
+    learned by compiling it (EXPLAIN: nothing runs) against the empty tables; None when it
+    does not compile, and the real run will report why."""
+    reads: dict[str, set[str]] = {}
+
+    def record(action: int, arg1: str | None, arg2: str | None, *rest: Any) -> int:
+        if action == sqlite3.SQLITE_READ and arg1:
+            reads.setdefault(arg1, set()).add(arg2 or "")
+        return _authorize(action, arg1, arg2, *rest)
+
+    db.set_authorizer(record)
+    try:
+        db.execute("EXPLAIN " + sql).close()
+    except (sqlite3.Error, sqlite3.Warning):
+        return None
+    finally:
+        db.set_authorizer(None)
+    return reads
 
 
 def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
