@@ -1,6 +1,7 @@
 """FullTextSearch and SearchWithAggregation over a real server and a real tantivy index."""
 
 import asyncio
+import json
 import logging
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from generated.govc import FullTextSearchResponse
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
+from govc.search.fulltext import FORMAT
 from govc.server import GovcServer, ServerConfig
 from tests.conftest import Clock
 from tests.test_gitio import govc_cli
@@ -404,7 +406,9 @@ async def test_restart_reuses_and_rebuilds_the_index(
     assert any("building it from storage" in m for m in messages)
 
 
-async def test_restart_catches_up_on_missed_writes(data_dir: Path, clock: Clock) -> None:
+async def test_restart_catches_up_on_missed_writes(
+    data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     server = await _serve(data_dir, clock)
     try:
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
@@ -413,7 +417,10 @@ async def test_restart_catches_up_on_missed_writes(data_dir: Path, clock: Clock)
         await server.stop()
     # Writes the index never saw: the state file says the index is older than storage.
     state = data_dir / "search" / "state.json"
-    state.write_text('{"format": 1, "repositories": {"search": "stale", "gone": "x"}}')
+    state.write_text(
+        json.dumps({"format": FORMAT, "repositories": {"search": "stale", "gone": "x"}})
+    )
+    caplog.set_level(logging.INFO)
     server = await _serve(data_dir, clock)
     try:
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
@@ -424,6 +431,9 @@ async def test_restart_catches_up_on_missed_writes(data_dir: Path, clock: Clock)
             }
     finally:
         await server.stop()
+    messages = [record.getMessage() for record in caplog.records]
+    assert "search index: catching up 1 repositories, dropping 1" in messages
+    assert not any("rebuilding" in m or "building it" in m for m in messages)
 
 
 async def test_corrupt_index_is_rebuilt(

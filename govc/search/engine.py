@@ -87,27 +87,20 @@ class SearchEngine:
         user_query: tantivy.Query,
         hits: list[Hit],
     ) -> list[Found]:
-        """Content and highlights of `hits`, read from storage as the request asks."""
-        if not hits or not (spec.include_content or spec.highlight_length > 0):
-            return [Found(hit, None, []) for hit in hits]
-        highlighter = (
-            fulltext.Highlighter(searcher, user_query, spec.highlight_length)
-            if spec.highlight_length > 0
-            else None
-        )
-        found = []
-        with self._storage.read() as txn:
-            for hit in hits:
-                content = self._vc.objects.read_kind(
-                    txn, spec.repo_id, bytes.fromhex(hit.hash), "blob"
-                )
-                highlights: list[str] = []
-                if highlighter is not None:
-                    text = fulltext.file_text(content)
-                    if text:
-                        highlights = highlighter.snippets(text)
-                found.append(Found(hit, content if spec.include_content else None, highlights))
-        return found
+        """Highlights (from the text stored in the index) and content (the blob's bytes, from
+        storage) of `hits`, as the request asks."""
+        highlights: list[list[str]] = [[] for _ in hits]
+        if hits and spec.highlight_length > 0:
+            highlighter = fulltext.Highlighter(searcher, user_query, spec.highlight_length)
+            highlights = [highlighter.snippets(hit) for hit in hits]
+        contents: list[bytes | None] = [None for _ in hits]
+        if hits and spec.include_content:
+            with self._storage.read() as txn:
+                contents = [
+                    self._vc.objects.read_kind(txn, spec.repo_id, bytes.fromhex(hit.hash), "blob")
+                    for hit in hits
+                ]
+        return [Found(*found) for found in zip(hits, contents, highlights, strict=True)]
 
     def _require(self, repo_id: str) -> None:
         with self._storage.read() as txn:

@@ -14,7 +14,8 @@ branch's HEAD tree plus uncommitted changes). Fields, as the query language name
 
 Default fields for unprefixed terms: content, parts, name. Binary files (a NUL byte in their
 first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. Content is not stored
-in the index: highlights and `include_content` read the blob from storage. When a file last
+in the index for `include_content` (which returns the blob's exact bytes from storage); its text
+is stored for highlights. When a file last
 changed and who changed it are not in the index either (a commit changes them for every file it
 touches, and re-indexing unchanged text for that would be wasted work): the indexer keeps them
 beside the index (`FileTime`), and sorting by date or filtering by time uses those.
@@ -25,7 +26,7 @@ import mimetypes
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tantivy
@@ -35,7 +36,7 @@ from govc.history import FileTime
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the schema or the tokenizers change: the index is then rebuilt
+FORMAT = 3  # bump when the schema or the tokenizers change: the index is then rebuilt
 MAX_CONTENT_BYTES = 4 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
 DEFAULT_FIELDS = ["content", "parts", "name"]
@@ -64,7 +65,8 @@ def build_schema() -> tantivy.Schema:
     b.add_text_field("path", tokenizer_name=_PARTS)
     b.add_text_field("name", tokenizer_name=_PARTS)
     b.add_text_field("extension", stored=True, tokenizer_name="raw", index_option="basic")
-    b.add_text_field("content", tokenizer_name="default")  # simple, max 40 chars, lower case
+    # simple tokenizer, words up to 40 chars, lower case; stored, for highlights
+    b.add_text_field("content", stored=True, tokenizer_name="default")
     b.add_text_field("parts", tokenizer_name=_PARTS)
     b.add_text_field("hash", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_text_field("content_type", stored=True, tokenizer_name="raw", index_option="basic")
@@ -162,6 +164,7 @@ class Hit:
     score: float
     modified_us: int  # from the FileTime beside the index
     author: str  # "" while uncommitted
+    document: tantivy.Document = field(compare=False, repr=False)  # as stored in the index
 
 
 def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
@@ -209,6 +212,7 @@ def hit_of(searcher: tantivy.Searcher, address: Any, score: float, times: Times)
         score=score,
         modified_us=time.modified_us if time else 0,
         author=(time.author or "") if time else "",
+        document=doc,
     )
 
 
@@ -270,10 +274,8 @@ class Highlighter:
         self._generator = tantivy.SnippetGenerator.create(searcher, user_query, SCHEMA, "content")
         self._generator.set_max_num_chars(length)
 
-    def snippets(self, text: str) -> list[str]:
-        doc = tantivy.Document()
-        doc.add_text("content", text)
-        snippet = self._generator.snippet_from_doc(doc)
+    def snippets(self, hit: Hit) -> list[str]:
+        snippet = self._generator.snippet_from_doc(hit.document)
         fragment = snippet.fragment()
         ranges = [(r.start, r.end) for r in snippet.highlighted()]
         if not fragment or not ranges:

@@ -112,7 +112,17 @@ class SearchService:
         spec = _spec(message, repo_id, None)
         started = time.perf_counter()
         await self._caught_up(repo_id)
-        found, total = await asyncio.to_thread(self._engine.search, spec)
+        if (
+            spec.sort == "score"
+            and spec.min_score <= 0
+            and not spec.include_content
+            and (spec.highlight_length == 0)
+        ):
+            # One top-k collection and a count: short enough to run on the loop, and the
+            # thread hop would cost as much as the search.
+            found, total = self._engine.search(spec)
+        else:
+            found, total = await asyncio.to_thread(self._engine.search, spec)
         return FullTextSearchResponse(
             results=[_result(f) for f in found],
             total=total,
