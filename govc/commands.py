@@ -204,13 +204,19 @@ def _repo_and_text(args: argparse.Namespace) -> tuple[str, str]:
     return _repo(args), words[0]
 
 
-def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+def _print_table(
+    columns: list[str], rows: list[list[str]], notes: list[list[str]] | None = None
+) -> None:
+    """A plain-text table; `notes[i]` are indented lines printed under row i."""
     table = [columns, *rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     for n, line in enumerate(table):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+        elif notes:
+            for note in notes[n - 1]:
+                print("    " + note)
 
 
 async def sql(c: GovcClient, args: argparse.Namespace) -> int:
@@ -256,15 +262,15 @@ async def search(c: GovcClient, args: argparse.Namespace) -> int:
         offset=args.offset,
         sort_by=args.sort,
     )
-    rows = []
+    rows, snippets = [], []
     for r in result.results:
         doc = r.document
         if doc is None:
             continue
         modified = doc.last_modified.strftime("%Y-%m-%d %H:%M") if doc.last_modified else ""
         rows.append([f"{r.score:.3f}", doc.path, str(doc.size), modified])
-        rows += [["", "  " + _cell(h), "", ""] for h in r.highlights]
-    _print_table(["score", "path", "size", "modified"], rows)
+        snippets.append([" ".join(h.split()) for h in r.highlights])
+    _print_table(["score", "path", "size", "modified"], rows, snippets)
     shown = f"{args.offset + 1}-{args.offset + len(result.results)} of " if result.results else ""
     print(f"({shown}{result.total} matches, {result.query_time_ms:.1f} ms)")
     return 0

@@ -244,6 +244,8 @@ async def test_highlights(c: GovcClient) -> None:
         assert len(snippet.replace("**", "")) <= 30
     parts = await c.search(R, "args", highlight_length=60, file_types=["py"])
     assert "**args**" in parts.results[0].highlights[0]  # inside parse_args
+    camel = await c.search(R, "port", highlight_length=60)
+    assert "server**Port**" in camel.results[0].highlights[0]  # a part of serverPort
 
 
 # ---- bad input ----

@@ -271,21 +271,38 @@ class Highlighter:
     terms marked `**term**`."""
 
     def __init__(self, searcher: tantivy.Searcher, user_query: tantivy.Query, length: int) -> None:
-        self._generator = tantivy.SnippetGenerator.create(searcher, user_query, SCHEMA, "content")
-        self._generator.set_max_num_chars(length)
+        self._generators = []
+        for name in ("content", "parts"):
+            generator = tantivy.SnippetGenerator.create(searcher, user_query, SCHEMA, name)
+            generator.set_max_num_chars(length)
+            self._generators.append(generator)
 
     def snippets(self, hit: Hit) -> list[str]:
-        snippet = self._generator.snippet_from_doc(hit.document)
-        fragment = snippet.fragment()
-        ranges = [(r.start, r.end) for r in snippet.highlighted()]
-        if not fragment or not ranges:
-            return []
-        encoded = fragment.encode()  # tantivy's ranges are byte offsets
-        out: list[bytes] = []
-        position = 0
-        mark = HIGHLIGHT_MARK.encode()
-        for start, end in sorted(ranges):
-            out += [encoded[position:start], mark, encoded[start:end], mark]
-            position = end
-        out.append(encoded[position:])
-        return [b"".join(out).decode(errors="replace")]
+        """The best fragment for the query's words; failing that (a match on identifier parts
+        only, as `args` in `parseArgs`), the best fragment for its parts."""
+        words, parts = self._generators
+        marked = _marked(words.snippet_from_doc(hit.document))
+        if marked is None:
+            text = hit.document.get_first("content")
+            if text:
+                doc = tantivy.Document()
+                doc.add_text("parts", text)
+                marked = _marked(parts.snippet_from_doc(doc))
+        return [] if marked is None else [marked]
+
+
+def _marked(snippet: tantivy.Snippet) -> str | None:
+    """The fragment with every highlighted range marked `**…**`; None when nothing in it is."""
+    fragment = snippet.fragment()
+    ranges = [(r.start, r.end) for r in snippet.highlighted()]
+    if not fragment or not ranges:
+        return None
+    encoded = fragment.encode()  # tantivy's ranges are byte offsets
+    out: list[bytes] = []
+    position = 0
+    mark = HIGHLIGHT_MARK.encode()
+    for start, end in sorted(ranges):
+        out += [encoded[position:start], mark, encoded[start:end], mark]
+        position = end
+    out.append(encoded[position:])
+    return b"".join(out).decode(errors="replace")
