@@ -229,6 +229,10 @@ class Indexer:
         self._save_state()
         return documents
 
+    def has_file_times(self, repo_id: str) -> bool:
+        """Whether `file_times(repo_id)` answers from memory (else it reads storage)."""
+        return repo_id in self._times
+
     def file_times(self, repo_id: str) -> dict[str, FileTime]:
         """When each current file of `repo_id` last changed, and who changed it (blocking)."""
         with self._times_lock:
