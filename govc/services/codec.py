@@ -39,7 +39,12 @@ class _Fallback(Exception):
     """The fast decoder met something it does not handle; betterproto2 takes over."""
 
 
+_SMALL = [bytes([n]) for n in range(0x80)]  # one-byte varints: most tags and lengths
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -134,6 +139,8 @@ SPECS: dict[type, Spec] = {
         (3, "query_time_ms", "double"),
     ],
 }
+_BY_NUMBER: dict[type, dict[int, tuple[str, Any]]] = {}  # SPECS by field number, built on use
+
 # The fields of each message that form a oneof: at most one may come on the wire.
 ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
 
@@ -178,7 +185,9 @@ def decode(data: bytes, cls: type) -> Any:
     oneof = ONEOFS.get(cls)
     if oneof and len({number for number, _, _ in fields if number in oneof}) > 1:
         raise _Fallback  # several members of a oneof: let betterproto2 decide
-    spec = {number: (name, kind) for number, name, kind in SPECS[cls]}
+    spec = _BY_NUMBER.get(cls)
+    if spec is None:
+        spec = _BY_NUMBER[cls] = {number: (name, kind) for number, name, kind in SPECS[cls]}
     message = cls()
     repeated: dict[str, list[Any]] = {}
     for number, wire, value in fields:
@@ -216,13 +225,21 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
     out: list[tuple[int, int, Any]] = []
     pos, end = 0, len(data)
     while pos < end:
-        key, pos = _read_varint(data, pos)
+        key = data[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _read_varint(data, pos)
             out.append((number, wire, value))
         elif wire == 2:
-            length, pos = _read_varint(data, pos)
+            length = data[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _read_varint(data, pos)
             if pos + length > end:
                 raise _Fallback
             out.append((number, wire, data[pos : pos + length]))
