@@ -4,10 +4,11 @@ Preparing a blob (hashing, compressing, searching for a delta base) is CPU work 
 caller's thread; only the prepared bytes travel to the writer thread.
 """
 
+import contextlib
 import hashlib
+import os
 import struct
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 from govc.errors import NotFound
@@ -164,64 +165,153 @@ class Blobs:
             lambda txn: self._objects.remember_sha256(txn, repo_id, oid, digest)
         )
 
-    def store_file(
-        self,
-        repo_id: str,
-        path: Path,
-        size: int,
-        oid: bytes | None = None,
-        sha256: bytes | None = None,
-    ) -> tuple[str, ObjectInfo]:
-        """Store the blob spooled in `path` (blocking: call from a worker thread).
+    def upload(self, repo_id: str, declared_size: int) -> "UploadSink":
+        """A sink for a blob that arrives in pieces (blocking: reads the repository)."""
+        return UploadSink(self, repo_id, declared_size)
 
-        Big blobs go in chunk by chunk over several transactions, so neither this process nor
-        a write transaction ever holds the whole blob; the object becomes visible only when its
-        header is written, last. If that never happens the chunks are removed again.
-        """
-        if oid is None:  # not hashed while receiving: one more pass over the spool
-            sha = hashlib.sha1(object_header(BLOB, size))
-            with path.open("rb") as spool:
-                for piece in iter(lambda: spool.read(CHUNK_SIZE), b""):
-                    sha.update(piece)
-            oid = sha.digest()
-        if size <= CHUNK_SIZE:
-            blob_hash, info = self.store(repo_id, path.read_bytes()).result()
-            return blob_hash, info
-        count = -(-size // CHUNK_SIZE)
-        stored = 0
+    def discard_unfinished_uploads(self) -> int:
+        """Remove the chunks of uploads a crash interrupted (blocking); returns how many."""
         objects = self._objects
-        # The chunks span several transactions: each checks it is still the same repository.
-        incarnation = self._repositories.get(repo_id).created_at_us
-        writer = self._storage.writer
-        try:
-            with path.open("rb") as spool:
-                for first in range(0, count, CHUNKS_PER_TRANSACTION):
-                    encoded = [
-                        encode_chunk(spool.read(CHUNK_SIZE))
-                        for _ in range(first, min(count, first + CHUNKS_PER_TRANSACTION))
-                    ]
-                    stored += sum(len(c) - 1 for c in encoded)
 
-                    def put(txn: Any, first: int = first, encoded: list[bytes] = encoded) -> None:
-                        self._repositories.require(txn, repo_id, incarnation)
-                        for offset, chunk in enumerate(encoded):
-                            objects.put_chunk(txn, repo_id, oid, first + offset, chunk)
+        def op(txn: Any) -> int:
+            unfinished = objects.unfinished_uploads(txn)
+            for repo_id, chunk_id in unfinished:
+                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
+                objects.unmark_upload(txn, chunk_id)
+            return len(unfinished)
 
-                    writer.submit(put).result()
-
-            def finish(txn: Any) -> ObjectInfo:
-                self._repositories.require(txn, repo_id, incarnation)
-                info = objects.put_chunked_header(txn, repo_id, oid, BLOB, size, count, stored)
-                if sha256 is not None:
-                    objects.remember_sha256(txn, repo_id, oid, sha256)
-                return info
-
-            return oid.hex(), writer.submit(finish).result()
-        except BaseException:
-            writer.submit(lambda txn: objects.delete_unnamed_chunks(txn, repo_id, oid)).result()
-            raise
+        return self._storage.writer.submit(op).result()
 
     def read(self, repo_id: str, oid: bytes) -> tuple[bytes, ObjectInfo]:
         with self._storage.read(buffers=True) as txn:
             info = self._info(txn, repo_id, oid)
             return self._objects.read(txn, repo_id, oid), info
+
+
+class UploadSink:
+    """A blob arriving in order (UploadBlobStream), written into storage while it arrives.
+
+    Blocking: one worker thread at a time. The bytes are hashed (SHA-256, and the git id when
+    the size was declared up front) and cut into 1 MiB chunks, stored under a fresh random id
+    CHUNKS_PER_TRANSACTION at a time, one transaction in flight while the next fills, so
+    storage writes overlap the transfer and no transaction holds more than ~16 MiB. An upload
+    marker names the id from the first transaction, so chunks a crash leaves unnamed are
+    removed at the next start. Nothing is visible until `finish` writes the blob's header,
+    pointing at those chunks (or, if the repository has the blob already, drops them); `abort`
+    removes them. A blob of at most 1 MiB is stored whole, like StoreBlob.
+    """
+
+    def __init__(self, blobs: Blobs, repo_id: str, declared_size: int) -> None:
+        self._blobs = blobs
+        self._repo_id = repo_id
+        # Every transaction checks it is still the same repository (not one re-created).
+        self._incarnation = blobs._repositories.get(repo_id).created_at_us
+        self._chunk_id = os.urandom(20)
+        self._sha256 = hashlib.sha256()
+        self._git = hashlib.sha1(object_header(BLOB, declared_size)) if declared_size else None
+        self._buffer = bytearray()
+        self._encoded: list[bytes] = []  # chunks not yet handed to the writer
+        self._written = 0  # chunks handed to the writer
+        self._stored = 0  # their stored bytes
+        self._size = 0
+        self._marked = False
+        self._in_flight: Future[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._git is not None:
+            self._git.update(data)
+        self._size += len(data)
+        self._buffer += data
+        # Keep more than a chunk back: a blob of exactly 1 MiB is stored whole, not chunked.
+        while len(self._buffer) > CHUNK_SIZE:
+            self._encoded.append(encode_chunk(bytes(self._buffer[:CHUNK_SIZE])))
+            del self._buffer[:CHUNK_SIZE]
+            if len(self._encoded) >= CHUNKS_PER_TRANSACTION:
+                self._flush()
+
+    def finish(self) -> tuple[str, ObjectInfo, str]:
+        """Name the blob; (git id, what is stored, SHA-256 hex of the content)."""
+        sha256 = self._sha256.digest()
+        if not self._marked and not self._encoded:
+            blob_hash, info = self._blobs.store(self._repo_id, bytes(self._buffer)).result()
+            return blob_hash, info, sha256.hex()
+        if self._buffer:
+            self._encoded.append(encode_chunk(bytes(self._buffer)))
+            self._buffer.clear()
+        self._flush()
+        self._settle()
+        oid = self._git.digest() if self._git is not None else self._hash_written()
+        objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
+        size, count, stored = self._size, self._written, self._stored
+
+        def name(txn: Any) -> ObjectInfo:
+            self._blobs._repositories.require(txn, repo_id, self._incarnation)
+            objects.unmark_upload(txn, chunk_id)
+            existing = objects.info(txn, repo_id, oid)
+            if existing is not None:  # already stored: these chunks are not needed
+                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
+                return existing
+            info = objects.put_chunked_header(
+                txn, repo_id, oid, BLOB, size, count, stored, chunk_id
+            )
+            objects.remember_sha256(txn, repo_id, oid, sha256)
+            return info
+
+        info = self._blobs._storage.writer.submit(name).result()
+        self._marked = False
+        return oid.hex(), info, sha256.hex()
+
+    def abort(self) -> None:
+        """Remove whatever was written (blocking)."""
+        with contextlib.suppress(Exception):  # a failed transaction wrote nothing
+            self._settle()
+        if self._marked:
+            objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
+
+            def remove(txn: Any) -> None:
+                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
+                objects.unmark_upload(txn, chunk_id)
+
+            self._blobs._storage.writer.submit(remove).result()
+            self._marked = False
+
+    def _flush(self) -> None:
+        if not self._encoded:
+            return
+        chunks, first = self._encoded, self._written
+        self._encoded = []
+        self._written += len(chunks)
+        self._stored += sum(len(c) - 1 for c in chunks)
+        mark = not self._marked
+        self._marked = True
+        objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
+        repositories, incarnation = self._blobs._repositories, self._incarnation
+
+        def put(txn: Any) -> None:
+            repositories.require(txn, repo_id, incarnation)
+            if mark:
+                objects.mark_upload(txn, repo_id, chunk_id)
+            for offset, chunk in enumerate(chunks):
+                objects.put_chunk(txn, repo_id, chunk_id, first + offset, chunk)
+
+        self._settle()  # at most one transaction in flight
+        self._in_flight = self._blobs._storage.writer.submit(put)
+
+    def _settle(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _hash_written(self) -> bytes:
+        """The git id when the size was not declared: one more pass, over the stored chunks."""
+        sha = hashlib.sha1(object_header(BLOB, self._size))
+        storage, objects = self._blobs._storage, self._blobs._objects
+        for index in range(self._written):
+            with storage.read(buffers=True) as txn:
+                sha.update(objects.read_chunk(txn, self._repo_id, self._chunk_id, index))
+        return sha.digest()

@@ -145,7 +145,7 @@ class GovcServer:
             BlobService(blobs, durable, config.max_message_bytes),
             VersioningService(vc, durable, changed),
             BatchService(storage, repositories, BatchExecutor(vc), durable, changed),
-            StreamingService(blobs, repositories, data_dir, config.max_upload_bytes),
+            StreamingService(blobs, repositories, config.max_upload_bytes),
             SearchService(
                 SqlEngine(storage, vc, history),
                 SearchEngine(storage, repositories, vc, indexer),

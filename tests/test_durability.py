@@ -11,10 +11,13 @@ import asyncio
 import hashlib
 import random
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from govc.client import GovcClient
+from govc.storage import Storage, StorageConfig
+from govc.storage.objects import ObjectStore
 from tests.serverproc import ServerProcess
 
 REPO = "durable"
@@ -176,3 +179,45 @@ async def test_acknowledged_repositories_survive_sigkill(tmp_path: Path) -> None
             listed = await client.list_repositories()
             assert listed.total == len(wanted)
             assert {r.id for r in listed.repositories} == set(wanted)
+
+
+async def test_an_upload_cut_by_sigkill_leaves_no_chunks_after_restart(tmp_path: Path) -> None:
+    """Chunks an unfinished upload committed are found by their marker and removed at start."""
+    data_dir = tmp_path / "data"
+    content = random.Random(7).randbytes(20 * CHUNK_SIZE)  # 16 MiB commit while it arrives
+    with ServerProcess(data_dir) as first:
+        async with GovcClient(first.target, timeout=30) as client:
+            await client.create_repository(REPO)
+            sent = asyncio.Event()
+
+            async def stalls() -> AsyncIterator[bytes]:
+                for start in range(0, len(content), CHUNK_SIZE):
+                    yield content[start : start + CHUNK_SIZE]
+                sent.set()
+                await asyncio.Event().wait()
+                yield b""
+
+            upload = asyncio.create_task(client.upload(REPO, stalls(), chunk_size=CHUNK_SIZE))
+            await asyncio.wait_for(sent.wait(), 30)
+            await asyncio.sleep(1.0)  # the server commits the first 16 MiB of chunks
+            first.kill()
+            assert first.wait(10) == -signal.SIGKILL
+            upload.cancel()
+    storage = Storage(StorageConfig(path=str(data_dir)))
+    try:
+        with storage.read() as txn:
+            assert ObjectStore(storage.dbs).unfinished_uploads(txn), "nothing was committed"
+            assert txn.stat(storage.dbs["chunks"])["entries"] >= 16
+    finally:
+        storage.close()
+    with ServerProcess(data_dir) as second:
+        async with GovcClient(second.target, timeout=30) as client:
+            listed = await client.list_repositories()
+            assert [r.id for r in listed.repositories] == [REPO]
+    storage = Storage(StorageConfig(path=str(data_dir)))
+    try:
+        with storage.read() as txn:
+            assert ObjectStore(storage.dbs).unfinished_uploads(txn) == []
+            assert txn.stat(storage.dbs["chunks"])["entries"] == 0
+    finally:
+        storage.close()

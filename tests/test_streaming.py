@@ -1,6 +1,6 @@
 """StreamBlob and UploadBlobStream against the API: round trips at the chunk edges, ranges,
 every field of the download messages, chunk size clamping, and upload failures that must leave
-the store (LMDB entries, data size, spool dir, repository list) exactly as it was."""
+the store (LMDB entries, data size, uploads in progress, repository list) exactly as it was."""
 
 import asyncio
 import hashlib
@@ -29,7 +29,7 @@ from generated.govc import (
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
 from govc.server import GovcServer, ServerConfig
-from govc.storage.objects import encode_chunk
+from govc.storage.objects import ObjectStore, encode_chunk
 
 REPO = "streaming"
 KIB = 1024
@@ -329,7 +329,7 @@ async def test_stream_errors(repo: GovcClient, repository: str, blob: str, statu
 class Footprint:
     entries: dict[str, int]
     last_page: int
-    spooled: tuple[str, ...]
+    uploads_in_progress: int
 
 
 def footprint(server: GovcServer) -> Footprint:
@@ -337,11 +337,11 @@ def footprint(server: GovcServer) -> Footprint:
     assert storage is not None
     with storage.read() as txn:
         entries = {name: txn.stat(storage.dbs[name])["entries"] for name in COUNTED_DBS}
-    spool = Path(server.config.data_dir) / "uploads"
+        uploads = len(ObjectStore(storage.dbs).unfinished_uploads(txn))
     return Footprint(
         entries=entries,
         last_page=int(storage.env.info()["last_pgno"]),
-        spooled=tuple(sorted(p.name for p in spool.iterdir())),
+        uploads_in_progress=uploads,
     )
 
 
@@ -353,7 +353,7 @@ async def assert_unchanged(
     absent: Iterable[bytes],
 ) -> None:
     after = footprint(server)
-    assert after.spooled == ()
+    assert after.uploads_in_progress == 0
     assert after.entries == before.entries
     assert after.last_page - before.last_page <= PAGE_SLACK, (before, after)
     listed = await client.list_repositories()
@@ -493,12 +493,15 @@ async def test_upload_at_the_cap_is_accepted(capped: tuple[GovcServer, GovcClien
 # ---- the client gives up mid-upload ----
 
 
-async def test_client_cancel_mid_upload_leaves_nothing(
-    repo: GovcClient, server: GovcServer
+def _upload_worker_running() -> bool:
+    return any(t.name.startswith("govc-upload") for t in threading.enumerate())
+
+
+async def _cancel_mid_upload(
+    repo: GovcClient, data: bytes, server: GovcServer | None = None
 ) -> None:
-    before = footprint(server)
-    spool = Path(server.config.data_dir) / "uploads"
-    data = payload(4 * MIB, seed=9)
+    """Upload `data` and then stall; cancel once the server's worker has data (with `server`:
+    once chunks are committed to its storage, under an upload marker)."""
     produced = asyncio.Event()
 
     async def stalls() -> AsyncIterator[bytes]:
@@ -510,22 +513,48 @@ async def test_client_cancel_mid_upload_leaves_nothing(
 
     task = asyncio.create_task(repo.upload(REPO, stalls(), chunk_size=256 * KIB))
     await asyncio.wait_for(produced.wait(), 10)
-    # The server is receiving: its spool file exists and fills up.
+    # The server is receiving: its upload worker runs (it starts with the first MiB).
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while sum(p.stat().st_size for p in spool.iterdir()) < 3 * MIB:
-        assert loop.time() < deadline, "the upload never reached the spool"
+    while not _upload_worker_running():
+        assert loop.time() < deadline, "the upload never reached its worker"
         await asyncio.sleep(0.02)
+    while server is not None and footprint(server).uploads_in_progress == 0:
+        assert loop.time() < deadline, "no chunks were committed"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = loop.time() + 5
-    while any(spool.iterdir()) and loop.time() < deadline:
+    deadline = loop.time() + 10
+    while _upload_worker_running() and loop.time() < deadline:
         await asyncio.sleep(0.02)
+
+
+async def test_client_cancel_mid_upload_leaves_nothing(
+    repo: GovcClient, server: GovcServer
+) -> None:
+    before = footprint(server)
+    data = payload(4 * MIB, seed=9)
+    await _cancel_mid_upload(repo, data)
     await assert_unchanged(repo, server, before, [REPO], [data])
     # The server is fine afterwards: the same content uploads in full.
     stored = await repo.upload(REPO, pieces(data, MIB), total_size=len(data))
     assert stored.hash == blob_id(data)
+
+
+async def test_cancel_after_chunks_were_committed_removes_them(
+    repo: GovcClient, server: GovcServer
+) -> None:
+    before = footprint(server)
+    data = payload(20 * MIB, seed=13)  # the first 16 MiB are committed while the rest arrives
+    await _cancel_mid_upload(repo, data, server)
+    after = footprint(server)
+    # Entries as before; the file may keep the freed pages, which LMDB reuses.
+    assert after.entries == before.entries and after.uploads_in_progress == 0
+    with pytest.raises(GovcRpcError) as missing:
+        await repo.get_blob(REPO, blob_id(data))
+    assert missing.value.status == Status.NOT_FOUND
 
 
 # ---- a big upload is stored in chunks over several transactions ----
@@ -544,7 +573,7 @@ async def test_multi_chunk_upload_reads_back_everywhere(
     pieces_stored = -(-len(data) // STORAGE_PIECE)
     assert after.entries["objects"] == before.entries["objects"] + 1
     assert after.entries["chunks"] == before.entries["chunks"] + pieces_stored
-    assert after.spooled == ()
+    assert after.uploads_in_progress == 0
 
     assert (await repo.get_blob(REPO, stored.hash)).content == data
     check_stream(await stream_messages(repo, hash=stored.hash, chunk_size=MIB), data, MIB)

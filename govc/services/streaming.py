@@ -2,18 +2,20 @@
 
 Downloads read the blob piece by piece (one storage chunk at a time, each in a short read
 transaction) and yield one message at a time, so HTTP/2 flow control paces the server to the
-reader. Uploads spool to a file in the data dir, never to memory, and commit only when the whole
-blob has arrived and checked out.
+reader. Uploads are checked on the loop (order, size) and handed on, a MiB at a time, to one
+worker thread that verifies checksums, hashes and writes chunks into storage while the rest is
+still arriving (`govc.blobs.UploadSink`); the blob becomes visible only when it is whole and
+checked, and a failed upload removes what it wrote.
 """
 
 import asyncio
+import contextlib
 import hashlib
-import os
-import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import betterproto2
 
@@ -26,9 +28,9 @@ from generated.govc import (
     UploadBlobStreamRequest,
     UploadBlobStreamResponse,
 )
-from govc.blobs import Blobs
+from govc.blobs import Blobs, UploadSink
 from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
-from govc.objects import BLOB, object_header, validate_object_id
+from govc.objects import validate_object_id
 from govc.repositories import Repositories
 from govc.services.oneof import set_one_of
 from govc.storage.objects import CHUNK_SIZE, ObjectInfo
@@ -39,7 +41,8 @@ MIN_CHUNK = 1024
 MAX_CHUNK = 4 * 1024 * 1024
 PROGRESS_EVERY = 10
 CONTENT_TYPE = "application/octet-stream"
-SPOOL_DIR = "uploads"
+HANDOFF_BYTES = 1024 * 1024  # an upload's chunks go to its worker thread this many at a time
+MAX_HANDOFFS_IN_FLIGHT = 2  # then the loop waits: a slow disk slows the client down
 # While streaming a big blob, unmap what was read every this many storage pieces (MiB), so the
 # process does not keep the whole blob resident through LMDB's mmap.
 RELEASE_EVERY_PIECES = 32
@@ -50,18 +53,12 @@ def _response(field: str, value: object) -> StreamBlobResponse:
 
 
 class StreamingService:
-    def __init__(
-        self, blobs: Blobs, repositories: Repositories, data_dir: str, max_upload_bytes: int
-    ) -> None:
+    def __init__(self, blobs: Blobs, repositories: Repositories, max_upload_bytes: int) -> None:
         self._blobs = blobs
         self._repositories = repositories
-        self._spool_dir = Path(data_dir) / SPOOL_DIR
         self._max_upload_bytes = max_upload_bytes
-        # Spools left by a crash are garbage: nothing was committed from them.
-        if self._spool_dir.is_dir():
-            for leftover in self._spool_dir.iterdir():
-                leftover.unlink(missing_ok=True)
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        # Chunks of uploads a crash interrupted are garbage: no blob names them.
+        blobs.discard_unfinished_uploads()
 
     # ---- download ----
 
@@ -200,41 +197,52 @@ class StreamingService:
                 f"metadata.total_size {declared} is over the upload limit of "
                 f"{self._max_upload_bytes} bytes"
             )
-        self._repositories.get(repo_id)
-        fd, spool_name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
-        spool = Path(spool_name)
+        sink = await asyncio.to_thread(self._blobs.upload, repo_id, declared)
+        worker = ThreadPoolExecutor(1, thread_name_prefix="govc-upload")
         try:
-            git_id = hashlib.sha1(object_header(BLOB, declared)) if declared else None
-            received, chunks, checksum = await self._receive(messages, fd, git_id)
-            if declared > 0 and received != declared:
+            chunks = await self._receive(messages, sink, worker)
+            if declared > 0 and sink.size != declared:
                 raise InvalidArgument(
-                    f"received {received} bytes but metadata.total_size is {declared}"
+                    f"received {sink.size} bytes but metadata.total_size is {declared}"
                 )
-            blob_hash, info = await asyncio.to_thread(
-                self._blobs.store_file,
-                repo_id,
-                spool,
-                received,
-                git_id.digest() if git_id else None,
-                bytes.fromhex(checksum),
-            )
+            loop = asyncio.get_running_loop()
+            blob_hash, info, checksum = await loop.run_in_executor(worker, sink.finish)
             return UploadBlobStreamResponse(
                 hash=blob_hash, size=info.size, chunks_received=chunks, checksum=checksum
             )
+        except BaseException:
+            # Also when the call is cancelled (the client went away): the removal runs to the
+            # end in the worker even if this wait is interrupted.
+            abort = asyncio.get_running_loop().run_in_executor(worker, sink.abort)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(abort)
+            raise
         finally:
-            spool.unlink(missing_ok=True)
+            worker.shutdown(wait=False)
 
     async def _receive(
         self,
         messages: AsyncIterator[UploadBlobStreamRequest],
-        fd: int,
-        git_id: "hashlib._Hash | None",
-    ) -> tuple[int, int, str]:
-        """Spool every chunk into `fd`, checking order, checksums and the cap; `git_id` (when
-        the size was declared) hashes the content on the way."""
-        digest = hashlib.sha256()
-        received = chunks = 0
-        with os.fdopen(fd, "wb") as out:
+        sink: UploadSink,
+        worker: ThreadPoolExecutor,
+    ) -> int:
+        """Check every chunk's order and the cap here; hand the data to `worker`, which checks
+        checksums and writes it to `sink`. Returns the number of chunks."""
+        loop = asyncio.get_running_loop()
+        handoffs: deque[asyncio.Future[None]] = deque()
+        batch: list[tuple[int, bytes, str]] = []
+        batched = received = chunks = 0
+
+        async def settle(keep: int) -> None:
+            while len(handoffs) > keep:
+                await handoffs.popleft()
+
+        def hand_off() -> None:
+            nonlocal batch, batched
+            handoffs.append(loop.run_in_executor(worker, _write_checked, sink, batch))
+            batch, batched = [], 0
+
+        try:
             async for message in messages:
                 kind, chunk = betterproto2.which_one_of(message, "request")
                 if kind != "chunk" or chunk is None:
@@ -244,20 +252,30 @@ class StreamingService:
                     raise InvalidArgument(
                         f"chunk sequence_num {chunk.sequence_num} is {problem}: expected {chunks}"
                     )
-                data = chunk.data
-                if chunk.checksum and hashlib.sha256(data).hexdigest() != chunk.checksum:
-                    raise DataLoss(f"chunk {chunks}: checksum does not match its data")
-                received += len(data)
+                received += len(chunk.data)
                 if received > self._max_upload_bytes:
                     raise ResourceExhausted(
                         f"upload is over the limit of {self._max_upload_bytes} bytes"
                     )
-                digest.update(data)
-                if git_id is not None:
-                    git_id.update(data)
-                if len(data) > 256 * 1024:
-                    await asyncio.to_thread(out.write, data)
-                else:
-                    out.write(data)
+                batch.append((chunks, chunk.data, chunk.checksum))
+                batched += len(chunk.data)
                 chunks += 1
-        return received, chunks, digest.hexdigest()
+                if batched >= HANDOFF_BYTES:
+                    hand_off()
+                    await settle(MAX_HANDOFFS_IN_FLIGHT)
+            if batch:
+                hand_off()
+        except BaseException:
+            # A problem found in an earlier chunk (a bad checksum) is reported first.
+            await settle(0)
+            raise
+        await settle(0)
+        return chunks
+
+
+def _write_checked(sink: UploadSink, batch: list[tuple[int, bytes, str]]) -> None:
+    """In the upload's worker thread: verify each chunk's SHA-256, then write it."""
+    for sequence, data, checksum in batch:
+        if checksum and hashlib.sha256(data).hexdigest() != checksum:
+            raise DataLoss(f"chunk {sequence}: checksum does not match its data")
+        sink.write(data)

@@ -8,8 +8,14 @@ uncompressed size) and a payload:
            do not compress are stored raw without trying the rest)
 * DELTA    20-byte base id, 1-byte chain depth, then a zstd frame compressed with the base's
            content as a raw prefix dictionary (bounded chains, depth <= MAX_DELTA_DEPTH)
-* CHUNKED  chunk size, chunk count and stored bytes of all chunks; the chunks live in the
-           `chunks` database, each RAW or ZSTD on its own, so a big blob is never decoded whole
+* CHUNKED  chunk size, chunk count and stored bytes of all chunks, then (for a blob written
+           while it was still arriving, when its id was not yet known) the 20-byte id its
+           chunks are stored under; the chunks live in the `chunks` database, each RAW or ZSTD
+           on its own, so a big blob is never decoded whole
+
+An upload in progress is named in the `meta` database (`upload/` + chunk id -> repository id)
+from its first chunk transaction until its header is written or its chunks are removed, so
+chunks a crash left unnamed are found and removed at the next start.
 
 Hashing and compression happen in `prepare_object`; `put_prepared` only copies prepared bytes
 into a transaction. Callers choose the thread: big blobs are prepared by a worker thread, small
@@ -29,7 +35,7 @@ import zstandard
 
 from govc.errors import NotFound
 from govc.objects import BLOB, object_header
-from govc.storage.env import delete_prefix
+from govc.storage.env import delete_prefix, scan_prefix
 
 KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
@@ -190,6 +196,7 @@ class ObjectStore:
         self._objects = dbs["objects"]
         self._chunks = dbs["chunks"]
         self._checksums = dbs["checksums"]
+        self._meta = dbs["meta"]
 
     # ---- writes (writer thread, inside its transaction) ----
 
@@ -211,15 +218,40 @@ class ObjectStore:
         txn.put(object_key(repo_id, oid) + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
 
     def put_chunked_header(
-        self, txn: Any, repo_id: str, oid: bytes, kind: str, size: int, count: int, stored: int
+        self,
+        txn: Any,
+        repo_id: str,
+        oid: bytes,
+        kind: str,
+        size: int,
+        count: int,
+        stored: int,
+        chunk_id: bytes | None = None,
     ) -> ObjectInfo:
+        """Name a chunked object whose chunks were written under `chunk_id` (default: `oid`)."""
         key = object_key(repo_id, oid)
         existing = self._info_from_value(txn.get(key, db=self._objects))
         if existing is not None:
             return existing
+        payload = CHUNK_HEADER.pack(CHUNK_SIZE, count, stored)
+        if chunk_id is not None and chunk_id != oid:
+            payload += chunk_id
         header = HEADER.pack(KIND_CODES[kind], CHUNKED, size)
-        txn.put(key, header + CHUNK_HEADER.pack(CHUNK_SIZE, count, stored), db=self._objects)
+        txn.put(key, header + payload, db=self._objects)
         return ObjectInfo(kind, CHUNKED, size, stored)
+
+    def mark_upload(self, txn: Any, repo_id: str, chunk_id: bytes) -> None:
+        txn.put(_UPLOAD_PREFIX + chunk_id, repo_id.encode(), db=self._meta)
+
+    def unmark_upload(self, txn: Any, chunk_id: bytes) -> None:
+        txn.delete(_UPLOAD_PREFIX + chunk_id, db=self._meta)
+
+    def unfinished_uploads(self, txn: Any) -> list[tuple[str, bytes]]:
+        """(repository id, chunk id) of every upload that was never named or removed."""
+        return [
+            (bytes(value).decode(), bytes(key[len(_UPLOAD_PREFIX) :]))
+            for key, value in scan_prefix(txn, self._meta, _UPLOAD_PREFIX)
+        ]
 
     def delete_unnamed_chunks(self, txn: Any, repo_id: str, oid: bytes) -> None:
         """Remove chunks written for an object whose header never followed."""
@@ -294,15 +326,18 @@ class ObjectStore:
     def read_piece(self, txn: Any, repo_id: str, oid: bytes, index: int) -> bytes:
         """Piece `index` of an object's content: pieces are CHUNK_SIZE bytes (the last shorter),
         so a big blob can be read piece by piece, each in a short transaction."""
-        key = object_key(repo_id, oid)
-        value = txn.get(key, db=self._objects)
+        value = txn.get(object_key(repo_id, oid), db=self._objects)
         if value is None:
             raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
         if HEADER.unpack_from(value)[1] != CHUNKED:
             return self.read(txn, repo_id, oid)
-        chunk = txn.get(key + CHUNK_INDEX.pack(index), db=self._chunks)
+        return self.read_chunk(txn, repo_id, _chunk_id(oid, value), index)
+
+    def read_chunk(self, txn: Any, repo_id: str, chunk_id: bytes, index: int) -> bytes:
+        """Chunk `index` of the chunks stored under `chunk_id`, decoded."""
+        chunk = txn.get(object_key(repo_id, chunk_id) + CHUNK_INDEX.pack(index), db=self._chunks)
         if chunk is None:
-            raise NotFound(f"chunk {index} of object {oid.hex()} is missing")
+            raise NotFound(f"chunk {index} of object {chunk_id.hex()} is missing")
         return _decode_chunk(chunk)
 
     def iter_chunks(self, txn: Any, repo_id: str, oid: bytes) -> Iterator[bytes]:
@@ -321,11 +356,9 @@ class ObjectStore:
             yield self._undelta(txn, repo_id, payload, size)
         elif encoding == CHUNKED:
             _, count, _ = CHUNK_HEADER.unpack_from(payload)
+            chunk_id = _chunk_id(oid, value)
             for index in range(count):
-                chunk = txn.get(key + CHUNK_INDEX.pack(index), db=self._chunks)
-                if chunk is None:
-                    raise NotFound(f"chunk {index} of object {oid.hex()} is missing")
-                yield _decode_chunk(chunk)
+                yield self.read_chunk(txn, repo_id, chunk_id, index)
         else:
             raise ValueError(f"unknown object encoding {encoding} for {oid.hex()}")
 
@@ -350,6 +383,16 @@ class ObjectStore:
             depth = value[HEADER.size + 20]
             return ObjectInfo(KIND_NAMES[kind], encoding, size, payload_len - 21, base, depth)
         return ObjectInfo(KIND_NAMES[kind], encoding, size, payload_len)
+
+
+_UPLOAD_PREFIX = b"upload/"
+
+
+def _chunk_id(oid: bytes, value: Any) -> bytes:
+    """The id a chunked object's chunks are stored under (its own, unless written while it was
+    still arriving)."""
+    start = HEADER.size + CHUNK_HEADER.size
+    return bytes(value[start : start + 20]) if len(value) > start else oid
 
 
 def _decode_chunk(chunk: bytes | memoryview) -> bytes:
