@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
             ephemeral=args.ephemeral,
             max_message_bytes=args.max_message_bytes,
             max_upload_bytes=args.max_upload_bytes,
+            index_wait_seconds=args.index_wait_seconds,
         )
     except ValueError as exc:
         print(f"govc serve: {exc}", file=sys.stderr)
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_UPLOAD_BYTES,
         help="largest blob UploadBlobStream accepts",
+    )
+    serve.add_argument(
+        "--index-wait-seconds",
+        type=float,
+        default=10.0,
+        help="how long a search waits for the index to catch up with earlier writes",
     )
     serve.set_defaults(func=_serve)
 

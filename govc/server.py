@@ -71,6 +71,8 @@ class ServerConfig:
             raise ValueError(f"durability must be durable or relaxed, not {self.durability!r}")
         if self.max_message_bytes <= 0:
             raise ValueError("max_message_bytes must be positive")
+        if not self.index_wait_seconds > 0:
+            raise ValueError("index_wait_seconds must be positive")
 
 
 class _ReflectionPool:

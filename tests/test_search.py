@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -632,3 +633,34 @@ async def test_garbage_queries_never_yield_internal(c: GovcClient, query: str) -
         await c.search(R, query, highlight_length=50)
     except GovcRpcError as exc:
         assert exc.status == Status.INVALID_ARGUMENT, exc
+
+
+async def test_a_search_waits_a_bounded_time_for_the_index(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govc.search.indexer import Indexer
+
+    release = threading.Event()
+    apply_repo = Indexer._apply_repo
+
+    def stalled(self: Indexer, repo_id: str) -> int:
+        assert release.wait(30)
+        return apply_repo(self, repo_id)
+
+    monkeypatch.setattr(Indexer, "_apply_repo", stalled)
+    config = ServerConfig(
+        data_dir=str(tmp_path / "data"), grpc_port=0, clock=clock, index_wait_seconds=0.3
+    )
+    server = GovcServer(config)
+    await server.start()
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_repository(R)
+            await client.add_file(R, "a.txt", b"quokka\n")
+            error = await status_of(client.search(R, "quokka"))
+            assert error.status == Status.UNAVAILABLE and "caught up" in error.message
+            release.set()
+            assert await paths(client, "quokka") == {"a.txt"}
+    finally:
+        release.set()
+        await server.stop()
