@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack, cast
 
 import betterproto2
 from grpclib.client import Channel
@@ -444,65 +444,16 @@ class GovcClient:
             ):
                 yield message
 
-    # ---- SQL ----
+    # ---- search and SQL ----
 
     async def search(
-        self,
-        repository_id: str,
-        query: str,
-        *,
-        file_types: Sequence[str] = (),
-        max_size: int = 0,
-        min_score: float = 0.0,
-        include_content: bool = False,
-        highlight_length: int = 0,
-        limit: int = 0,
-        offset: int = 0,
-        sort_by: str = "",
+        self, repository_id: str, query: str, **options: Unpack[SearchOptions]
     ) -> FullTextSearchResponse:
         """Full-text search over the repository's current files (tantivy query syntax; "" matches
         every file). `sort_by`: score (default), path, size, date; `highlight_length` > 0 asks for
         snippets of at most that many characters; `total` counts every match."""
-        request = self.search_request(
-            repository_id,
-            query,
-            file_types=file_types,
-            max_size=max_size,
-            min_score=min_score,
-            include_content=include_content,
-            highlight_length=highlight_length,
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-        )
+        request = search_request(repository_id, query, **options)
         return await self._call(self.stub.full_text_search, request)
-
-    @staticmethod
-    def search_request(
-        repository_id: str,
-        query: str,
-        *,
-        file_types: Sequence[str] = (),
-        max_size: int = 0,
-        min_score: float = 0.0,
-        include_content: bool = False,
-        highlight_length: int = 0,
-        limit: int = 0,
-        offset: int = 0,
-        sort_by: str = "",
-    ) -> FullTextSearchRequest:
-        return FullTextSearchRequest(
-            repository_id=repository_id,
-            query=query,
-            file_types=list(file_types),
-            max_size=max_size,
-            min_score=min_score,
-            include_content=include_content,
-            highlight_length=highlight_length,
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-        )
 
     async def search_with_aggregation(
         self,
@@ -518,7 +469,7 @@ class GovcClient:
         inner = (
             query
             if isinstance(query, FullTextSearchRequest)
-            else self.search_request(repository_id, query)
+            else search_request(repository_id, query)
         )
         request = SearchWithAggregationRequest(
             repository_id=repository_id,
@@ -547,6 +498,37 @@ class GovcClient:
 
     async def health(self) -> HealthResponse:
         return await self._call(self.stub.get_health, Empty())
+
+
+class SearchOptions(TypedDict, total=False):
+    """FullTextSearch's filters, order, paging, highlights and content (README: Full-text
+    search); absent means the server's default."""
+
+    file_types: Sequence[str]
+    max_size: int
+    min_score: float
+    include_content: bool
+    highlight_length: int
+    limit: int
+    offset: int
+    sort_by: str
+
+
+def search_request(
+    repository_id: str, query: str, **options: Unpack[SearchOptions]
+) -> FullTextSearchRequest:
+    return FullTextSearchRequest(
+        repository_id=repository_id,
+        query=query,
+        file_types=list(options.get("file_types", ())),
+        max_size=options.get("max_size", 0),
+        min_score=options.get("min_score", 0.0),
+        include_content=options.get("include_content", False),
+        highlight_length=options.get("highlight_length", 0),
+        limit=options.get("limit", 0),
+        offset=options.get("offset", 0),
+        sort_by=options.get("sort_by", ""),
+    )
 
 
 @dataclass

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from govc.client import GovcClient
+from govc.client import GovcClient, search_request
 
 
 def _when(ts: datetime.datetime | None) -> str:
@@ -235,7 +235,7 @@ async def sql(c: GovcClient, args: argparse.Namespace) -> int:
 async def search(c: GovcClient, args: argparse.Namespace) -> int:
     repo, query = _repo_and_text(args)
     if args.group_by:
-        request = c.search_request(
+        request = search_request(
             repo, query, file_types=args.type, max_size=args.max_size, min_score=args.min_score
         )
         groups = await c.search_with_aggregation(repo, request, args.group_by)

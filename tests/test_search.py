@@ -253,7 +253,7 @@ async def test_highlights(c: GovcClient) -> None:
 
 
 async def test_bad_requests(c: GovcClient) -> None:
-    for query in ['"unclosed', "a AND (", "nosuchfield:x", "size:[1 TO"]:
+    for query in ['"unclosed', "a AND (", "nosuchfield:x", "size:[1 TO", "path:*"]:
         error = await status_of(c.search(R, query))
         assert error.status == Status.INVALID_ARGUMENT and "query" in error.message, query
     error = await status_of(c.search(R, "x", sort_by="colour"))
@@ -354,6 +354,17 @@ async def _serve(data_dir: Path, clock: Clock) -> GovcServer:
     return server
 
 
+async def _build_corpus_and_stop(data_dir: Path, clock: Clock) -> None:
+    """A server on `data_dir` with the corpus, indexed, then stopped."""
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            await build_corpus(client, clock)
+            await paths(client, "")  # the index has caught up: state.json matches storage
+    finally:
+        await server.stop()
+
+
 QUERIES = ["brown", '"lazy dog"', "args", "", "path:web", "lazy OR server"]
 
 
@@ -412,12 +423,7 @@ async def test_restart_reuses_and_rebuilds_the_index(
 async def test_restart_catches_up_on_missed_writes(
     data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await _serve(data_dir, clock)
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            await build_corpus(client, clock)
-    finally:
-        await server.stop()
+    await _build_corpus_and_stop(data_dir, clock)
     # Writes the index never saw: the state file says the index is older than storage.
     state = data_dir / "search" / "state.json"
     state.write_text(
@@ -442,13 +448,7 @@ async def test_restart_catches_up_on_missed_writes(
 async def test_corrupt_index_is_rebuilt(
     data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await _serve(data_dir, clock)
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            await build_corpus(client, clock)
-            await paths(client, "")  # the index has caught up: state.json matches storage
-    finally:
-        await server.stop()
+    await _build_corpus_and_stop(data_dir, clock)
     (data_dir / "search" / "meta.json").write_text("{ not json")
     caplog.set_level(logging.WARNING)
     server = await _serve(data_dir, clock)

@@ -216,6 +216,15 @@ def hit_of(searcher: tantivy.Searcher, address: Any, score: float, times: Times)
     )
 
 
+def _search(searcher: tantivy.Searcher, query: tantivy.Query, **options: Any) -> Any:
+    """`searcher.search`; a query tantivy can parse but not run (`path:*` asks whether a field
+    that is not a fast field exists) is the caller's error."""
+    try:
+        return searcher.search(query, **options)
+    except ValueError as exc:
+        raise InvalidArgument(f"query: {exc}") from None
+
+
 def _count(result: tantivy.SearchResult) -> int:
     count: int | None = result.count  # type: ignore[attr-defined]  # missing from the stubs
     return count or 0
@@ -225,10 +234,10 @@ def scored_matches(
     searcher: tantivy.Searcher, query: tantivy.Query, min_score: float
 ) -> list[tuple[float, Any]]:
     """(score, address) of every match scoring at least `min_score`, best first."""
-    total = _count(searcher.search(query, limit=1, count=True))
+    total = _count(_search(searcher, query, limit=1, count=True))
     if total == 0:
         return []
-    hits = searcher.search(query, limit=total, count=False).hits
+    hits = _search(searcher, query, limit=total, count=False).hits
     return [(score, address) for score, address in hits if score >= min_score]
 
 
@@ -247,7 +256,7 @@ def search_page(
     """One page of hits in `sort` order (score: best first, ties in index order; path: A to Z;
     size: largest first; date: newest first; ties then by path) and the total before paging."""
     if sort == "score" and min_score <= 0:
-        result = searcher.search(query, limit=limit, offset=offset, count=True)
+        result = _search(searcher, query, limit=limit, offset=offset, count=True)
         return [hit_of(searcher, a, s, times) for s, a in result.hits], _count(result)
     matches = scored_matches(searcher, query, min_score)
     if sort == "score":
