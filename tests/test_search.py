@@ -664,3 +664,15 @@ async def test_a_search_waits_a_bounded_time_for_the_index(
     finally:
         release.set()
         await server.stop()
+
+
+async def test_highlights_in_big_files(c: GovcClient) -> None:
+    filler = "".join(f"line {i} nothing to see\n" for i in range(5000)).encode()
+    await c.add_file(R, "big/deep.txt", filler + b"here is the wombat\n" + filler)
+    # The first find of "thread" is inside "threading"; the word itself comes much later.
+    await c.add_file(R, "big/later.py", b"import threading\n" + filler + b"thread = None\n")
+    deep = await c.search(R, "wombat", highlight_length=40)
+    assert len(deep.results) == 1 and "**wombat**" in deep.results[0].highlights[0]
+    later = await c.search(R, "thread", highlight_length=40, file_types=["py"])
+    assert [r.document.path for r in later.results if r.document] == ["big/later.py"]
+    assert "**thread** = None" in later.results[0].highlights[0]

@@ -91,7 +91,9 @@ class SearchEngine:
         storage) of `hits`, as the request asks."""
         highlights: list[list[str]] = [[] for _ in hits]
         if hits and spec.highlight_length > 0:
-            highlighter = fulltext.Highlighter(searcher, user_query, spec.highlight_length)
+            highlighter = fulltext.Highlighter(
+                searcher, user_query, spec.query, spec.highlight_length
+            )
             highlights = [highlighter.snippets(hit) for hit in hits]
         contents: list[bytes | None] = [None for _ in hits]
         if hits and spec.include_content:

@@ -24,6 +24,7 @@ beside the index (`FileTime`), and sorting by date or filtering by time uses tho
 import logging
 import mimetypes
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -277,27 +278,86 @@ def search_page(
 
 class Highlighter:
     """Snippets of at most `length` characters around the best match in a file's text, matched
-    terms marked `**term**`."""
+    terms marked `**term**`.
 
-    def __init__(self, searcher: tantivy.Searcher, user_query: tantivy.Query, length: int) -> None:
+    tantivy's snippet generator tokenizes the whole text it is given; for big files that is
+    most of a search's time. So it is given a window: the text around the first place where
+    one of the query's words occurs (found by a plain case-insensitive search), wide enough
+    for several candidate fragments. With no such place, the whole text.
+    """
+
+    def __init__(
+        self,
+        searcher: tantivy.Searcher,
+        user_query: tantivy.Query,
+        query_text: str,
+        length: int,
+    ) -> None:
         self._generators = []
         for name in ("content", "parts"):
             generator = tantivy.SnippetGenerator.create(searcher, user_query, SCHEMA, name)
             generator.set_max_num_chars(length)
             self._generators.append(generator)
+        self._words = _query_words(query_text)
+        self._before = 2 * length
+        self._after = max(8 * length, 2048)
 
     def snippets(self, hit: Hit) -> list[str]:
         """The best fragment for the query's words; failing that (a match on identifier parts
         only, as `args` in `parseArgs`), the best fragment for its parts."""
-        words, parts = self._generators
-        marked = _marked(words.snippet_from_doc(hit.document))
-        if marked is None:
-            text = hit.document.get_first("content")
-            if text:
+        text = hit.document.get_first("content")
+        if not text:
+            return []
+        window = self._window(text)
+        # The window's first find may be inside a longer word (`thread` in `threading`): then
+        # the whole text.
+        for candidate in (window, text) if len(window) < len(text) else (text,):
+            for generator, field_name in zip(self._generators, ("content", "parts"), strict=True):
                 doc = tantivy.Document()
-                doc.add_text("parts", text)
-                marked = _marked(parts.snippet_from_doc(doc))
-        return [] if marked is None else [marked]
+                doc.add_text(field_name, candidate)
+                marked = _marked(generator.snippet_from_doc(doc))
+                if marked is not None:
+                    return [marked]
+        return []
+
+    def _window(self, text: str) -> str:
+        folded = text.lower()
+        if len(folded) != len(text):  # lower-casing moved offsets (rare scripts): no window
+            return text
+        found = [at for word in self._words if (at := folded.find(word)) >= 0]
+        if not found:
+            return text
+        first = min(found)
+        return text[max(0, first - self._before) : first + self._after]
+
+
+def _query_words(query_text: str) -> list[str]:
+    """The lower-cased words of the query's terms and phrases on the text fields."""
+    try:
+        tree = tantivy.parse_query(query_text)
+    except ValueError:
+        return []
+    words: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "literal" and node.get("field_name") in (
+                None,
+                "content",
+                "parts",
+            ):
+                words.extend(w for w in _WORD.findall(str(node.get("phrase", "")).lower()) if w)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+
+    walk(tree)
+    return sorted(set(words))
+
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 def _marked(snippet: tantivy.Snippet) -> str | None:
