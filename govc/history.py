@@ -2,14 +2,16 @@
 file of the work tree last changed and by whom.
 
 A commit never changes, so the paths it changed (the diff against its first parent) are
-computed once per process and kept. SQL (the `commits` and `changes` tables, `files.last_modified`)
-and the search index (`last_modified`, last author) both read them from here, so they agree.
+computed once and kept, for the most recently used repositories. SQL (the `commits` and
+`changes` tables, `files.last_modified`) and the search index (`last_modified`, last author)
+both read them from here, so they agree.
 """
 
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from govc.cache import LruCache
 from govc.objects import Commit
 from govc.repository import VersionControl
 from govc.storage.tables import Entry
@@ -39,10 +41,13 @@ class _RepoCache:
     commits: dict[str, CommitFacts] = field(default_factory=dict)
 
 
+REPOSITORIES_KEPT = 256
+
+
 class History:
-    def __init__(self, vc: VersionControl) -> None:
+    def __init__(self, vc: VersionControl, repositories_kept: int = REPOSITORIES_KEPT) -> None:
         self._vc = vc
-        self._repos: dict[str, _RepoCache] = {}
+        self._repos: LruCache[str, _RepoCache] = LruCache(repositories_kept)
         # Readers run in worker threads and share the cache.
         self._lock = threading.Lock()
 
@@ -51,7 +56,7 @@ class History:
         read and diffed."""
         vc = self._vc
         with self._lock:
-            cache = self._repos.setdefault(repo_id, _RepoCache())
+            cache = self._repos.get(repo_id) or self._repos.put(repo_id, _RepoCache())
             live: dict[str, CommitFacts] = {}
             for tip in tips:
                 if tip in live:
@@ -72,6 +77,11 @@ class History:
                         cache.commits[commit_id] = facts
                     live[commit_id] = facts
             return live
+
+    def forget(self, repo_id: str) -> None:
+        """Drop what is kept for `repo_id` (it was deleted)."""
+        with self._lock:
+            self._repos.pop(repo_id)
 
     def file_times(self, txn: Any, repo_id: str, work: dict[str, Entry]) -> dict[str, FileTime]:
         """FileTime of every work-tree file: one walk of HEAD's history for all committed ones."""

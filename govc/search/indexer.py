@@ -30,6 +30,7 @@ from typing import Any
 
 import tantivy
 
+from govc.cache import LruCache
 from govc.errors import GovcError
 from govc.history import FileTime, History
 from govc.repositories import Repositories
@@ -44,6 +45,7 @@ STATE_FILE = "state.json"
 DEFAULT_WAIT_SECONDS = 10.0
 WRITER_HEAP_BYTES = 128 * 1024 * 1024
 READ_CHUNK = 256  # files read per storage transaction while indexing
+REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in memory
 
 
 class Indexer:
@@ -64,9 +66,12 @@ class Indexer:
         self._wanted: dict[str, int] = {}  # repo -> version the index must reach
         self._indexed: dict[str, int] = {}  # repo -> version the index has reached
         self._dirty: dict[str, int] = {}  # repos to index, with the version they are at
-        self._docs: dict[str, dict[str, FileDoc]] = {}  # repo -> path -> what the index holds
-        # repo -> path -> FileTime, beside the index; read by searches in worker threads.
-        self._times: dict[str, dict[str, FileTime]] = {}
+        # repo -> path -> what the index holds (the indexer thread's; reloaded from the index
+        # when dropped).
+        self._docs: LruCache[str, dict[str, FileDoc]] = LruCache(REPOSITORIES_KEPT)
+        # repo -> path -> FileTime, beside the index (derived again from storage when dropped);
+        # read by searches in worker threads.
+        self._times: LruCache[str, dict[str, FileTime]] = LruCache(REPOSITORIES_KEPT)
         self._times_lock = threading.Lock()
         self._fingerprints: dict[str, str] = {}
         # Repositories compared with the index since start; others (say, one `govc import`
@@ -231,7 +236,8 @@ class Indexer:
 
     def has_file_times(self, repo_id: str) -> bool:
         """Whether `file_times(repo_id)` answers from memory (else it reads storage)."""
-        return repo_id in self._times
+        with self._times_lock:
+            return repo_id in self._times
 
     def file_times(self, repo_id: str) -> dict[str, FileTime]:
         """When each current file of `repo_id` last changed, and who changed it (blocking)."""
@@ -242,19 +248,20 @@ class Indexer:
                 work = self._vc.worktree_entries(txn, repo_id)
                 times = self._history.file_times(txn, repo_id, work)
             with self._times_lock:
-                times = self._times.setdefault(repo_id, times)
+                times = self._times.get(repo_id) or self._times.put(repo_id, times)
         return times
 
     def _forget(self, repo_id: str) -> None:
-        self._docs.pop(repo_id, None)
+        self._docs.pop(repo_id)
         self._fingerprints.pop(repo_id, None)
         with self._times_lock:
-            self._times.pop(repo_id, None)
+            self._times.pop(repo_id)
 
     def _apply_repo(self, repo_id: str) -> int:
         writer = self._writer
         with self._storage.read() as txn:
             if not self._repositories.exists(txn, repo_id):
+                self._history.forget(repo_id)
                 if self._indexed_docs(repo_id):
                     writer.delete_documents_by_term("repo", repo_id)
                     self._forget(repo_id)
@@ -265,7 +272,7 @@ class Indexer:
             times = self._history.file_times(txn, repo_id, work)
             fingerprint = self._fingerprint(txn, repo_id)
         with self._times_lock:
-            self._times[repo_id] = times
+            self._times.put(repo_id, times)
         current = {path: FileDoc(entry.oid.hex(), entry.size) for path, entry in work.items()}
         indexed = self._indexed_docs(repo_id)
         removed = [path for path, doc in indexed.items() if current.get(path) != doc]
@@ -288,7 +295,7 @@ class Indexer:
             for path, content in zip(paths, contents, strict=True):
                 text = fulltext.file_text(content)
                 writer.add_document(fulltext.make_document(repo_id, path, current[path], text))
-        self._docs[repo_id] = current
+        self._docs.put(repo_id, current)
         self._fingerprints[repo_id] = fingerprint
         return len(removed) + len(changed)
 
@@ -303,7 +310,7 @@ class Indexer:
         for _, address in fulltext.scored_matches(searcher, query, 0.0):
             hit = fulltext.hit_of(searcher, address, 0.0, {})
             docs[hit.path] = FileDoc(hit.hash, hit.size)
-        self._docs[repo_id] = docs
+        self._docs.put(repo_id, docs)
         return docs
 
     def _fingerprint(self, txn: Any, repo_id: str) -> str:
