@@ -261,6 +261,12 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
                 "pass" if searchable_s <= 2 else "FAIL",
             ],
             [
+                "first write -> searchable",
+                f"{write_s + commit_s + searchable_s:.2f} s",
+                "—",
+                "—",
+            ],
+            [
                 "ExecuteSQLQuery p50 / p99",
                 f"{_ms(statistics.median(sql))} / {_ms(percentile(sql, 99))}",
                 "—",
