@@ -1,4 +1,5 @@
-"""Running a full-text search: the index for the ranking, storage for content and highlights."""
+"""Running a full-text search: the index for ranking and highlights, the file times beside it,
+storage for `include_content`."""
 
 from dataclasses import dataclass, field
 
@@ -52,12 +53,7 @@ class SearchEngine:
 
     def search(self, spec: SearchSpec) -> tuple[list[Found], int]:
         """One page of results and the total number of matches (blocking)."""
-        self._require(spec.repo_id)
-        index = self._indexer.index
-        searcher = index.searcher()
-        user_query = fulltext.parse_query(index, spec.query)
-        query = self._query(spec, user_query)
-        times = self._indexer.file_times(spec.repo_id)
+        searcher, user_query, query, times = self._prepare(spec)
         hits, total = fulltext.search_page(
             searcher, query, spec.sort, spec.limit, spec.offset, spec.min_score, times
         )
@@ -65,12 +61,7 @@ class SearchEngine:
 
     def matches(self, spec: SearchSpec) -> tuple[list[Hit], "SearchContext"]:
         """Every match (score order), for aggregation (blocking)."""
-        self._require(spec.repo_id)
-        index = self._indexer.index
-        searcher = index.searcher()
-        user_query = fulltext.parse_query(index, spec.query)
-        query = self._query(spec, user_query)
-        times = self._indexer.file_times(spec.repo_id)
+        searcher, user_query, query, times = self._prepare(spec)
         hits = [
             fulltext.hit_of(searcher, address, score, times)
             for score, address in fulltext.scored_matches(searcher, query, spec.min_score)
@@ -104,14 +95,18 @@ class SearchEngine:
                 ]
         return [Found(*found) for found in zip(hits, contents, highlights, strict=True)]
 
-    def _require(self, repo_id: str) -> None:
+    def _prepare(
+        self, spec: SearchSpec
+    ) -> tuple[tantivy.Searcher, tantivy.Query, tantivy.Query, fulltext.Times]:
+        """(searcher, the user's query, it with the filters, the repository's file times)."""
         with self._storage.read() as txn:
-            if not self._repositories.exists(txn, repo_id):
-                raise NotFound(f"repository {repo_id!r} not found")
-
-    @staticmethod
-    def _query(spec: SearchSpec, user_query: tantivy.Query) -> tantivy.Query:
-        return fulltext.filtered_query(user_query, spec.repo_id, spec.extensions, spec.max_size)
+            if not self._repositories.exists(txn, spec.repo_id):
+                raise NotFound(f"repository {spec.repo_id!r} not found")
+        index = self._indexer.index
+        user_query = fulltext.parse_query(index, spec.query)
+        query = fulltext.filtered_query(user_query, spec.repo_id, spec.extensions, spec.max_size)
+        times = self._indexer.file_times(spec.repo_id)
+        return index.searcher(), user_query, query, times
 
 
 @dataclass(frozen=True)
