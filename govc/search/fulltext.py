@@ -13,10 +13,9 @@ branch's HEAD tree plus uncommitted changes). Fields, as the query language name
   `hash`; `size` (a fast field: `size:[0 TO 1000]`).
 
 Default fields for unprefixed terms: content, parts, name. Binary files (a NUL byte in their
-first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. Content is not stored
-in the index for `include_content` (which returns the blob's exact bytes from storage); its text
-is stored for highlights. When a file last
-changed and who changed it are not in the index either (a commit changes them for every file it
+first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. The text is stored,
+for highlights; `include_content` returns the blob's exact bytes from storage. When a file last
+changed and who changed it are not in the index (a commit changes them for every file it
 touches, and re-indexing unchanged text for that would be wasted work): the indexer keeps them
 beside the index (`FileTime`), and sorting by date or filtering by time uses those.
 """
