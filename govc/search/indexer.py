@@ -110,10 +110,9 @@ class Indexer:
         index, _ = fulltext.open_index(self._directory, reuse=False)
         return index
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Queue every repository whose state differs from the index, and start indexing."""
-        self._loop = loop
-        self._published = asyncio.Event()
+    def queue_stale(self) -> None:
+        """Queue every repository whose state differs from the index (blocking: it reads every
+        work tree; before `start`)."""
         with self._storage.read() as txn:
             ids = self._repositories.ids(txn)
             stale = [r for r in ids if self._fingerprints.get(r) != self._fingerprint(txn, r)]
@@ -127,6 +126,11 @@ class Indexer:
             )
         for repo_id in [*stale, *gone]:
             self.touch(repo_id)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start indexing; searches on `loop` wait for it."""
+        self._loop = loop
+        self._published = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="govc-indexer", daemon=True)
         self._thread.start()
 
