@@ -116,10 +116,11 @@ class SearchService:
             spec.sort == "score"
             and spec.min_score <= 0
             and not spec.include_content
-            and (spec.highlight_length == 0)
+            and spec.highlight_length == 0
+            and self._indexer.has_file_times(repo_id)
         ):
-            # One top-k collection and a count: short enough to run on the loop, and the
-            # thread hop would cost as much as the search.
+            # One top-k collection and a count, nothing read from storage: short enough to run
+            # on the loop, where the thread hop would cost as much as the search.
             found, total = self._engine.search(spec)
         else:
             found, total = await asyncio.to_thread(self._engine.search, spec)
