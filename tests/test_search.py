@@ -676,3 +676,17 @@ async def test_highlights_in_big_files(c: GovcClient) -> None:
     later = await c.search(R, "thread", highlight_length=40, file_types=["py"])
     assert [r.document.path for r in later.results if r.document] == ["big/later.py"]
     assert "**thread** = None" in later.results[0].highlights[0]
+
+
+def test_highlight_windows_look_for_the_included_words_only() -> None:
+    from govc.search.fulltext import _query_words
+
+    assert _query_words("thread -lock") == ["thread"]
+    assert _query_words("brown NOT bread") == ["brown"]
+    assert _query_words('"Parse the_args" OR parseArgs path:x') == [
+        "args",
+        "parse",
+        "parseargs",
+        "the",
+    ]
+    assert _query_words('"unclosed') == []

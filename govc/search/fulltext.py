@@ -345,9 +345,11 @@ def _query_words(query_text: str) -> list[str]:
                 "content",
                 "parts",
             ):
-                words.extend(w for w in _WORD.findall(str(node.get("phrase", "")).lower()) if w)
+                words.extend(_WORD.findall(str(node.get("phrase", "")).lower()))
             for value in node.values():
                 walk(value)
+        elif isinstance(node, tuple) and len(node) == 2 and node[0] == "must_not":
+            return  # excluded words are not in the matches
         elif isinstance(node, (list, tuple)):
             for item in node:
                 walk(item)
