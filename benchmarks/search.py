@@ -280,7 +280,10 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         "interpreter's standard-library `.py` files, topped up to 2,000 with the first of them "
         "again under `copy/`. They are written through BatchOperations (1,000 per call) and "
         'committed on the durable server; the clock for "searchable" starts when Commit is '
-        "acknowledged and stops when a search finds the last file written. Ten queries (terms, "
+        "acknowledged and stops when a search finds the last file written (govc indexes the work "
+        "tree as writes are acknowledged, since uncommitted files are searchable too, so part of "
+        "the indexing is done before the commit; the next row counts from the first write). "
+        "Ten queries (terms, "
         "phrases, booleans: " + ", ".join(f"`{q}`" for q, _ in QUERIES) + f") run {QUERY_ROUNDS}"
         " times each, one at a time, after one unrecorded pass, the two sides interleaved query "
         "by query: govc through `GovcClient` (limit 10, with and without "
