@@ -690,3 +690,64 @@ def test_highlight_windows_look_for_the_included_words_only() -> None:
         "the",
     ]
     assert _query_words('"unclosed') == []
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"), st.sampled_from(["a.txt", "d/b.py", "d/e/c.md"]), st.binary(max_size=20)
+        ),
+        st.tuples(
+            st.just("write"), st.sampled_from(["a.txt", "d/b.py", "n.txt"]), st.binary(max_size=20)
+        ),
+        st.tuples(st.just("rm"), st.sampled_from(["a.txt", "d", "d/e/c.md"]), st.just(b"")),
+        st.tuples(st.just("mv"), st.sampled_from(["a.txt", "d/b.py"]), st.just(b"")),
+        st.tuples(st.just("commit"), st.just(""), st.just(b"")),
+        st.tuples(st.just("checkout"), st.sampled_from(["main", "side"]), st.just(b"")),
+        st.tuples(st.just("merge"), st.sampled_from(["main", "side"]), st.just(b"")),
+    ),
+    min_size=1,
+    max_size=12,
+)
+_examples = iter(range(1_000_000))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+async def test_the_index_follows_any_sequence_of_operations(
+    client: GovcClient, ops: list[tuple[str, str, bytes]]
+) -> None:
+    """Whatever was done, a search for everything lists exactly the work tree (SQL's `files`,
+    read from storage), with the same blob ids."""
+    repo = f"seq{next(_examples)}"
+    await client.create_repository(repo)
+    await client.add_file(repo, "base.txt", b"base\n")
+    await client.commit(repo, "base")
+    await client.create_branch(repo, "side")
+    for op, arg, data in ops:
+        try:
+            if op == "add":
+                await client.add_file(repo, arg, data)
+            elif op == "write":
+                await client.write_file(repo, arg, data)
+            elif op == "rm":
+                await client.remove_file(repo, arg)
+            elif op == "mv":
+                await client.move_file(repo, arg, "moved/" + arg)
+            elif op == "commit":
+                await client.commit(repo, "step")
+            elif op == "checkout":
+                await client.checkout_branch(repo, arg)
+            else:
+                await client.merge_branch(repo, arg)
+        except GovcRpcError:
+            pass  # refused operations change nothing; the comparison below still holds
+        rows = await client.execute_sql(repo, "SELECT path, hash FROM files")
+        expected = {(row.fields["path"], row.fields["hash"]) for row in rows.rows}
+        found = await client.search(repo, "", limit=1000)
+        assert found.total == len(expected)
+        assert {(r.document.path, r.document.hash) for r in found.results if r.document} == (
+            expected
+        )
