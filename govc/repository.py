@@ -567,6 +567,10 @@ class VersionControl:
     def worktree_entries(self, txn: Any, repo_id: str) -> dict[str, Entry]:
         return self._worktree.all(txn, repo_id)
 
+    def worktree_under(self, txn: Any, repo_id: str, path: str) -> dict[str, Entry]:
+        """Work-tree entries at `path` or below it."""
+        return self._worktree.under(txn, repo_id, path)
+
     def blob_rows(self, txn: Any, repo_id: str) -> list[tuple[str, int, int]]:
         """(id, size, stored size) of every blob stored in the repository."""
         return [

@@ -717,16 +717,17 @@ _examples = iter(range(1_000_000))
 )
 @given(ops=OPS)
 async def test_the_index_follows_any_sequence_of_operations(
-    client: GovcClient, ops: list[tuple[str, str, bytes]]
+    client: GovcClient, clock: Clock, ops: list[tuple[str, str, bytes]]
 ) -> None:
     """Whatever was done, a search for everything lists exactly the work tree (SQL's `files`,
-    read from storage), with the same blob ids."""
+    read from storage), with the same blob ids and last-modified times."""
     repo = f"seq{next(_examples)}"
     await client.create_repository(repo)
     await client.add_file(repo, "base.txt", b"base\n")
     await client.commit(repo, "base")
     await client.create_branch(repo, "side")
     for op, arg, data in ops:
+        clock.now += 61  # every step at its own time, so times tell steps apart
         try:
             if op == "add":
                 await client.add_file(repo, arg, data)
@@ -744,10 +745,19 @@ async def test_the_index_follows_any_sequence_of_operations(
                 await client.merge_branch(repo, arg)
         except GovcRpcError:
             pass  # refused operations change nothing; the comparison below still holds
-        rows = await client.execute_sql(repo, "SELECT path, hash FROM files")
-        expected = {(row.fields["path"], row.fields["hash"]) for row in rows.rows}
+        rows = await client.execute_sql(repo, "SELECT path, hash, last_modified FROM files")
+        expected = {
+            (row.fields["path"], row.fields["hash"], row.fields["last_modified"])
+            for row in rows.rows
+        }
         found = await client.search(repo, "", limit=1000)
         assert found.total == len(expected)
-        assert {(r.document.path, r.document.hash) for r in found.results if r.document} == (
-            expected
-        )
+        assert {
+            (
+                r.document.path,
+                r.document.hash,
+                r.document.last_modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            for r in found.results
+            if r.document and r.document.last_modified
+        } == expected

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import tantivy
@@ -38,6 +39,7 @@ from govc.repository import VersionControl
 from govc.search import fulltext
 from govc.search.fulltext import FileDoc
 from govc.storage import Storage
+from govc.storage.tables import Entry
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,16 @@ class Indexer:
         self._wanted: dict[str, int] = {}  # repo -> version the index must reach
         self._indexed: dict[str, int] = {}  # repo -> version the index has reached
         self._dirty: dict[str, int] = {}  # repos to index, with the version they are at
+        # ...and the paths that changed in each (None: anything may have)
+        self._changed: dict[str, set[str] | None] = {}
         # repo -> path -> what the index holds (the indexer thread's; reloaded from the index
         # when dropped).
         self._docs: LruCache[str, dict[str, FileDoc]] = LruCache(REPOSITORIES_KEPT)
         # repo -> path -> FileTime, beside the index (derived again from storage when dropped);
         # read by searches in worker threads.
         self._times: LruCache[str, dict[str, FileTime]] = LruCache(REPOSITORIES_KEPT)
+        # repo -> the HEAD commit ("" when unborn) the documents and times were derived at
+        self._heads: LruCache[str, str] = LruCache(REPOSITORIES_KEPT)
         self._times_lock = threading.Lock()
         self._fingerprints: dict[str, str] = {}
         # Repositories compared with the index since start; others (say, one `govc import`
@@ -147,13 +153,20 @@ class Indexer:
 
     # ---- the write side's view ----
 
-    def touch(self, repo_id: str) -> None:
-        """`repo_id`'s files may have changed (call after the write is durable)."""
+    def touch(self, repo_id: str, paths: Iterable[str] | None = None) -> None:
+        """`repo_id`'s files changed (call after the write is durable): the work-tree files at
+        or below `paths` only, or (None) anything, HEAD included."""
         self._known.add(repo_id)
         with self._cond:
             version = self._wanted.get(repo_id, 0) + 1
             self._wanted[repo_id] = version
             self._dirty[repo_id] = version
+            pending = self._changed.get(repo_id, set())
+            if paths is None or pending is None:
+                self._changed[repo_id] = None
+            else:
+                pending.update(paths)
+                self._changed[repo_id] = pending
             self._cond.notify()
 
     async def caught_up(self, repo_id: str, timeout: float) -> bool:
@@ -200,9 +213,10 @@ class Indexer:
                 if self._stopping:
                     return
                 batch, self._dirty = self._dirty, {}
+                changed, self._changed = self._changed, {}
             started = time.perf_counter()
             try:
-                documents = self._apply(batch)
+                documents = self._apply({repo_id: changed.get(repo_id) for repo_id in batch})
             except Exception:
                 # Never leave searches waiting on a batch that cannot be applied: log it, forget
                 # what we believed the index holds for these repositories (re-read next time),
@@ -226,11 +240,13 @@ class Indexer:
                 with contextlib.suppress(RuntimeError):  # the loop is closed
                     self._loop.call_soon_threadsafe(self._publish)
 
-    def _apply(self, batch: dict[str, int]) -> int:
-        """Bring every repository of `batch` up to date in the index; one commit."""
+    def _apply(self, batch: dict[str, set[str] | None]) -> int:
+        """Bring every repository of `batch` up to date in the index (repository -> the paths
+        that changed, or None); one commit."""
         documents = 0
-        for repo_id in batch:
-            documents += self._apply_repo(repo_id)
+        for repo_id, paths in batch.items():
+            applied = None if paths is None else self._apply_paths(repo_id, paths)
+            documents += self._apply_repo(repo_id) if applied is None else applied
         if documents:
             self._writer.commit()
             self.index.reload()
@@ -257,6 +273,7 @@ class Indexer:
 
     def _forget(self, repo_id: str) -> None:
         self._docs.pop(repo_id)
+        self._heads.pop(repo_id)
         self._fingerprints.pop(repo_id, None)
         with self._times_lock:
             self._times.pop(repo_id)
@@ -275,33 +292,101 @@ class Indexer:
             work = self._vc.worktree_entries(txn, repo_id)
             times = self._history.file_times(txn, repo_id, work)
             fingerprint = self._fingerprint(txn, repo_id)
+            _, head = self._vc.head(txn, repo_id)
         with self._times_lock:
             self._times.put(repo_id, times)
         current = {path: FileDoc(entry.oid.hex(), entry.size) for path, entry in work.items()}
         indexed = self._indexed_docs(repo_id)
         removed = [path for path, doc in indexed.items() if current.get(path) != doc]
+        changed = [path for path, doc in current.items() if indexed.get(path) != doc]
+        if not self._replace_documents(repo_id, removed, changed, current):
+            return len(removed) + len(changed)
+        self._docs.put(repo_id, current)
+        self._heads.put(repo_id, head or "")
+        self._fingerprints[repo_id] = fingerprint
+        return len(removed) + len(changed)
+
+    def _apply_paths(self, repo_id: str, paths: set[str]) -> int | None:
+        """Bring the files at or below `paths` up to date (HEAD did not move: file writes,
+        removes, moves). None when that is not enough: then the whole repository is compared."""
+        indexed = self._docs.get(repo_id)
+        known_head = self._heads.get(repo_id)
+        with self._times_lock:
+            times = self._times.get(repo_id)
+        if indexed is None or known_head is None or times is None:
+            return None
+        vc = self._vc
+        with self._storage.read() as txn:
+            if not self._repositories.exists(txn, repo_id):
+                return None
+            _, head = vc.head(txn, repo_id)
+            if (head or "") != known_head:
+                return None
+            head_tree = vc.objects.commit(txn, repo_id, head).tree if head else None
+            entries: dict[str, Entry] = {}
+            for path in paths:
+                entries.update(vc.worktree_under(txn, repo_id, path))
+            committed = {
+                p
+                for p, e in entries.items()
+                if vc.objects.lookup(txn, repo_id, head_tree, p) == (e.mode, e.oid)
+            }
+        # What the index holds at or below the changed paths (a path that is neither a file
+        # before nor after may be a directory).
+        stale = {p for p in paths if p in indexed}
+        directories = tuple(p + "/" for p in paths if p not in indexed and p not in entries)
+        if directories:
+            stale.update(p for p in indexed if p.startswith(directories))
+        current = {p: FileDoc(e.oid.hex(), e.size) for p, e in entries.items()}
+        new_times: dict[str, FileTime] = {}
+        for p, e in entries.items():
+            if p not in committed:
+                new_times[p] = FileTime(e.modified_us, None)
+            elif indexed.get(p) == current[p] and p in times:
+                new_times[p] = times[p]  # unchanged and committed: when its commit made it
+            else:
+                return None  # back to its committed version: its time is in the history
+        removed = [p for p in stale if current.get(p) != indexed[p]]
+        changed = [p for p, doc in current.items() if indexed.get(p) != doc]
+        if not self._replace_documents(repo_id, removed, changed, current):
+            return len(removed) + len(changed)
+        docs = {p: d for p, d in indexed.items() if p not in stale}
+        docs.update(current)
+        self._docs.put(repo_id, docs)
+        kept = {p: t for p, t in times.items() if p not in stale}
+        kept.update(new_times)
+        with self._times_lock:
+            self._times.put(repo_id, kept)
+        # The fingerprint is derived from every file: the next start compares this repository.
+        self._fingerprints.pop(repo_id, None)
+        return len(removed) + len(changed)
+
+    def _replace_documents(
+        self, repo_id: str, removed: list[str], changed: list[str], docs: dict[str, FileDoc]
+    ) -> bool:
+        """Delete the documents of `removed` and add those of `changed` (their blobs read from
+        storage). False when a blob is gone (the repository was deleted meanwhile: its own touch
+        follows); then what is kept for it is dropped."""
+        writer = self._writer
         for path in removed:
             writer.delete_documents_by_term("key", fulltext.repo_key(repo_id, path))
-        changed = [path for path, doc in current.items() if indexed.get(path) != doc]
         for start in range(0, len(changed), READ_CHUNK):
             paths = changed[start : start + READ_CHUNK]
             try:
                 with self._storage.read() as txn:
                     contents = [
                         self._vc.objects.read_kind(
-                            txn, repo_id, bytes.fromhex(current[p].hash), "blob"
+                            txn, repo_id, bytes.fromhex(docs[p].hash), "blob"
                         )
                         for p in paths
                     ]
-            except GovcError:  # deleted (or rewritten) meanwhile: its own touch re-indexes it
+            except GovcError:
                 self._forget(repo_id)
-                return len(removed) + start
+                return False
             for path, content in zip(paths, contents, strict=True):
                 text = fulltext.file_text(content)
-                writer.add_document(fulltext.make_document(repo_id, path, current[path], text))
-        self._docs.put(repo_id, current)
-        self._fingerprints[repo_id] = fingerprint
-        return len(removed) + len(changed)
+                writer.add_document(fulltext.make_document(repo_id, path, docs[path], text))
+        return True
 
     def _indexed_docs(self, repo_id: str) -> dict[str, FileDoc]:
         """What the index holds for `repo_id` (read from the index the first time)."""

@@ -3,7 +3,7 @@
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from generated.govc import BatchOperationResult, BatchOperationsRequest, BatchOperationsResponse
@@ -37,7 +37,7 @@ class BatchService:
         repositories: Repositories,
         executor: BatchExecutor,
         durable: DurableWaiter,
-        changed: Callable[[str], None],
+        changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
         self._storage = storage
         self._repositories = repositories
@@ -83,7 +83,7 @@ class BatchService:
             return await asyncio.to_thread(self._read_only, runner)
         runner = run_operations(self._executor, repo_id, ops, transaction, self._storage.nested)
         results = await self._durable.wait(self._storage.writer.submit(runner))
-        self._changed(repo_id)
+        self._changed(repo_id, None)
         return results
 
     def _read_only(self, runner: Any) -> list[OperationResult]:

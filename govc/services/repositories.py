@@ -1,6 +1,6 @@
 """Repository RPCs: CreateRepository, GetRepository, DeleteRepository, ListRepositories."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from generated.google.protobuf import Empty
 from generated.govc import (
@@ -44,7 +44,7 @@ class RepositoryService:
         self,
         repositories: Repositories,
         durable: DurableWaiter,
-        changed: Callable[[str], None],
+        changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
         self._repositories = repositories
         self._durable = durable
@@ -75,7 +75,7 @@ class RepositoryService:
     async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
         repo_id = validate_repo_id(message.id, "id")
         await self._durable.wait(self._repositories.delete(repo_id))
-        self._changed(repo_id)
+        self._changed(repo_id, None)
         return Empty()
 
     async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:

@@ -4,7 +4,7 @@ CheckoutBranch, MergeBranch) and GetStatus."""
 
 import asyncio
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from generated.google.protobuf import Empty
 from generated.govc import (
@@ -74,7 +74,10 @@ async def _prepare(content: bytes) -> PreparedObject:
 
 class VersioningService:
     def __init__(
-        self, vc: VersionControl, durable: DurableWaiter, changed: Callable[[str], None]
+        self,
+        vc: VersionControl,
+        durable: DurableWaiter,
+        changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
         self._vc = vc
         self._durable = durable
@@ -99,7 +102,7 @@ class VersioningService:
         path = validate_path(message.path, "path")
         prepared = await _prepare(message.content)
         await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=stage))
-        self._changed(repo_id)
+        self._changed(repo_id, [path])
         return prepared
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
@@ -117,7 +120,7 @@ class VersioningService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
         await self._durable.wait(self._vc.remove_file(repo_id, path))
-        self._changed(repo_id)
+        self._changed(repo_id, [path])
         return Empty()
 
     async def move_file(self, message: MoveFileRequest) -> Empty:
@@ -125,7 +128,7 @@ class VersioningService:
         source = validate_path(message.from_path, "from_path")
         target = validate_path(message.to_path, "to_path")
         await self._durable.wait(self._vc.move_file(repo_id, source, target))
-        self._changed(repo_id)
+        self._changed(repo_id, [source, target])
         return Empty()
 
     # ---- commits ----
@@ -137,7 +140,7 @@ class VersioningService:
             raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
         files = [validate_path(p, "files") for p in message.files]
         info = await self._durable.wait(self._vc.commit(repo_id, message.message, author, files))
-        self._changed(repo_id)
+        self._changed(repo_id, None)
         return CommitResponse(
             hash=info.id,
             message=info.commit.message.rstrip("\n"),
@@ -196,7 +199,7 @@ class VersioningService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
         await self._durable.wait(self._vc.checkout(repo_id, name))
-        self._changed(repo_id)
+        self._changed(repo_id, None)
         return Empty()
 
     async def merge_branch(self, message: MergeBranchRequest) -> MergeBranchResponse:
@@ -208,7 +211,7 @@ class VersioningService:
             else ""
         )
         result = await self._durable.wait(self._vc.merge(repo_id, source, target, message.message))
-        self._changed(repo_id)
+        self._changed(repo_id, None)
         return MergeBranchResponse(
             commit_hash=result.commit_id,
             conflicts=bool(result.conflicts),

@@ -89,6 +89,18 @@ class EntryTable:
             for key, value in scan_prefix(txn, self._db, prefix)
         }
 
+    def under(self, txn: Any, repo_id: str, path: str) -> dict[str, Entry]:
+        """The entry at `path` and every entry below it (`path` as a directory)."""
+        prefix = repo_prefix(repo_id)
+        found = {
+            key[len(prefix) :].decode(): Entry.decode(value)
+            for key, value in scan_prefix(txn, self._db, prefix + path.encode() + b"/")
+        }
+        entry = self.get(txn, repo_id, path)
+        if entry is not None:
+            found[path] = entry
+        return found
+
     def replace_all(self, txn: Any, repo_id: str, entries: dict[str, Entry]) -> None:
         self.clear(txn, repo_id)
         prefix = repo_prefix(repo_id)
