@@ -717,10 +717,11 @@ _examples = iter(range(1_000_000))
 )
 @given(ops=OPS)
 async def test_the_index_follows_any_sequence_of_operations(
-    client: GovcClient, clock: Clock, ops: list[tuple[str, str, bytes]]
+    client: GovcClient, server: GovcServer, clock: Clock, ops: list[tuple[str, str, bytes]]
 ) -> None:
     """Whatever was done, a search for everything lists exactly the work tree (SQL's `files`,
-    read from storage), with the same blob ids and last-modified times."""
+    read from storage), with the same blob ids and last-modified times; and the fingerprint the
+    indexer keeps up to date file by file equals one computed from scratch."""
     repo = f"seq{next(_examples)}"
     await client.create_repository(repo)
     await client.add_file(repo, "base.txt", b"base\n")
@@ -761,3 +762,7 @@ async def test_the_index_follows_any_sequence_of_operations(
             for r in found.results
             if r.document and r.document.last_modified
         } == expected
+        indexer, storage = server.indexer, server.storage
+        assert indexer is not None and storage is not None
+        with storage.read() as txn:
+            assert indexer._fingerprints.get(repo) == indexer._fingerprint(txn, repo)

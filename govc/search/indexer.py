@@ -48,6 +48,9 @@ DEFAULT_WAIT_SECONDS = 10.0
 WRITER_HEAP_BYTES = 128 * 1024 * 1024
 READ_CHUNK = 256  # files read per storage transaction while indexing
 REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in memory
+# With nobody waiting, applied documents are committed at most this often (a tantivy commit
+# syncs files: under a stream of writes, one per write would cost more than the writes).
+COMMIT_INTERVAL = 0.25
 
 
 class Indexer:
@@ -78,12 +81,15 @@ class Indexer:
         self._times: LruCache[str, dict[str, FileTime]] = LruCache(REPOSITORIES_KEPT)
         # repo -> the HEAD commit ("" when unborn) the documents and times were derived at
         self._heads: LruCache[str, str] = LruCache(REPOSITORIES_KEPT)
+        # repo -> path -> digest of its work-tree entry (the parts of the fingerprint)
+        self._digests: LruCache[str, dict[str, int]] = LruCache(REPOSITORIES_KEPT)
         self._times_lock = threading.Lock()
         self._fingerprints: dict[str, str] = {}
         # Repositories compared with the index since start; others (say, one `govc import`
         # wrote beside the running server) are compared on their first search.
         self._known: set[str] = set()
         self._stopping = False
+        self._waiting = 0  # searches waiting for the index
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._published: asyncio.Event | None = None
@@ -179,15 +185,22 @@ class Indexer:
             return True
         assert self._loop is not None and self._published is not None, "indexer not started"
         deadline = self._loop.time() + timeout
-        while self._indexed.get(repo_id, 0) < target:
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._published.wait(), remaining)
-            except TimeoutError:
-                return False
-        return True
+        with self._cond:  # somebody waits: commit what is applied without delay
+            self._waiting += 1
+            self._cond.notify()
+        try:
+            while self._indexed.get(repo_id, 0) < target:
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._published.wait(), remaining)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            with self._cond:
+                self._waiting -= 1
 
     def _compare(self, repo_id: str) -> None:
         """Queue `repo_id` if storage holds a state of it the index has not seen."""
@@ -206,53 +219,83 @@ class Indexer:
     # ---- the indexer thread ----
 
     def _run(self) -> None:
+        applied: dict[str, int] = {}  # repository -> version in the writer, not yet committed
+        uncommitted = 0  # documents added or deleted since the last commit
+        last_commit = 0.0
         while True:
             with self._cond:
-                while not self._dirty and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                batch, self._dirty = self._dirty, {}
-                changed, self._changed = self._changed, {}
+                while not (self._stopping or self._dirty):
+                    if not applied:
+                        self._cond.wait()
+                        continue
+                    due = last_commit + COMMIT_INTERVAL - time.monotonic()
+                    if self._waiting or due <= 0 or not uncommitted:
+                        break
+                    self._cond.wait(due)
+                stopping = self._stopping
+                batch, self._dirty = ({}, self._dirty) if stopping else (self._dirty, {})
+                changed, self._changed = ({}, self._changed) if stopping else (self._changed, {})
             started = time.perf_counter()
             try:
-                documents = self._apply({repo_id: changed.get(repo_id) for repo_id in batch})
+                if batch:
+                    uncommitted += self._apply({repo_id: changed.get(repo_id) for repo_id in batch})
+                    for repo_id, version in batch.items():
+                        applied[repo_id] = max(version, applied.get(repo_id, 0))
+                commit_now = (
+                    stopping
+                    or not uncommitted
+                    or self._waiting > 0
+                    or time.monotonic() - last_commit >= COMMIT_INTERVAL
+                )
+                if applied and commit_now:
+                    self._commit(uncommitted)
             except Exception:
-                # Never leave searches waiting on a batch that cannot be applied: log it, forget
-                # what we believed the index holds for these repositories (re-read next time),
-                # and publish; the next touch retries from a clean slate.
-                log.exception("search indexing failed for %d repositories", len(batch))
+                # Never leave searches waiting on documents that cannot be applied: log it,
+                # forget what we believed the index holds for these repositories (re-read next
+                # time), and publish; the next touch retries from a clean slate.
+                log.exception("search indexing failed for %d repositories", len(applied))
                 self._writer.rollback()
-                for repo_id in batch:
-                    self._forget(repo_id)
-                documents = 0
-            with self._cond:
                 for repo_id, version in batch.items():
-                    if version > self._indexed.get(repo_id, 0):
-                        self._indexed[repo_id] = version
-            log.debug(
-                "indexed %d documents of %d repositories in %.3f s",
-                documents,
-                len(batch),
-                time.perf_counter() - started,
-            )
-            if self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed
-                    self._loop.call_soon_threadsafe(self._publish)
+                    applied[repo_id] = max(version, applied.get(repo_id, 0))
+                for repo_id in applied:
+                    self._forget(repo_id)
+                commit_now = True
+            if applied and commit_now:
+                log.debug(
+                    "committed %d document changes of %d repositories (%.3f s)",
+                    uncommitted,
+                    len(applied),
+                    time.perf_counter() - started,
+                )
+                self._publish_versions(applied)
+                applied, uncommitted, last_commit = {}, 0, time.monotonic()
+            if stopping:
+                return
 
     def _apply(self, batch: dict[str, set[str] | None]) -> int:
-        """Bring every repository of `batch` up to date in the index (repository -> the paths
-        that changed, or None); one commit."""
+        """Bring every repository of `batch` up to date in the writer (repository -> the paths
+        that changed, or None); returns the documents added or deleted."""
         documents = 0
         for repo_id, paths in batch.items():
             applied = None if paths is None else self._apply_paths(repo_id, paths)
             documents += self._apply_repo(repo_id) if applied is None else applied
+        return documents
+
+    def _commit(self, documents: int) -> None:
         if documents:
             self._writer.commit()
             self.index.reload()
             self.batches += 1
         self._save_state()
-        return documents
+
+    def _publish_versions(self, versions: dict[str, int]) -> None:
+        with self._cond:
+            for repo_id, version in versions.items():
+                if version > self._indexed.get(repo_id, 0):
+                    self._indexed[repo_id] = version
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._publish)
 
     def has_file_times(self, repo_id: str) -> bool:
         """Whether `file_times(repo_id)` answers from memory (else it reads storage)."""
@@ -274,6 +317,7 @@ class Indexer:
     def _forget(self, repo_id: str) -> None:
         self._docs.pop(repo_id)
         self._heads.pop(repo_id)
+        self._digests.pop(repo_id)
         self._fingerprints.pop(repo_id, None)
         with self._times_lock:
             self._times.pop(repo_id)
@@ -291,8 +335,9 @@ class Indexer:
                 return 0
             work = self._vc.worktree_entries(txn, repo_id)
             times = self._history.file_times(txn, repo_id, work)
-            fingerprint = self._fingerprint(txn, repo_id)
-            _, head = self._vc.head(txn, repo_id)
+            branch, head = self._vc.head(txn, repo_id)
+        digests = _entry_digests(work)
+        fingerprint = _fingerprint(branch, head, _xor(digests.values()))
         with self._times_lock:
             self._times.put(repo_id, times)
         current = {path: FileDoc(entry.oid.hex(), entry.size) for path, entry in work.items()}
@@ -303,6 +348,7 @@ class Indexer:
             return len(removed) + len(changed)
         self._docs.put(repo_id, current)
         self._heads.put(repo_id, head or "")
+        self._digests.put(repo_id, digests)
         self._fingerprints[repo_id] = fingerprint
         return len(removed) + len(changed)
 
@@ -311,15 +357,19 @@ class Indexer:
         removes, moves). None when that is not enough: then the whole repository is compared."""
         indexed = self._docs.get(repo_id)
         known_head = self._heads.get(repo_id)
+        digests = self._digests.get(repo_id)
+        fingerprint = self._fingerprints.get(repo_id)
         with self._times_lock:
             times = self._times.get(repo_id)
-        if indexed is None or known_head is None or times is None:
+        if indexed is None or known_head is None or times is None or digests is None:
+            return None
+        if fingerprint is None:
             return None
         vc = self._vc
         with self._storage.read() as txn:
             if not self._repositories.exists(txn, repo_id):
                 return None
-            _, head = vc.head(txn, repo_id)
+            branch, head = vc.head(txn, repo_id)
             if (head or "") != known_head:
                 return None
             head_tree = vc.objects.commit(txn, repo_id, head).tree if head else None
@@ -350,15 +400,22 @@ class Indexer:
         changed = [p for p, doc in current.items() if indexed.get(p) != doc]
         if not self._replace_documents(repo_id, removed, changed, current):
             return len(removed) + len(changed)
-        docs = {p: d for p, d in indexed.items() if p not in stale}
-        docs.update(current)
-        self._docs.put(repo_id, docs)
-        kept = {p: t for p, t in times.items() if p not in stale}
-        kept.update(new_times)
+        # In place: a copy of every file's entry per write would cost more than the write.
+        # (Searches only look paths up in `times`, which is safe while it changes.)
+        for p in stale:
+            del indexed[p]
+        indexed.update(current)
         with self._times_lock:
-            self._times.put(repo_id, kept)
-        # The fingerprint is derived from every file: the next start compares this repository.
-        self._fingerprints.pop(repo_id, None)
+            times.update(new_times)
+            for p in stale.difference(new_times):
+                times.pop(p, None)
+        # Stale entries leave the fingerprint, the current ones come in.
+        new_digests = _entry_digests(entries)
+        folded = int(fingerprint.rsplit(":", 1)[1], 16)
+        folded ^= _xor(digests.pop(p) for p in stale if p in digests)
+        folded ^= _xor(new_digests.values())
+        digests.update(new_digests)
+        self._fingerprints[repo_id] = _fingerprint(branch, head, folded)
         return len(removed) + len(changed)
 
     def _replace_documents(
@@ -404,12 +461,9 @@ class Indexer:
 
     def _fingerprint(self, txn: Any, repo_id: str) -> str:
         """Digest of everything the indexed documents derive from: HEAD and the work tree."""
-        digest = hashlib.blake2b(digest_size=16)
         branch, head = self._vc.head(txn, repo_id)
-        digest.update(f"{branch}\0{head}\0".encode())
-        for path, entry in sorted(self._vc.worktree_entries(txn, repo_id).items()):
-            digest.update(path.encode() + b"\0" + entry.encode())
-        return digest.hexdigest()
+        work = self._vc.worktree_entries(txn, repo_id)
+        return _fingerprint(branch, head, _xor(_entry_digests(work).values()))
 
     def _save_state(self) -> None:
         path = os.path.join(self._directory, STATE_FILE)
@@ -417,3 +471,27 @@ class Indexer:
         with open(temp, "w") as f:
             json.dump({"format": fulltext.FORMAT, "repositories": self._fingerprints}, f)
         os.replace(temp, path)
+
+
+# A fingerprint is HEAD plus the XOR of one digest per work-tree entry, so a change to a few
+# files updates it without reading the others.
+
+
+def _entry_digests(entries: dict[str, Entry]) -> dict[str, int]:
+    return {
+        path: int.from_bytes(
+            hashlib.blake2b(path.encode() + b"\0" + entry.encode(), digest_size=16).digest()
+        )
+        for path, entry in entries.items()
+    }
+
+
+def _xor(digests: Iterable[int]) -> int:
+    folded = 0
+    for digest in digests:
+        folded ^= digest
+    return folded
+
+
+def _fingerprint(branch: str | None, head: str | None, folded: int) -> str:
+    return f"{branch or ''}:{head or ''}:{folded:032x}"
