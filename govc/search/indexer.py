@@ -1,19 +1,23 @@
 """Keeping the search index in step with storage, off the write path.
 
-Every write that can change a repository's files (file writes, removes, moves, commits,
-checkouts, merges, batches, repository deletion) calls `touch(repo)` once it is durable: that
-bumps the repository's wanted version and wakes the indexer thread, and costs the writer
-nothing else. The indexer takes every touched repository at once, compares each one's current
-files (path -> blob id) with what the index holds, deletes and adds just the documents that
-differ, commits once per batch (when anything changed) and refreshes the files' times (last
-change, last author: kept beside the index, see `fulltext`); then it publishes the versions it
-reached. A search first waits (bounded) until the index has reached the version its repository
-had when the search arrived, so a client always sees its own acknowledged writes.
+Every write that can change a repository's files calls `touch(repo, paths)` once it is durable:
+file writes, removes and moves name their paths; commits, checkouts, merges, batches and
+repository deletion say "anything". That records the paths, bumps the repository's wanted
+version and wakes the indexer thread, and costs the writer nothing else. The indexer takes every
+touched repository at once. For named paths (HEAD unchanged) it re-reads just the files at or
+below them; otherwise it compares all current files (path -> blob id) with what the index
+holds. Either way it deletes and adds only the documents that differ and refreshes the files'
+times (last change, last author: kept beside the index, see `fulltext`). It commits when a
+search is waiting, or at most every COMMIT_INTERVAL under a stream of writes (a tantivy commit
+syncs files), and then publishes the versions it reached. A search first waits (bounded) until
+the index has reached the version its repository had when the search arrived, so a client
+always sees its own acknowledged writes.
 
 The index is derived data. Beside it, `state.json` records a fingerprint of every indexed
-repository's state (HEAD and work tree); at start-up every repository whose fingerprint differs
-(or is missing) is re-compared, so writes the index missed (a crash, an offline import) are
-caught up. An index that is missing, unreadable or of another format is rebuilt from storage.
+repository's state (HEAD and the XOR of a digest per work-tree entry, so a few changed files
+update it cheaply); at start-up every repository whose fingerprint differs (or is missing) is
+re-compared, so writes the index missed (a crash, an offline import) are caught up. An index
+that is missing, unreadable or of another format is rebuilt from storage.
 """
 
 from __future__ import annotations
