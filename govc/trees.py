@@ -12,6 +12,17 @@ from govc.storage.objects import ObjectStore, prepare_object
 
 FileMap = dict[str, tuple[int, bytes]]  # path -> (mode, blob id)
 
+
+def file_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def file_extension(path: str) -> str:
+    """The extension without the dot; "" when there is none (`.bashrc` has none)."""
+    name = file_name(path)
+    return name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
+
+
 _CACHE_LIMIT = 200_000
 
 

@@ -33,6 +33,7 @@ import tantivy
 
 from govc.errors import InvalidArgument
 from govc.history import FileTime
+from govc.trees import file_extension, file_name
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,6 @@ def repo_key(repo_id: str, path: str) -> str:
     return f"{repo_id}/{path}"
 
 
-def extension_of(path: str) -> str:
-    """Lower-case extension without the dot; "" when none (`.bashrc` has none, as in SQL)."""
-    name = path.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[-1].lower() if "." in name.strip(".") else ""
-
-
 def file_text(content: bytes) -> str | None:
     """The text to index, or None for a binary or too large file."""
     if len(content) > MAX_CONTENT_BYTES or b"\0" in content[:BINARY_SNIFF_BYTES]:
@@ -134,14 +129,13 @@ class FileDoc:
 
 
 def make_document(repo_id: str, path: str, doc: FileDoc, text: str | None) -> tantivy.Document:
-    name = path.rsplit("/", 1)[-1]
     d = tantivy.Document()
     d.add_text("repo", repo_id)
     d.add_text("key", repo_key(repo_id, path))
     d.add_text("filepath", path)
     d.add_text("path", path)
-    d.add_text("name", name)
-    d.add_text("extension", extension_of(path))
+    d.add_text("name", file_name(path))
+    d.add_text("extension", file_extension(path).lower())
     d.add_text("hash", doc.hash)
     d.add_text("content_type", content_type(path, text))
     d.add_unsigned("size", doc.size)

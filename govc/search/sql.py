@@ -19,6 +19,7 @@ from govc.history import History
 from govc.objects import Commit
 from govc.repository import VersionControl
 from govc.storage import Storage
+from govc.trees import file_extension, file_name
 
 SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, name TEXT, extension TEXT, size INTEGER,
@@ -207,8 +208,6 @@ class SqlEngine:
         times = self._history.file_times(txn, repo_id, work)
         rows = []
         for path, entry in sorted(work.items()):
-            name = path.rsplit("/", 1)[-1]
-            extension = name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
             content: str | None = None
             if with_content and entry.size <= MAX_CONTENT_BYTES:
                 data = vc.objects.read_kind(txn, repo_id, entry.oid, "blob")
@@ -220,8 +219,8 @@ class SqlEngine:
             rows.append(
                 (
                     path,
-                    name,
-                    extension,
+                    file_name(path),
+                    file_extension(path),
                     entry.size,
                     entry.oid.hex(),
                     f"{entry.mode:o}",
