@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from govc.search.indexer import DEFAULT_WAIT_SECONDS
 from govc.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--index-wait-seconds",
         type=float,
-        default=10.0,
+        default=DEFAULT_WAIT_SECONDS,
         help="how long a search waits for the index to catch up with earlier writes",
     )
     serve.set_defaults(func=_serve)

@@ -28,7 +28,7 @@ from govc.history import History
 from govc.repositories import Repositories
 from govc.repository import VersionControl
 from govc.search.engine import SearchEngine
-from govc.search.indexer import Indexer
+from govc.search.indexer import DEFAULT_WAIT_SECONDS, Indexer
 from govc.search.sql import SqlEngine
 from govc.services import speedups
 from govc.services.batch import BatchService
@@ -62,7 +62,7 @@ class ServerConfig:
     initial_map_size: int = 1 << 30
     # How long a search waits for the index to catch up with the writes before it (then:
     # UNAVAILABLE).
-    index_wait_seconds: float = 10.0
+    index_wait_seconds: float = DEFAULT_WAIT_SECONDS
     # Where commit times come from; tests fix it to compare ids with git's.
     clock: Callable[[], float] = time.time
 

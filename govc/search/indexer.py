@@ -48,7 +48,7 @@ from govc.storage.tables import Entry
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-DEFAULT_WAIT_SECONDS = 10.0
+DEFAULT_WAIT_SECONDS = 10.0  # how long a search waits for the index by default
 WRITER_HEAP_BYTES = 128 * 1024 * 1024
 READ_CHUNK = 256  # files read per storage transaction while indexing
 REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in memory

@@ -91,8 +91,8 @@ class SearchService:
         sql: SqlEngine,
         engine: SearchEngine,
         indexer: Indexer,
-        clock: Callable[[], float] = time.time,
-        index_wait_seconds: float = 10.0,
+        clock: Callable[[], float],
+        index_wait_seconds: float,
     ) -> None:
         self._sql = sql
         self._engine = engine
