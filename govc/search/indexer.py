@@ -327,21 +327,19 @@ class Indexer:
             self._times.pop(repo_id)
 
     def _apply_repo(self, repo_id: str) -> int:
-        writer = self._writer
         with self._storage.read() as txn:
             if not self._repositories.exists(txn, repo_id):
+                had_documents = bool(self._indexed_docs(repo_id))
+                if had_documents:
+                    self._writer.delete_documents_by_term("repo", repo_id)
                 self._history.forget(repo_id)
-                if self._indexed_docs(repo_id):
-                    writer.delete_documents_by_term("repo", repo_id)
-                    self._forget(repo_id)
-                    return 1
                 self._forget(repo_id)
-                return 0
+                return int(had_documents)
             work = self._vc.worktree_entries(txn, repo_id)
             times = self._history.file_times(txn, repo_id, work)
             branch, head = self._vc.head(txn, repo_id)
         digests = _entry_digests(work)
-        fingerprint = _fingerprint(branch, head, _xor(digests.values()))
+        fingerprint = _format_fingerprint(branch, head, _xor(digests.values()))
         with self._times_lock:
             self._times.put(repo_id, times)
         current = {path: FileDoc(entry.oid.hex(), entry.size) for path, entry in work.items()}
@@ -365,10 +363,14 @@ class Indexer:
         fingerprint = self._fingerprints.get(repo_id)
         with self._times_lock:
             times = self._times.get(repo_id)
-        if indexed is None or known_head is None or times is None or digests is None:
-            return None
-        if fingerprint is None:
-            return None
+        if (
+            indexed is None
+            or known_head is None
+            or times is None
+            or digests is None
+            or fingerprint is None
+        ):
+            return None  # nothing kept for it: compare it whole
         vc = self._vc
         with self._storage.read() as txn:
             if not self._repositories.exists(txn, repo_id):
@@ -419,7 +421,7 @@ class Indexer:
         folded ^= _xor(digests.pop(p) for p in stale if p in digests)
         folded ^= _xor(new_digests.values())
         digests.update(new_digests)
-        self._fingerprints[repo_id] = _fingerprint(branch, head, folded)
+        self._fingerprints[repo_id] = _format_fingerprint(branch, head, folded)
         return len(removed) + len(changed)
 
     def _replace_documents(
@@ -467,7 +469,7 @@ class Indexer:
         """Digest of everything the indexed documents derive from: HEAD and the work tree."""
         branch, head = self._vc.head(txn, repo_id)
         work = self._vc.worktree_entries(txn, repo_id)
-        return _fingerprint(branch, head, _xor(_entry_digests(work).values()))
+        return _format_fingerprint(branch, head, _xor(_entry_digests(work).values()))
 
     def _save_state(self) -> None:
         path = os.path.join(self._directory, STATE_FILE)
@@ -497,5 +499,5 @@ def _xor(digests: Iterable[int]) -> int:
     return folded
 
 
-def _fingerprint(branch: str | None, head: str | None, folded: int) -> str:
+def _format_fingerprint(branch: str | None, head: str | None, folded: int) -> str:
     return f"{branch or ''}:{head or ''}:{folded:032x}"
