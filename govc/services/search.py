@@ -158,21 +158,25 @@ class SearchService:
         def run() -> SearchWithAggregationResponse:
             hits, context = self._engine.matches(spec)
             groups = aggregate.group(hits, message.group_by, metric_names, now_us)
-            messages = []
-            for g in groups:
-                samples = self._engine.decorate(
-                    spec, context.searcher, context.user_query, g.samples
+            # Every group's samples decorated at once: one highlighter, one storage read.
+            samples = iter(
+                self._engine.decorate(
+                    spec,
+                    context.searcher,
+                    context.user_query,
+                    [hit for g in groups for hit in g.samples],
                 )
-                messages.append(
+            )
+            return SearchWithAggregationResponse(
+                groups=[
                     AggregationGroup(
                         group_value=g.value,
                         count=len(g.hits),
                         metrics=g.metrics,
-                        sample_results=[_result(f) for f in samples],
+                        sample_results=[_result(next(samples)) for _ in g.samples],
                     )
-                )
-            return SearchWithAggregationResponse(
-                groups=messages,
+                    for g in groups
+                ],
                 summary=AggregationSummary(
                     total_documents=len(hits),
                     total_groups=len(groups),
