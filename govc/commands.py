@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from govc.client import GovcClient, search_request
+from govc.client import GovcClient, SearchOptions, search_request
 
 
 def _when(ts: datetime.datetime | None) -> str:
@@ -234,10 +234,9 @@ async def sql(c: GovcClient, args: argparse.Namespace) -> int:
 
 async def search(c: GovcClient, args: argparse.Namespace) -> int:
     repo, query = _repo_and_text(args)
+    filters = SearchOptions(file_types=args.type, max_size=args.max_size, min_score=args.min_score)
     if args.group_by:
-        request = search_request(
-            repo, query, file_types=args.type, max_size=args.max_size, min_score=args.min_score
-        )
+        request = search_request(repo, query, **filters)
         groups = await c.search_with_aggregation(repo, request, args.group_by)
         metrics = ["count", "total_size", "avg_size", "max_score"]
         _print_table(
@@ -254,9 +253,7 @@ async def search(c: GovcClient, args: argparse.Namespace) -> int:
     result = await c.search(
         repo,
         query,
-        file_types=args.type,
-        max_size=args.max_size,
-        min_score=args.min_score,
+        **filters,
         highlight_length=args.highlight,
         limit=args.limit,
         offset=args.offset,
