@@ -250,15 +250,14 @@ async def search(c: GovcClient, args: argparse.Namespace) -> int:
         if summary is not None:
             print(f"({summary.total_documents} files in {summary.total_groups} groups)")
         return 0
-    result = await c.search(
-        repo,
-        query,
+    page: SearchOptions = {
         **filters,
-        highlight_length=args.highlight,
-        limit=args.limit,
-        offset=args.offset,
-        sort_by=args.sort,
-    )
+        "highlight_length": args.highlight,
+        "limit": args.limit,
+        "offset": args.offset,
+        "sort_by": args.sort,
+    }
+    result = await c.search(repo, query, **page)
     rows, snippets = [], []
     for r in result.results:
         doc = r.document
