@@ -139,7 +139,10 @@ SPECS: dict[type, Spec] = {
         (3, "query_time_ms", "double"),
     ],
 }
-_BY_NUMBER: dict[type, dict[int, tuple[str, Any]]] = {}  # SPECS by field number, built on use
+# SPECS by field number, for decoding.
+_BY_NUMBER = {
+    cls: {number: (name, kind) for number, name, kind in spec} for cls, spec in SPECS.items()
+}
 
 # The fields of each message that form a oneof: at most one may come on the wire.
 ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
@@ -185,9 +188,7 @@ def decode(data: bytes, cls: type) -> Any:
     oneof = ONEOFS.get(cls)
     if oneof and len({number for number, _, _ in fields if number in oneof}) > 1:
         raise _Fallback  # several members of a oneof: let betterproto2 decide
-    spec = _BY_NUMBER.get(cls)
-    if spec is None:
-        spec = _BY_NUMBER[cls] = {number: (name, kind) for number, name, kind in SPECS[cls]}
+    spec = _BY_NUMBER[cls]
     message = cls()
     repeated: dict[str, list[Any]] = {}
     for number, wire, value in fields:
