@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -167,7 +168,9 @@ class Blobs:
 
     def upload(self, repo_id: str, declared_size: int) -> "UploadSink":
         """A sink for a blob that arrives in pieces (blocking: reads the repository)."""
-        return UploadSink(self, repo_id, declared_size)
+        return UploadSink(
+            self._storage, self._repositories, self._objects, self.store, repo_id, declared_size
+        )
 
     def discard_unfinished_uploads(self) -> int:
         """Remove the chunks of uploads a crash interrupted (blocking); returns how many."""
@@ -201,11 +204,22 @@ class UploadSink:
     removes them. A blob of at most 1 MiB is stored whole, like StoreBlob.
     """
 
-    def __init__(self, blobs: Blobs, repo_id: str, declared_size: int) -> None:
-        self._blobs = blobs
+    def __init__(
+        self,
+        storage: Storage,
+        repositories: Repositories,
+        objects: ObjectStore,
+        store_whole: Callable[[str, bytes], Future[tuple[str, ObjectInfo]]],
+        repo_id: str,
+        declared_size: int,
+    ) -> None:
+        self._storage = storage
+        self._repositories = repositories
+        self._objects = objects
+        self._store_whole = store_whole  # Blobs.store, for a blob of at most one chunk
         self._repo_id = repo_id
         # Every transaction checks it is still the same repository (not one re-created).
-        self._incarnation = blobs._repositories.get(repo_id).created_at_us
+        self._incarnation = repositories.get(repo_id).created_at_us
         self._chunk_id = os.urandom(20)
         self._sha256 = hashlib.sha256()
         self._git = hashlib.sha1(object_header(BLOB, declared_size)) if declared_size else None
@@ -229,7 +243,8 @@ class UploadSink:
         self._buffer += data
         # Keep more than a chunk back: a blob of exactly 1 MiB is stored whole, not chunked.
         while len(self._buffer) > CHUNK_SIZE:
-            self._encoded.append(encode_chunk(bytes(self._buffer[:CHUNK_SIZE])))
+            with memoryview(self._buffer) as view:  # one copy of the chunk, not two
+                self._encoded.append(encode_chunk(view[:CHUNK_SIZE]))
             del self._buffer[:CHUNK_SIZE]
             if len(self._encoded) >= CHUNKS_PER_TRANSACTION:
                 self._flush()
@@ -238,7 +253,7 @@ class UploadSink:
         """Name the blob; (git id, what is stored, SHA-256 hex of the content)."""
         sha256 = self._sha256.digest()
         if not self._marked and not self._encoded:
-            blob_hash, info = self._blobs.store(self._repo_id, bytes(self._buffer)).result()
+            blob_hash, info = self._store_whole(self._repo_id, bytes(self._buffer)).result()
             return blob_hash, info, sha256.hex()
         if self._buffer:
             self._encoded.append(encode_chunk(bytes(self._buffer)))
@@ -246,11 +261,11 @@ class UploadSink:
         self._flush()
         self._settle()
         oid = self._git.digest() if self._git is not None else self._hash_written()
-        objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
+        objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
         size, count, stored = self._size, self._written, self._stored
 
         def name(txn: Any) -> ObjectInfo:
-            self._blobs._repositories.require(txn, repo_id, self._incarnation)
+            self._repositories.require(txn, repo_id, self._incarnation)
             objects.unmark_upload(txn, chunk_id)
             existing = objects.info(txn, repo_id, oid)
             if existing is not None:  # already stored: these chunks are not needed
@@ -262,7 +277,7 @@ class UploadSink:
             objects.remember_sha256(txn, repo_id, oid, sha256)
             return info
 
-        info = self._blobs._storage.writer.submit(name).result()
+        info = self._storage.writer.submit(name).result()
         self._marked = False
         return oid.hex(), info, sha256.hex()
 
@@ -271,13 +286,13 @@ class UploadSink:
         with contextlib.suppress(Exception):  # a failed transaction wrote nothing
             self._settle()
         if self._marked:
-            objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
+            objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
 
             def remove(txn: Any) -> None:
                 objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
                 objects.unmark_upload(txn, chunk_id)
 
-            self._blobs._storage.writer.submit(remove).result()
+            self._storage.writer.submit(remove).result()
             self._marked = False
 
     def _flush(self) -> None:
@@ -289,8 +304,8 @@ class UploadSink:
         self._stored += sum(len(c) - 1 for c in chunks)
         mark = not self._marked
         self._marked = True
-        objects, repo_id, chunk_id = self._blobs._objects, self._repo_id, self._chunk_id
-        repositories, incarnation = self._blobs._repositories, self._incarnation
+        objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
+        repositories, incarnation = self._repositories, self._incarnation
 
         def put(txn: Any) -> None:
             repositories.require(txn, repo_id, incarnation)
@@ -300,7 +315,7 @@ class UploadSink:
                 objects.put_chunk(txn, repo_id, chunk_id, first + offset, chunk)
 
         self._settle()  # at most one transaction in flight
-        self._in_flight = self._blobs._storage.writer.submit(put)
+        self._in_flight = self._storage.writer.submit(put)
 
     def _settle(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
@@ -310,7 +325,7 @@ class UploadSink:
     def _hash_written(self) -> bytes:
         """The git id when the size was not declared: one more pass, over the stored chunks."""
         sha = hashlib.sha1(object_header(BLOB, self._size))
-        storage, objects = self._blobs._storage, self._blobs._objects
+        storage, objects = self._storage, self._objects
         for index in range(self._written):
             with storage.read(buffers=True) as txn:
                 sha.update(objects.read_chunk(txn, self._repo_id, self._chunk_id, index))

@@ -131,12 +131,15 @@ def _compressible(data: bytes | memoryview) -> bool:
     return _worth_it(len(_zstd(data[:SAMPLE_BYTES])), SAMPLE_BYTES)
 
 
+_RAW_TAG = bytes([RAW])
+
+
 def encode_chunk(data: bytes | memoryview, compress: bool = True) -> bytes:
     if compress and _compressible(data):
         packed = _zstd(data)
         if _worth_it(len(packed), len(data)):
             return bytes([ZSTD]) + packed
-    return bytes([RAW]) + bytes(data)
+    return b"".join((_RAW_TAG, data))  # one copy, also of a memoryview
 
 
 def prepare_object(kind: str, content: bytes, compress: bool = True) -> PreparedObject:
