@@ -7,12 +7,14 @@ import os
 import sys
 from pathlib import Path
 
+from govc.datadir import DataDirInUse
 from govc.search.indexer import DEFAULT_WAIT_SECONDS
 from govc.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
     GovcServer,
     ServerConfig,
+    StartError,
 )
 
 
@@ -34,7 +36,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"govc serve: {exc}", file=sys.stderr)
         return 2
-    uvloop.run(GovcServer(config).run_until_signalled())
+    try:
+        uvloop.run(GovcServer(config).run_until_signalled())
+    except (DataDirInUse, StartError) as exc:
+        print(f"govc serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

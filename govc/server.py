@@ -24,6 +24,7 @@ from grpclib.reflection.service import ServerReflection
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.batch import BatchExecutor
 from govc.blobs import Blobs
+from govc.datadir import DataDirLock
 from govc.history import History
 from govc.repositories import Repositories
 from govc.repository import VersionControl
@@ -107,10 +108,15 @@ class _ReflectionPool:
             return service.file
 
 
+class StartError(RuntimeError):
+    """The server cannot start (its port is taken, say); the message says why."""
+
+
 class GovcServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._temp_dir: str | None = None
+        self._lock: DataDirLock | None = None
         self.storage: Storage | None = None
         self.indexer: Indexer | None = None
         self.tracker = CallTracker()
@@ -119,12 +125,23 @@ class GovcServer:
         self.port = 0
 
     async def start(self) -> None:
+        """Open the data dir and listen. DataDirInUse if another server holds the data dir,
+        StartError if the port cannot be bound; either way nothing is left open."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_resources()
+            raise
+
+    async def _start(self) -> None:
         speedups.apply()
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:
             self._temp_dir = data_dir = tempfile.mkdtemp(prefix="govc-ephemeral-")
         started = time.monotonic()
+        self._lock = DataDirLock(data_dir)
+        self._lock.acquire()
         self.storage = storage = Storage(
             StorageConfig(
                 path=data_dir,
@@ -162,7 +179,14 @@ class GovcServer:
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
         self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
-        await self._server.start(config.host, config.grpc_port)
+        try:
+            await self._server.start(config.host, config.grpc_port)
+        except OSError as exc:
+            self._server = None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartError(
+                f"cannot listen on {config.host}:{config.grpc_port}: {reason}"
+            ) from None
         sockets = getattr(self._server._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
         self._serving.set(True)
@@ -194,13 +218,22 @@ class GovcServer:
             log.warning("drain timed out before every response reached its client")
         server.close()
         await server.wait_closed()
+        await self._close_resources()
+        log.info("govc stopped")
+
+    async def _close_resources(self) -> None:
+        """Close whatever of the index, storage and the data dir is open (once: after a failed
+        start, or at the end of `stop`)."""
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
-        if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-        log.info("govc stopped")
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+        temp_dir, self._temp_dir = self._temp_dir, None
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()
