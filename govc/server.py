@@ -156,7 +156,6 @@ class GovcServer:
         self.indexer = indexer = await asyncio.to_thread(
             Indexer, storage, repositories, vc, history, os.path.join(data_dir, "search")
         )
-        await asyncio.to_thread(indexer.queue_stale)
         indexer.start(asyncio.get_running_loop())
         changed = indexer.touch
         durable = DurableWaiter(asyncio.get_running_loop())

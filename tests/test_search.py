@@ -18,6 +18,7 @@ from generated.govc import FullTextSearchResponse
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
 from govc.search.fulltext import FORMAT
+from govc.search.indexer import Indexer
 from govc.server import GovcServer, ServerConfig
 from tests.conftest import Clock
 from tests.test_gitio import govc_cli
@@ -443,6 +444,86 @@ async def test_restart_catches_up_on_missed_writes(
     messages = [record.getMessage() for record in caplog.records]
     assert "search index: catching up 1 repositories, dropping 1" in messages
     assert not any("rebuilding" in m or "building it" in m for m in messages)
+
+
+def _hold_catch_up(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make the start-up catch-up stop at its first repository until the event is set (other
+    threads, such as a search's own comparison, pass)."""
+    release = threading.Event()
+    fingerprint = Indexer._fingerprint
+
+    def held(self: Indexer, txn: object, repo_id: str) -> str:
+        if threading.current_thread().name == "govc-index-catch-up":
+            assert release.wait(30), "the test never released the catch-up"
+        return fingerprint(self, txn, repo_id)
+
+    monkeypatch.setattr(Indexer, "_fingerprint", held)
+    return release
+
+
+async def test_the_server_serves_while_it_catches_up(
+    data_dir: Path, clock: Clock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _build_corpus_and_stop(data_dir, clock)
+    state = data_dir / "search" / "state.json"
+    state.write_text(json.dumps({"format": FORMAT, "repositories": {R: "stale", "gone": "x"}}))
+    release = _hold_catch_up(monkeypatch)
+    caplog.set_level(logging.INFO)
+    server = await _serve(data_dir, clock)  # returns although the catch-up is held
+    try:
+        assert server.indexer is not None
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            health = await client.health()
+            assert health.checks["search_catch_up"] == "comparing: 0 of 1"
+            # The catch-up has not reached R: the search compares R itself, finds it out of
+            # step, and waits for it to be indexed.
+            found = await client.search(R, "brown", limit=100)
+            assert {r.document.path for r in found.results if r.document} == {
+                "docs/guide.md",
+                "docs/notes.txt",
+            }
+            release.set()
+            for _ in range(500):
+                if server.indexer.catch_up_progress() is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await client.health()).checks["search_catch_up"] == "done"
+            assert await _paths_of(client, "lazy") == {"docs/guide.md", "docs/notes.txt"}
+    finally:
+        release.set()
+        await server.stop()
+    messages = [record.getMessage() for record in caplog.records]
+    assert "search index: catching up 1 repositories, dropping 1" in messages
+
+
+async def _paths_of(client: GovcClient, query: str) -> set[str]:
+    found = await client.search(R, query, limit=100)
+    return {r.document.path for r in found.results if r.document}
+
+
+async def test_stop_waits_for_a_catch_up_in_progress(
+    data_dir: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _build_corpus_and_stop(data_dir, clock)
+    (data_dir / "search" / "state.json").write_text(
+        json.dumps({"format": FORMAT, "repositories": {}})
+    )
+    release = _hold_catch_up(monkeypatch)
+    server = await _serve(data_dir, clock)
+    stopping = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.3)
+    # Storage stays open while the catch-up still reads it.
+    assert not stopping.done()
+    release.set()
+    await asyncio.wait_for(stopping, 30)
+    assert not any(t.name == "govc-index-catch-up" for t in threading.enumerate())
+    monkeypatch.undo()
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            assert await _paths_of(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
+    finally:
+        await server.stop()
 
 
 async def test_corrupt_index_is_rebuilt(

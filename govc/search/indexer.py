@@ -15,9 +15,11 @@ always sees its own acknowledged writes.
 
 The index is derived data. Beside it, `state.json` records a fingerprint of every indexed
 repository's state (HEAD and the XOR of a digest per work-tree entry, so a few changed files
-update it cheaply); at start-up every repository whose fingerprint differs (or is missing) is
-re-compared, so writes the index missed (a crash, an offline import) are caught up. An index
-that is missing, unreadable or of another format is rebuilt from storage.
+update it cheaply). After start-up, while the server already serves, `_catch_up` fingerprints
+every repository and queues those whose fingerprint differs (or is missing), so writes the
+index missed (a crash, an offline import) are caught up; a search for a repository it has not
+reached yet compares that repository first. An index that is missing, unreadable or of another
+format is rebuilt from storage.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ STATE_FILE = "state.json"
 DEFAULT_WAIT_SECONDS = 10.0  # how long a search waits for the index by default
 WRITER_HEAP_BYTES = 128 * 1024 * 1024
 READ_CHUNK = 256  # files read per storage transaction while indexing
+SCAN_CHUNK = 64  # repositories fingerprinted per storage transaction by `_catch_up`
 REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in memory
 # With nobody waiting, applied documents are committed at most this often (a tantivy commit
 # syncs files: under a stream of writes, one per write would cost more than the writes).
@@ -89,9 +92,15 @@ class Indexer:
         self._digests: LruCache[str, dict[str, int]] = LruCache(REPOSITORIES_KEPT)
         self._times_lock = threading.Lock()
         self._fingerprints: dict[str, str] = {}
-        # Repositories compared with the index since start; others (say, one `govc import`
-        # wrote beside the running server) are compared on their first search.
+        # Repositories compared with the index (or touched) since start; others (not reached
+        # by `_catch_up` yet, or one `govc import` wrote beside the running server) are compared
+        # on their first search.
         self._known: set[str] = set()
+        self._stale: set[str] = set()  # found out of step with storage since start
+        self._scan_total = 0  # repositories `_catch_up` compares, how many it has done...
+        self._scanned = 0
+        self._scan_done = threading.Event()  # ...and whether it has finished
+        self._scan_done.set()  # (none running)
         self._stopping = False
         self._waiting = 0  # searches waiting for the index
         self._thread: threading.Thread | None = None
@@ -126,36 +135,59 @@ class Indexer:
         index, _ = fulltext.open_index(self._directory, reuse=False)
         return index
 
-    def queue_stale(self) -> None:
-        """Queue every repository whose state differs from the index (blocking: it reads every
-        work tree; before `start`)."""
-        with self._storage.read() as txn:
-            ids = self._repositories.ids(txn)
-            stale = [r for r in ids if self._fingerprints.get(r) != self._fingerprint(txn, r)]
-        self._known.update(ids)
-        gone = set(self._fingerprints) - set(ids)
-        if stale or gone:
-            log.info(
-                "search index: catching up %d repositories, dropping %d",
-                len(stale),
-                len(gone),
-            )
-        for repo_id in [*stale, *gone]:
-            self.touch(repo_id)
+    def _catch_up(self) -> None:
+        """(Thread started by `start`.) Queue every repository whose state differs from the
+        index, and drop the documents of those deleted meanwhile. It reads every work tree, so
+        it runs while the server serves; `close` stops it."""
+        try:
+            with self._storage.read() as txn:
+                ids = self._repositories.ids(txn)
+            self._scan_total = len(ids)
+            gone = set(self._fingerprints).difference(ids)
+            for start in range(0, len(ids), SCAN_CHUNK):
+                if self._stopping:
+                    return
+                with self._storage.read() as txn:
+                    for repo_id in ids[start : start + SCAN_CHUNK]:
+                        if repo_id not in self._known:
+                            self._compare_in(txn, repo_id)
+                        self._scanned += 1
+            for repo_id in gone:
+                self.touch(repo_id)
+            if self._stale or gone:
+                log.info(
+                    "search index: catching up %d repositories, dropping %d",
+                    len(self._stale),
+                    len(gone),
+                )
+        except Exception:  # searches still compare each repository they ask for
+            log.exception("search index: comparing repositories with storage failed")
+        finally:
+            self._scan_done.set()
+
+    def catch_up_progress(self) -> tuple[int, int] | None:
+        """(Repositories compared, of how many) while catching up after start; None after."""
+        if self._scan_done.is_set():
+            return None
+        return self._scanned, self._scan_total
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start indexing; searches on `loop` wait for it."""
+        """Start indexing, and catching up with storage in the background; searches on `loop`
+        wait for it."""
         self._loop = loop
         self._published = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="govc-indexer", daemon=True)
         self._thread.start()
+        self._scan_done.clear()
+        threading.Thread(target=self._catch_up, name="govc-index-catch-up", daemon=True).start()
 
     def close(self) -> None:
-        """Finish the batch in progress and stop. Anything not indexed yet is caught up at the
-        next start."""
+        """Stop `_catch_up`, finish the batch in progress and stop. Anything not indexed yet is
+        caught up at the next start."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
+        self._scan_done.wait()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -166,10 +198,11 @@ class Indexer:
     def touch(self, repo_id: str, paths: Iterable[str] | None = None) -> None:
         """`repo_id`'s files changed (call after the write is durable): the work-tree files at
         or below `paths` only, or (None) anything, HEAD included."""
-        self._known.add(repo_id)
         with self._cond:
             version = self._wanted.get(repo_id, 0) + 1
             self._wanted[repo_id] = version
+            # Known only once its wanted version is up: a search that finds it known waits.
+            self._known.add(repo_id)
             self._dirty[repo_id] = version
             pending = self._changed.get(repo_id, set())
             if paths is None or pending is None:
@@ -207,13 +240,18 @@ class Indexer:
                 self._waiting -= 1
 
     def _compare(self, repo_id: str) -> None:
-        """Queue `repo_id` if storage holds a state of it the index has not seen."""
         with self._storage.read() as txn:
-            exists = self._repositories.exists(txn, repo_id)
-            fingerprint = self._fingerprint(txn, repo_id) if exists else None
-        self._known.add(repo_id)
+            self._compare_in(txn, repo_id)
+
+    def _compare_in(self, txn: Any, repo_id: str) -> None:
+        """Queue `repo_id` if storage holds a state of it the index has not seen."""
+        exists = self._repositories.exists(txn, repo_id)
+        fingerprint = self._fingerprint(txn, repo_id) if exists else None
         if fingerprint != self._fingerprints.get(repo_id):
+            self._stale.add(repo_id)
             self.touch(repo_id)
+        elif exists:  # (an id nobody created is compared again when asked: that costs nothing)
+            self._known.add(repo_id)
 
     def _publish(self) -> None:  # on the loop
         assert self._published is not None

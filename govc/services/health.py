@@ -62,6 +62,10 @@ class HealthService:
         try:
             checks["search_documents"] = str(self._indexer.index.searcher().num_docs)
             checks["search_index"] = "ok"
+            progress = self._indexer.catch_up_progress()
+            checks["search_catch_up"] = (
+                "done" if progress is None else f"comparing: {progress[0]} of {progress[1]}"
+            )
         except Exception as exc:
             checks["search_index"] = f"failed: {exc}"
             degraded = True
