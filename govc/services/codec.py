@@ -139,91 +139,113 @@ SPECS: dict[type, Spec] = {
         (3, "query_time_ms", "double"),
     ],
 }
-# SPECS by field number, for decoding.
-_BY_NUMBER = {
-    cls: {number: (name, kind) for number, name, kind in spec} for cls, spec in SPECS.items()
-}
-
 # The fields of each message that form a oneof: at most one may come on the wire.
 ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
 
+# SPECS compiled once, at import: a small integer per kind (compared, not looked up, in the
+# loops below) and each field's tag bytes, so a field costs one comparison chain, not a parse
+# of its description.
+_STR, _BYTES, _BOOL, _DOUBLE_KIND, _INT32, _INT64 = range(6)
+_TIMESTAMP, _STRS, _MESSAGE, _MESSAGES = range(6, 10)
+_KINDS = {
+    "str": _STR,
+    "bytes": _BYTES,
+    "bool": _BOOL,
+    "double": _DOUBLE_KIND,
+    "int32": _INT32,
+    "int64": _INT64,
+    "timestamp": _TIMESTAMP,
+    "strs": _STRS,
+}
+_WIRE_TYPES = {_BOOL: 0, _INT32: 0, _INT64: 0, _DOUBLE_KIND: 1}  # the others: 2
 
-def _length_delimited(number: int, body: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+def _kind_of(kind: Any) -> tuple[int, type | None]:
+    if isinstance(kind, list):
+        return _MESSAGES, kind[0]
+    if isinstance(kind, type):
+        return _MESSAGE, kind
+    return _KINDS[kind], None
+
+
+_Encoder = list[tuple[str, int, bytes]]  # per field: attribute, kind, tag bytes
+# By tag (field number and wire type): attribute, kind, nested class; then every field number
+# of the message (a known number with another wire type is an anomaly, an unknown one is
+# skipped) and its oneof's numbers.
+_Decoder = tuple[dict[int, tuple[str, int, Any]], frozenset[int], set[int] | None]
+
+
+def _compile(cls: type) -> tuple[_Encoder, _Decoder]:
+    encoder: _Encoder = []
+    table: dict[int, tuple[str, int, Any]] = {}
+    for number, name, kind in SPECS[cls]:
+        code, nested = _kind_of(kind)
+        tag = number << 3 | _WIRE_TYPES.get(code, 2)
+        encoder.append((name, code, _varint(tag)))
+        table[tag] = (name, code, nested)
+    numbers = frozenset(number for number, _, _ in SPECS[cls])
+    return encoder, (table, numbers, ONEOFS.get(cls))
+
+
+_ENCODERS: dict[type, _Encoder] = {}
+_DECODERS: dict[type, _Decoder] = {}
+for _cls in SPECS:
+    _ENCODERS[_cls], _DECODERS[_cls] = _compile(_cls)
 
 
 def encode(message: Any) -> bytes:
     """`message` in protobuf wire format, byte for byte as betterproto2 writes it."""
-    parts = []
-    for number, name, kind in SPECS[type(message)]:
+    parts: list[bytes] = []
+    add = parts.append
+    for name, kind, tag in _ENCODERS[type(message)]:
         value = getattr(message, name)
-        if isinstance(kind, list):
-            parts += [_length_delimited(number, encode(item)) for item in value]
-        elif isinstance(kind, type):
-            if value is not None:
-                parts.append(_length_delimited(number, encode(value)))
-        elif kind == "timestamp":
-            if value is not None:
-                parts.append(_length_delimited(number, _timestamp(value)))
-        elif kind == "strs":
-            parts += [_length_delimited(number, item.encode()) for item in value]
+        if kind == _MESSAGES:
+            for item in value:
+                body = encode(item)
+                add(tag)
+                add(_varint(len(body)))
+                add(body)
+        elif kind in (_MESSAGE, _TIMESTAMP):
+            if value is not None:  # present, even empty (a oneof member, an optional field)
+                body = encode(value) if kind == _MESSAGE else _timestamp(value)
+                add(tag)
+                add(_varint(len(body)))
+                add(body)
+        elif kind == _STRS:
+            for item in value:
+                body = item.encode()
+                add(tag)
+                add(_varint(len(body)))
+                add(body)
         elif not value:
             continue  # proto3 leaves default values out
-        elif kind == "str":
-            parts.append(_length_delimited(number, value.encode()))
-        elif kind == "bytes":
-            parts.append(_length_delimited(number, value))
-        elif kind == "bool":
-            parts.append(_varint(number << 3) + b"\x01")
-        elif kind == "double":
-            parts.append(_varint(number << 3 | 1) + _DOUBLE.pack(value))
+        elif kind == _STR:
+            body = value.encode()
+            add(tag)
+            add(_varint(len(body)))
+            add(body)
+        elif kind == _BYTES:
+            add(tag)
+            add(_varint(len(value)))
+            add(value)
+        elif kind == _BOOL:
+            add(tag)
+            add(b"\x01")
+        elif kind == _DOUBLE_KIND:
+            add(tag)
+            add(_DOUBLE.pack(value))
         else:  # int32/int64: negatives as 64-bit two's complement, like every protobuf
-            parts.append(_varint(number << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF))
+            add(tag)
+            add(_varint(value & 0xFFFFFFFFFFFFFFFF))
     return b"".join(parts)
 
 
 def decode(data: bytes, cls: type) -> Any:
     """A message of type `cls` from wire bytes; raises _Fallback on anything unexpected."""
-    fields = _fields(data)
-    oneof = ONEOFS.get(cls)
-    if oneof and len({number for number, _, _ in fields if number in oneof}) > 1:
-        raise _Fallback  # several members of a oneof: let betterproto2 decide
-    spec = _BY_NUMBER[cls]
+    table, known, oneof = _DECODERS[cls]
     message = cls()
     repeated: dict[str, list[Any]] = {}
-    for number, wire, value in fields:
-        if number not in spec:
-            continue  # unknown fields are skipped, as protobuf does
-        name, kind = spec[number]
-        if isinstance(kind, list):
-            repeated.setdefault(name, []).append(decode(_blob(value, wire), kind[0]))
-        elif kind == "strs":
-            repeated.setdefault(name, []).append(_text(value, wire))
-        elif kind == "timestamp":
-            setattr(message, name, _datetime(_blob(value, wire)))
-        elif isinstance(kind, type):
-            setattr(message, name, decode(_blob(value, wire), kind))
-        elif kind == "str":
-            setattr(message, name, _text(value, wire))
-        elif kind == "bytes":
-            setattr(message, name, _blob(value, wire))
-        elif kind == "bool":
-            setattr(message, name, _flag(value, wire))
-        elif kind == "double":
-            if wire != 1:
-                raise _Fallback
-            setattr(message, name, value)
-        else:
-            setattr(message, name, _signed(value, wire, 32 if kind == "int32" else 64))
-    for name, items in repeated.items():
-        setattr(message, name, items)
-    return message
-
-
-def _fields(data: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a message: bytes for length-delimited fields,
-    int for varints, float for 64-bit fields."""
-    out: list[tuple[int, int, Any]] = []
+    oneof_member = None
     pos, end = 0, len(data)
     while pos < end:
         key = data[pos]
@@ -231,11 +253,9 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
             pos += 1
         else:
             key, pos = _read_varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(data, pos)
-            out.append((number, wire, value))
-        elif wire == 2:
+        wire = key & 7
+        value: Any
+        if wire == 2:
             length = data[pos] if pos < end else 0x80
             if length < 0x80:
                 pos += 1
@@ -243,16 +263,55 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
                 length, pos = _read_varint(data, pos)
             if pos + length > end:
                 raise _Fallback
-            out.append((number, wire, data[pos : pos + length]))
+            value = data[pos : pos + length]
             pos += length
+        elif wire == 0:
+            if pos < end and data[pos] < 0x80:
+                value = data[pos]
+                pos += 1
+            else:
+                value, pos = _read_varint(data, pos)
         elif wire == 1:
             if pos + 8 > end:
                 raise _Fallback
-            out.append((number, wire, _DOUBLE.unpack_from(data, pos)[0]))
+            value = _DOUBLE.unpack_from(data, pos)[0]
             pos += 8
         else:
             raise _Fallback
-    return out
+        field = table.get(key)
+        if field is None:
+            if key >> 3 in known:
+                raise _Fallback  # a known field with another wire type
+            continue  # unknown fields are skipped, as protobuf does
+        if oneof is not None and key >> 3 in oneof:
+            if oneof_member is not None and oneof_member != key >> 3:
+                raise _Fallback  # several members of a oneof: let betterproto2 decide
+            oneof_member = key >> 3
+        name, kind, nested = field
+        if kind == _STR:
+            value = _text(value)
+        elif kind == _MESSAGE:
+            value = decode(value, nested)
+        elif kind in (_MESSAGES, _STRS):
+            item = decode(value, nested) if kind == _MESSAGES else _text(value)
+            items = repeated.get(name)
+            if items is None:
+                repeated[name] = [item]
+            else:
+                items.append(item)
+            continue
+        elif kind == _TIMESTAMP:
+            value = _datetime(value)
+        elif kind == _BOOL:
+            value = bool(value)
+        elif kind == _INT64:
+            value = _signed(value, 64)
+        elif kind == _INT32:
+            value = _signed(value, 32)
+        setattr(message, name, value)
+    for name, items in repeated.items():
+        setattr(message, name, items)
+    return message
 
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -276,11 +335,18 @@ def _timestamp(value: datetime.datetime) -> bytes:
 
 def _datetime(data: bytes) -> datetime.datetime:
     seconds = nanos = 0
-    for number, wire, value in _fields(data):
-        if number == 1:
-            seconds = _signed(value, wire, 64)
-        elif number == 2:
-            nanos = _signed(value, wire, 32)
+    pos, end = 0, len(data)
+    while pos < end:
+        key = data[pos]
+        pos += 1
+        if key == 0x08:  # field 1 (seconds), varint
+            seconds, pos = _read_varint(data, pos)
+            seconds = _signed(seconds, 64)
+        elif key == 0x10:  # field 2 (nanos), varint
+            nanos, pos = _read_varint(data, pos)
+            nanos = _signed(nanos, 32)
+        else:
+            raise _Fallback
     try:
         return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
     except OverflowError:
@@ -300,30 +366,14 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _text(value: Any, wire: int) -> str:
-    if wire != 2:
-        raise _Fallback
+def _text(value: bytes) -> str:
     try:
-        return bytes(value).decode()
+        return value.decode()
     except UnicodeDecodeError:
         raise _Fallback from None
 
 
-def _blob(value: Any, wire: int) -> bytes:
-    if wire != 2:
-        raise _Fallback
-    return bytes(value)
-
-
-def _flag(value: Any, wire: int) -> bool:
-    if wire != 0:
-        raise _Fallback
-    return bool(value)
-
-
-def _signed(value: Any, wire: int, bits: int) -> int:
-    if wire != 0:
-        raise _Fallback
+def _signed(value: int, bits: int) -> int:
     value &= (1 << bits) - 1
     return int(value - (1 << bits) if value >> (bits - 1) else value)
 
