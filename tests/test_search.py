@@ -248,6 +248,14 @@ async def test_highlights(c: GovcClient) -> None:
     assert "**args**" in parts.results[0].highlights[0]  # inside parse_args
     camel = await c.search(R, "port", highlight_length=60)
     assert "server**Port**" in camel.results[0].highlights[0]  # a part of serverPort
+    # Asked again (the texts are kept in memory now): the same snippets; a binary file has none.
+    again = await c.search(R, "lazy", highlight_length=30)
+    assert [r.highlights for r in again.results] == [r.highlights for r in response.results]
+    for _ in range(2):
+        binary = await c.search(R, "name:logo", highlight_length=30)
+        assert [(r.document.path, r.highlights) for r in binary.results if r.document] == [
+            ("assets/logo.png", [])
+        ]
 
 
 # ---- bad input ----

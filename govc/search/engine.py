@@ -1,10 +1,13 @@
-"""Running a full-text search: the index for ranking and highlights, the file times beside it,
-storage for `include_content`."""
+"""Running a full-text search: the index for ranking, the file times beside it, storage for the
+text of highlights and for `include_content`."""
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import tantivy
 
+from govc.cache import LruCache
 from govc.errors import NotFound
 from govc.repositories import Repositories
 from govc.repository import VersionControl
@@ -12,6 +15,11 @@ from govc.search import fulltext
 from govc.search.fulltext import Hit
 from govc.search.indexer import Indexer
 from govc.storage import Storage
+
+# Highlights need a hit's text: its blob decompressed and decoded. Texts are kept by blob id
+# (content-addressed: never stale), the small ones only, so a page shown again costs no reads.
+TEXTS_KEPT = 256
+TEXT_KEPT_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class SearchEngine:
         self._repositories = repositories
         self._vc = vc
         self._indexer = indexer
+        self._texts: LruCache[bytes, str] = LruCache(TEXTS_KEPT)  # "": binary
+        self._texts_lock = threading.Lock()
 
     def search(self, spec: SearchSpec) -> tuple[list[Found], int]:
         """One page of results and the total number of matches (blocking)."""
@@ -78,22 +88,42 @@ class SearchEngine:
         user_query: tantivy.Query,
         hits: list[Hit],
     ) -> list[Found]:
-        """Highlights (from the text stored in the index) and content (the blob's bytes, from
-        storage) of `hits`, as the request asks."""
+        """Highlights and content (the blob's bytes, from storage) of `hits`, as the request
+        asks."""
         highlights: list[list[str]] = [[] for _ in hits]
+        contents: list[bytes | None] = [None for _ in hits]
+        if hits and spec.include_content:
+            with self._storage.read() as txn:
+                contents = [self._blob(txn, spec.repo_id, hit) for hit in hits]
         if hits and spec.highlight_length > 0:
             highlighter = fulltext.Highlighter(
                 searcher, user_query, spec.query, spec.highlight_length
             )
-            highlights = [highlighter.snippets(hit) for hit in hits]
-        contents: list[bytes | None] = [None for _ in hits]
-        if hits and spec.include_content:
-            with self._storage.read() as txn:
-                contents = [
-                    self._vc.objects.read_kind(txn, spec.repo_id, bytes.fromhex(hit.hash), "blob")
-                    for hit in hits
-                ]
+            texts = self._texts_of(spec.repo_id, hits, contents)
+            highlights = [highlighter.snippets(text) for text in texts]
         return [Found(*found) for found in zip(hits, contents, highlights, strict=True)]
+
+    def _blob(self, txn: Any, repo_id: str, hit: Hit) -> bytes:
+        return self._vc.objects.read_kind(txn, repo_id, bytes.fromhex(hit.hash), "blob")
+
+    def _texts_of(self, repo_id: str, hits: list[Hit], contents: list[bytes | None]) -> list[str]:
+        """The text of each hit ("" for a binary file), from the kept texts or storage."""
+        oids = [bytes.fromhex(hit.hash) for hit in hits]
+        with self._texts_lock:
+            texts = [self._texts.get(oid) for oid in oids]
+        missing = [i for i, text in enumerate(texts) if text is None]
+        if missing:
+            with self._storage.read() as txn:
+                for i in missing:
+                    content = contents[i]
+                    if content is None:
+                        content = self._blob(txn, repo_id, hits[i])
+                    texts[i] = fulltext.file_text(content) or ""
+            with self._texts_lock:
+                for i in missing:
+                    if hits[i].size <= TEXT_KEPT_MAX_BYTES:
+                        self._texts.put(oids[i], texts[i] or "")
+        return [text or "" for text in texts]
 
     def _prepare(
         self, spec: SearchSpec

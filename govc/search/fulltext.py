@@ -13,11 +13,12 @@ branch's HEAD tree plus uncommitted changes). Fields, as the query language name
   `hash`; `size` (a fast field: `size:[0 TO 1000]`).
 
 Default fields for unprefixed terms: content, parts, name. Binary files (a NUL byte in their
-first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. The text is stored,
-for highlights; `include_content` returns the blob's exact bytes from storage. When a file last
-changed and who changed it are not in the index (a commit changes them for every file it
-touches, and re-indexing unchanged text for that would be wasted work): the indexer keeps them
-beside the index (`FileTime`), and sorting by date or filtering by time uses those.
+first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. The text is not
+stored in the index (storage has it: highlights and `include_content` read the blob), so a
+document the search loads is a few short fields. When a file last changed and who changed it
+are not in the index either (a commit changes them for every file it touches, and re-indexing
+unchanged text for that would be wasted work): the indexer keeps them beside the index
+(`FileTime`), and sorting by date or filtering by time uses those.
 """
 
 import logging
@@ -26,7 +27,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import tantivy
@@ -37,7 +38,7 @@ from govc.trees import file_extension, file_name
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the schema or the tokenizers change: the index is then rebuilt
+FORMAT = 4  # bump when the schema or the tokenizers change: the index is then rebuilt
 MAX_CONTENT_BYTES = 4 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
 DEFAULT_FIELDS = ["content", "parts", "name"]
@@ -66,8 +67,8 @@ def build_schema() -> tantivy.Schema:
     b.add_text_field("path", tokenizer_name=_PARTS)
     b.add_text_field("name", tokenizer_name=_PARTS)
     b.add_text_field("extension", stored=True, tokenizer_name="raw", index_option="basic")
-    # simple tokenizer, words up to 40 chars, lower case; stored, for highlights
-    b.add_text_field("content", stored=True, tokenizer_name="default")
+    # simple tokenizer, words up to 40 chars, lower case
+    b.add_text_field("content", tokenizer_name="default")
     b.add_text_field("parts", tokenizer_name=_PARTS)
     b.add_text_field("hash", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_text_field("content_type", stored=True, tokenizer_name="raw", index_option="basic")
@@ -158,7 +159,6 @@ class Hit:
     score: float
     modified_us: int  # from the FileTime beside the index
     author: str  # "" while uncommitted
-    document: tantivy.Document = field(compare=False, repr=False)  # as stored in the index
 
 
 def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
@@ -206,7 +206,6 @@ def hit_of(searcher: tantivy.Searcher, address: Any, score: float, times: Times)
         score=score,
         modified_us=time.modified_us if time else 0,
         author=(time.author or "") if time else "",
-        document=doc,
     )
 
 
@@ -295,10 +294,10 @@ class Highlighter:
         self._before = 2 * length
         self._after = max(8 * length, 2048)
 
-    def snippets(self, hit: Hit) -> list[str]:
-        """The best fragment for the query's words; failing that (a match on identifier parts
-        only, as `args` in `parseArgs`), the best fragment for its parts."""
-        text = hit.document.get_first("content")
+    def snippets(self, text: str | None) -> list[str]:
+        """The best fragment of a file's text (None for a binary file) for the query's words;
+        failing that (a match on identifier parts only, as `args` in `parseArgs`), the best
+        fragment for its parts."""
         if not text:
             return []
         window = self._window(text)
