@@ -236,21 +236,28 @@ class UploadSink:
         return self._size
 
     def write(self, data: bytes) -> None:
-        self._sha256.update(data)
-        if self._git is not None:
-            self._git.update(data)
         self._size += len(data)
         self._buffer += data
         # Keep more than a chunk back: a blob of exactly 1 MiB is stored whole, not chunked.
         while len(self._buffer) > CHUNK_SIZE:
-            with memoryview(self._buffer) as view:  # one copy of the chunk, not two
-                self._encoded.append(encode_chunk(view[:CHUNK_SIZE]))
+            # One copy of the chunk, not two; both views released before the buffer shrinks.
+            with memoryview(self._buffer) as view, view[:CHUNK_SIZE] as chunk:
+                self._hash(chunk)
+                self._encoded.append(encode_chunk(chunk))
             del self._buffer[:CHUNK_SIZE]
             if len(self._encoded) >= CHUNKS_PER_TRANSACTION:
                 self._flush()
 
+    def _hash(self, data: bytes | bytearray | memoryview) -> None:
+        # Whole chunks, not each message: hashing releases the GIL, and every release lets the
+        # event loop take it, after which this thread waits to get it back.
+        self._sha256.update(data)
+        if self._git is not None:
+            self._git.update(data)
+
     def finish(self) -> tuple[str, ObjectInfo, str]:
         """Name the blob; (git id, what is stored, SHA-256 hex of the content)."""
+        self._hash(self._buffer)
         sha256 = self._sha256.digest()
         if not self._marked and not self._encoded:
             blob_hash, info = self._store_whole(self._repo_id, bytes(self._buffer)).result()
