@@ -481,7 +481,12 @@ async def test_the_server_serves_while_it_catches_up(
     try:
         assert server.indexer is not None
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            health = await client.health()
+            # (It lists the repositories first: poll until it is held at the first.)
+            for _ in range(500):
+                health = await client.health()
+                if health.checks["search_catch_up"] != "comparing: 0 of 0":
+                    break
+                await asyncio.sleep(0.01)
             assert health.checks["search_catch_up"] == "comparing: 0 of 1"
             # The catch-up has not reached R: the search compares R itself, finds it out of
             # step, and waits for it to be indexed.
