@@ -454,6 +454,16 @@ async def test_restart_catches_up_on_missed_writes(
     assert not any("rebuilding" in m or "building it" in m for m in messages)
 
 
+async def _paths_after_start(data_dir: Path, clock: Clock, query: str) -> set[str]:
+    """What a server started on `data_dir` finds for `query` (then it stops)."""
+    server = await _serve(data_dir, clock)
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as client:
+            return await paths(client, query)
+    finally:
+        await server.stop()
+
+
 def _hold_catch_up(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Make the start-up catch-up stop at its first repository until the event is set (other
     threads, such as a search's own comparison, pass)."""
@@ -490,28 +500,19 @@ async def test_the_server_serves_while_it_catches_up(
             assert health.checks["search_catch_up"] == "comparing: 0 of 1"
             # The catch-up has not reached R: the search compares R itself, finds it out of
             # step, and waits for it to be indexed.
-            found = await client.search(R, "brown", limit=100)
-            assert {r.document.path for r in found.results if r.document} == {
-                "docs/guide.md",
-                "docs/notes.txt",
-            }
+            assert await paths(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
             release.set()
             for _ in range(500):
                 if server.indexer.catch_up_progress() is None:
                     break
                 await asyncio.sleep(0.01)
             assert (await client.health()).checks["search_catch_up"] == "done"
-            assert await _paths_of(client, "lazy") == {"docs/guide.md", "docs/notes.txt"}
+            assert await paths(client, "lazy") == {"docs/guide.md", "docs/notes.txt"}
     finally:
         release.set()
         await server.stop()
     messages = [record.getMessage() for record in caplog.records]
     assert "search index: catching up 1 repositories, dropping 1" in messages
-
-
-async def _paths_of(client: GovcClient, query: str) -> set[str]:
-    found = await client.search(R, query, limit=100)
-    return {r.document.path for r in found.results if r.document}
 
 
 async def test_stop_waits_for_a_catch_up_in_progress(
@@ -531,12 +532,10 @@ async def test_stop_waits_for_a_catch_up_in_progress(
     await asyncio.wait_for(stopping, 30)
     assert not any(t.name == "govc-index-catch-up" for t in threading.enumerate())
     monkeypatch.undo()
-    server = await _serve(data_dir, clock)
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            assert await _paths_of(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
-    finally:
-        await server.stop()
+    assert await _paths_after_start(data_dir, clock, "brown") == {
+        "docs/guide.md",
+        "docs/notes.txt",
+    }
 
 
 async def test_corrupt_index_is_rebuilt(
@@ -545,12 +544,10 @@ async def test_corrupt_index_is_rebuilt(
     await _build_corpus_and_stop(data_dir, clock)
     (data_dir / "search" / "meta.json").write_text("{ not json")
     caplog.set_level(logging.WARNING)
-    server = await _serve(data_dir, clock)
-    try:
-        async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            assert await paths(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
-    finally:
-        await server.stop()
+    assert await _paths_after_start(data_dir, clock, "brown") == {
+        "docs/guide.md",
+        "docs/notes.txt",
+    }
     assert any("rebuilding" in record.getMessage() for record in caplog.records)
 
 
