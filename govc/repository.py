@@ -155,12 +155,14 @@ class VersionControl:
                 for _ in range(n):
                     parents = self.objects.commit(txn, repo_id, commit_id).parents
                     if not parents:
-                        raise NotFound(f"{field} {rev!r}: the history is not that deep")
+                        raise NotFound(f"{field} {rev!r:.80}: the history is not that deep")
                     commit_id = parents[0]
             elif n > 0:
                 parents = self.objects.commit(txn, repo_id, commit_id).parents
                 if len(parents) < n:
-                    raise NotFound(f"{field} {rev!r}: commit {commit_id[:12]} has no parent {n}")
+                    raise NotFound(
+                        f"{field} {rev!r:.80}: commit {commit_id[:12]} has no parent {n}"
+                    )
                 commit_id = parents[n - 1]
         return commit_id
 
@@ -181,7 +183,7 @@ class VersionControl:
                 raise InvalidArgument(
                     f"{field} {base!r} is ambiguous: {len(matches)} commits match"
                 )
-        raise NotFound(f"{field} {base!r} is not a branch or commit of repository {repo_id!r}")
+        raise NotFound(f"{field} {base!r:.80} is not a branch or commit of repository {repo_id!r}")
 
     def _commits_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[str]:
         store = self.objects.store

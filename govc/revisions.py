@@ -6,6 +6,7 @@ import re
 from govc.errors import InvalidArgument
 
 _SUFFIX = re.compile(r"([~^])(\d*)")
+MAX_COUNT_DIGITS = 9  # `~N` / `^N`: no history is deeper than that
 _HEX = re.compile(r"[0-9a-f]{4,40}")
 
 
@@ -24,6 +25,10 @@ def split_revision(rev: str, field: str = "revision") -> tuple[str, list[tuple[s
         if not match:
             raise InvalidArgument(f"{field} {rev!r:.80} is not a valid revision")
         op, digits = match.group(1), match.group(2)
+        if len(digits) > MAX_COUNT_DIGITS:
+            raise InvalidArgument(
+                f"{field} {rev!r:.80}: {op}N counts have at most {MAX_COUNT_DIGITS} digits"
+            )
         steps.append((op, int(digits) if digits else 1))
         pos = match.end()
     return base, steps

@@ -209,6 +209,11 @@ async def test_revisions(c: GovcClient, clock: Clock) -> None:
     assert (await error(c.get_commit(R, "HEAD~x"))).status == Status.INVALID_ARGUMENT
     assert (await error(c.get_commit(R, ""))).status == Status.INVALID_ARGUMENT
     assert (await error(c.get_commit(R, "0000000"))).status == Status.NOT_FOUND
+    assert (await error(c.get_commit(R, "HEAD~999999999"))).status == Status.NOT_FOUND
+    # A count too long for any history (and for Python's int()): named, not INTERNAL.
+    huge = await error(c.get_commit(R, "HEAD~" + "9" * 5000))
+    assert huge.status == Status.INVALID_ARGUMENT and "at most 9 digits" in huge.message
+    assert len(huge.message) < 200  # the revision is not echoed whole
     log = await c.list_commits(R, limit=2, offset=1)
     assert [x.hash for x in log.commits] == [hashes[2], hashes[1]] and log.total == 4
 

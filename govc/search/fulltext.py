@@ -249,6 +249,9 @@ def search_page(
     """One page of hits in `sort` order (score: best first, ties in index order; path: A to Z;
     size: largest first; date: newest first; ties then by path) and the total before paging."""
     if sort == "score" and min_score <= 0:
+        if offset >= searcher.num_docs:
+            # Past every document: tantivy would reserve room for offset + limit hits first.
+            return [], _count(_search(searcher, query, limit=1, count=True))
         result = _search(searcher, query, limit=limit, offset=offset, count=True)
         return [hit_of(searcher, a, s, times) for s, a in result.hits], _count(result)
     matches = scored_matches(searcher, query, min_score)

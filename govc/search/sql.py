@@ -9,6 +9,7 @@ handler, and a row cap.
 """
 
 import datetime
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ class SqlEngine:
         """Run one read-only SELECT (blocking; call from a worker thread)."""
         if not sql.strip():
             raise InvalidArgument("sql_query is required")
+        if _first_word(sql).upper() == "EXPLAIN":  # read-only, but not a SELECT
+            raise InvalidArgument("sql_query: only SELECT statements are allowed, not EXPLAIN")
         db = sqlite3.connect(":memory:", check_same_thread=False)
         try:
             db.executescript(SCHEMA)
@@ -262,6 +265,15 @@ def _columns_read(db: sqlite3.Connection, sql: str) -> dict[str, set[str]] | Non
     finally:
         db.set_authorizer(None)
     return reads
+
+
+# Blanks and comments, then the first word.
+_FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*(\w*)", re.DOTALL)
+
+
+def _first_word(sql: str) -> str:
+    match = _FIRST_WORD.match(sql)
+    return match.group(1) if match else ""
 
 
 def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
