@@ -141,9 +141,16 @@ class Commit:
         return self.message.split("\n", 1)[0]
 
 
+# What git counts as whitespace when it cleans a message: not \v, \f or Unicode spaces.
+GIT_SPACE = " \t\r\n"
+
+
 def clean_message(message: str) -> str:
-    """git's default message cleanup: trailing spaces and outer blank lines go, one final \\n."""
-    lines = [line.rstrip() for line in message.replace("\r\n", "\n").split("\n")]
+    """git's default message cleanup: trailing spaces and outer blank lines go, one final \\n.
+    A NUL is refused: git's fsck rejects a commit that holds one."""
+    if "\0" in message:
+        raise InvalidArgument("message must not contain a NUL character")
+    lines = [line.rstrip(GIT_SPACE) for line in message.split("\n")]
     cleaned: list[str] = []
     for line in lines:
         if not line and (not cleaned or not cleaned[-1]):

@@ -24,7 +24,8 @@ _BRANCH_FORBIDDEN = set(" ~^:?*[\\\x7f")
 
 
 def validate_path(value: str, field: str = "path") -> str:
-    """A relative POSIX path of UTF-8 segments, no empty/`.`/`..`/`.git` segment, no NUL."""
+    """A relative POSIX path of UTF-8 segments, no empty/`.`/`..` segment, none that a file system
+    reads as `.git`, no NUL."""
     if not value:
         raise InvalidArgument(f"{field} is required")
     if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
@@ -40,11 +41,28 @@ def validate_path(value: str, field: str = "path") -> str:
     for segment in value.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidArgument(f"{field} {value!r:.80} has an empty, '.' or '..' segment")
-        if segment.lower() == ".git":
-            raise InvalidArgument(f"{field} {value!r:.80} contains a .git segment")
+        if _is_dotgit(segment):
+            raise InvalidArgument(
+                f"{field} {value!r:.80} contains a .git segment ({segment!r:.40} is .git on "
+                "some file systems)"
+            )
         if len(segment.encode()) > 255:
             raise InvalidArgument(f"{field} {value!r:.80} has a segment over 255 bytes")
     return value
+
+
+# Names that git's fsck reports as `.git` (hasDotgit), as file systems read them: HFS+ ignores
+# these code points and case; NTFS ignores case, trailing dots and spaces, reads `git~1` as the
+# short name of `.git`, and `:` or `\\` end the name.
+_HFS_IGNORABLE = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
+_NTFS_DOTGIT = re.compile(r"(?:\.git|git~1)[. ]*(?:[:\\].*)?", re.IGNORECASE | re.DOTALL)
+
+
+def _is_dotgit(segment: str) -> bool:
+    hfs = segment.translate(_HFS_IGNORABLE)
+    return hfs.lower() == ".git" or _NTFS_DOTGIT.fullmatch(segment) is not None
 
 
 def validate_branch_name(value: str, field: str = "name") -> str:

@@ -26,6 +26,9 @@ async def build_history(c: GovcClient, repo: str) -> None:
     await c.create_repository(repo)
     await c.add_file(repo, "README.md", b"# r\n")
     await c.add_file(repo, "src/a/b.py", b"b = 1\n")
+    # Names close to .git that are not .git on any file system (fsck --strict accepts them).
+    for near in (".gitignore", ".github/ci.yml", "git~10/x", "notes/.git.bak", "x/.git-y"):
+        await c.add_file(repo, near, b"near\n")
     await c.commit(repo, "one", author="Ada <ada@example.com>")
     await c.create_branch(repo, "feature")
     await c.add_file(repo, "src/main.py", b"main\n")

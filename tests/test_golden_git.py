@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
-from govc.client import GovcClient
+import pytest
+from grpclib.const import Status
+
+from govc.client import GovcClient, GovcRpcError
 from tests.conftest import Clock
 from tests.gitoracle import Git
 
@@ -91,3 +94,39 @@ async def test_history_with_branch_and_merge_matches_git(
     assert log.total == 5 and base in {x.hash for x in log.commits}
     status = await c.status("golden")
     assert status.status_entries == [] and status.current_branch == "main"
+
+
+MESSAGES = [
+    "plain",
+    "  leading blanks and trailing ones \t ",
+    "\n\nsubject\n\n\n\nbody after blank lines\n\n",
+    "windows\r\nline ends\r\n",
+    "a lone \r inside",
+    "no-break space at the end\u00a0",
+    "form feed at the end\f",
+    "vertical tab at the end\v",
+    "line separator at the end\u2028",
+    "\u00a0",
+    "# not a comment for git commit -m",
+]
+
+
+async def test_commit_messages_are_cleaned_as_git_cleans_them(
+    tmp_path: Path, client: GovcClient, clock: Clock
+) -> None:
+    c = client
+    await c.create_repository("messages")
+    git = Git(tmp_path / "oracle")
+    author = f"{ADA[0]} <{ADA[1]}>"
+    clock.now = 1_700_000_000
+    for n, message in enumerate(MESSAGES):
+        content = f"version {n}\n".encode()
+        await c.add_file("messages", "a.txt", content)
+        git.write("a.txt", content)
+        git.run("add", "a.txt")
+        ours = await c.commit("messages", message, author=author)
+        git.run("commit", "-q", "-m", message, when=1_700_000_000, who=ADA)
+        assert ours.hash == git.run("rev-parse", "HEAD").strip(), repr(message)
+    with pytest.raises(GovcRpcError) as refused:
+        await c.commit("messages", "nul\0inside", author=author)
+    assert refused.value.status == Status.INVALID_ARGUMENT and "NUL" in refused.value.message
