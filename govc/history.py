@@ -94,7 +94,11 @@ class History:
             for facts in self.commits(txn, repo_id, [head]).values():
                 commit = facts.commit
                 for path, _, _ in facts.changes:
-                    if path in committed and path not in times:
+                    if (
+                        path in committed
+                        and path not in times
+                        and self._changed_by(txn, repo_id, commit, path)
+                    ):
                         times[path] = FileTime(
                             commit.committer.time * 1_000_000, commit.author.identity
                         )
@@ -104,3 +108,14 @@ class History:
             if path not in times:
                 times[path] = FileTime(entry.modified_us, None)
         return times
+
+    def _changed_by(self, txn: Any, repo_id: str, commit: Commit, path: str) -> bool:
+        """Whether `commit` changed `path`, which differs from its first parent: as `git log`
+        (and ReadFile) see it, a merge changed a path only if it differs from every parent, not
+        when it brought the version of another parent."""
+        objects = self._vc.objects
+        mine = objects.lookup(txn, repo_id, commit.tree, path)
+        return all(
+            objects.lookup(txn, repo_id, objects.commit(txn, repo_id, parent).tree, path) != mine
+            for parent in commit.parents[1:]
+        )

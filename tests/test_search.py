@@ -308,6 +308,43 @@ async def test_batch_writes_are_searchable(c: GovcClient) -> None:
     assert await paths(c, "okapi") == {"batch/one.txt", "batch/two.txt"}
 
 
+async def test_a_file_a_merge_brings_keeps_the_time_of_its_own_commit(
+    client: GovcClient, clock: Clock
+) -> None:
+    """As `git log -1 -- a.txt` says: the feature commit changed a.txt, not the merge that brought
+    it; ReadFile, search, aggregation by author and SQL all agree."""
+    c, repo = client, "merged"
+    await c.create_repository(repo)
+    await c.add_file(repo, "a.txt", b"needle a1\n")
+    await c.add_file(repo, "b.txt", b"needle b1\n")
+    clock.now = T1
+    await c.commit(repo, "base", author=ADA)
+    await c.create_branch(repo, "feature")
+    await c.checkout_branch(repo, "feature")
+    await c.add_file(repo, "a.txt", b"needle a2\n")
+    clock.now = T1 + 10
+    await c.commit(repo, "feature edits a", author=BOB)
+    await c.checkout_branch(repo, "main")
+    await c.add_file(repo, "b.txt", b"needle b2\n")
+    clock.now = T1 + 20
+    await c.commit(repo, "main edits b", author=ADA)
+    clock.now = T1 + 30
+    assert not (await c.merge_branch(repo, "feature")).conflicts
+
+    read = await c.read_file(repo, "a.txt")
+    assert read.last_modified is not None and read.last_modified.timestamp() == T1 + 10
+    found = await c.search(repo, "needle", sort_by="path")
+    assert [
+        (r.document.path, r.document.last_modified.timestamp())
+        for r in found.results
+        if r.document and r.document.last_modified
+    ] == [("a.txt", T1 + 10), ("b.txt", T1 + 20)]
+    by_author = await c.search_with_aggregation(repo, "needle", ["author"])
+    assert sorted((g.group_value, g.count) for g in by_author.groups) == [(ADA, 1), (BOB, 1)]
+    rows = await c.execute_sql(repo, "SELECT last_modified FROM files WHERE path = 'a.txt'")
+    assert [dict(r.fields) for r in rows.rows] == [{"last_modified": "2023-11-14T22:13:30Z"}]
+
+
 async def test_checkout_changes_results(c: GovcClient, clock: Clock) -> None:
     await c.add_file(R, "README.md", UNCOMMITTED["README.md"])
     await c.commit(R, "readme")
