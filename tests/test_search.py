@@ -249,6 +249,11 @@ async def test_highlights(c: GovcClient) -> None:
         snippet = result.highlights[0]
         assert "**lazy**" in snippet
         assert len(snippet.replace("**", "")) <= 30
+    # A limit shorter than the matched word: the word is cut, the limit holds.
+    for length in (1, 3):
+        tiny = await c.search(R, "lazy", highlight_length=length)
+        for result in tiny.results:
+            assert result.highlights == ["**" + "lazy"[:length] + "**"], result
     parts = await c.search(R, "args", highlight_length=60, file_types=["py"])
     assert "**args**" in parts.results[0].highlights[0]  # inside parse_args
     camel = await c.search(R, "port", highlight_length=60)

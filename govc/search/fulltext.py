@@ -294,6 +294,7 @@ class Highlighter:
             generator.set_max_num_chars(length)
             self._generators.append(generator)
         self._words = _query_words(query_text)
+        self._length = length
         self._before = 2 * length
         self._after = max(8 * length, 2048)
 
@@ -310,7 +311,7 @@ class Highlighter:
             for generator, field_name in zip(self._generators, ("content", "parts"), strict=True):
                 doc = tantivy.Document()
                 doc.add_text(field_name, candidate)
-                marked = _marked(generator.snippet_from_doc(doc))
+                marked = _marked(generator.snippet_from_doc(doc), self._length)
                 if marked is not None:
                     return [marked]
         return []
@@ -357,17 +358,29 @@ def _query_words(query_text: str) -> list[str]:
 _WORD = re.compile(r"[^\W_]+")
 
 
-def _marked(snippet: tantivy.Snippet) -> str | None:
-    """The fragment with every highlighted range marked `**…**`; None when nothing in it is."""
+def _marked(snippet: tantivy.Snippet, length: int) -> str | None:
+    """The fragment, at most `length` characters besides the marks, with every highlighted range
+    marked `**…**`; None when nothing in it is."""
     fragment = snippet.fragment()
-    ranges = [(r.start, r.end) for r in snippet.highlighted()]
+    ranges = sorted((r.start, r.end) for r in snippet.highlighted())
     if not fragment or not ranges:
         return None
     encoded = fragment.encode()  # tantivy's ranges are byte offsets
+    if len(fragment) > length:
+        # tantivy keeps a matched word whole even when it is longer than the limit: keep
+        # `length` characters from the first match.
+        first = ranges[0][0]
+        kept = encoded[first:].decode(errors="ignore")[:length].encode()
+        encoded = kept
+        ranges = [
+            (max(start - first, 0), min(end - first, len(kept)))
+            for start, end in ranges
+            if start - first < len(kept)
+        ]
     out: list[bytes] = []
     position = 0
     mark = HIGHLIGHT_MARK.encode()
-    for start, end in sorted(ranges):
+    for start, end in ranges:
         out += [encoded[position:start], mark, encoded[start:end], mark]
         position = end
     out.append(encoded[position:])
