@@ -313,7 +313,14 @@ class VersionControl:
                 or self._worktree.has_prefix(txn, repo_id, target + "/")
             ):
                 raise AlreadyExists(f"to_path {target!r} already exists")
-            moves = [(p, target + p[len(source) :]) for p in paths]
+            # A directory moves whole, as on disk: its untracked files go with it.
+            tracked = set(paths)
+            untracked = [
+                p
+                for p in self._worktree.under(txn, repo_id, source)
+                if p != source and p not in tracked
+            ]
+            moves = [(p, target + p[len(source) :]) for p in [*paths, *untracked]]
             entries = [
                 (self._index.get(txn, repo_id, old), self._worktree.get(txn, repo_id, old))
                 for old, _ in moves

@@ -138,11 +138,15 @@ class Model:
             raise ModelError(NotFound)
         if any(under(p, target) for p in self.index.keys() | self.work.keys()):
             raise ModelError(AlreadyExists)
+        # A directory moves whole, as on disk: its untracked files go with it.
+        untracked = [p for p in self.work if under(p, source) and p != source and p not in paths]
         for p in paths:
             new = target + p[len(source) :]
             self.index[new] = self.index.pop(p)
             if p in self.work:
                 self.work[new] = self.work.pop(p)
+        for p in untracked:
+            self.work[target + p[len(source) :]] = self.work.pop(p)
 
     def commit_tree(self, files: list[str]) -> tuple[Files, Files]:
         """(tree to commit, index afterwards) for `git commit [-- files]`."""

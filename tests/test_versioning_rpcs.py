@@ -167,16 +167,20 @@ async def test_move_and_remove(c: GovcClient) -> None:
     await c.commit(R, "base")
     await c.move_file(R, "z.txt", "w.txt")
     assert (await c.read_file(R, "w.txt")).content == b"z\n"
+    await c.write_file(R, "d/untracked.txt", b"u\n")  # moves with its directory, as git mv does
     await c.move_file(R, "d", "e")
     status = await c.status(R)
     assert status.status_entries == [
         "D  d/x.txt",
         "D  d/y.txt",
+        "?? e/untracked.txt",
         "A  e/x.txt",
         "A  e/y.txt",
         "A  w.txt",
         "D  z.txt",
     ]
+    assert (await c.read_file(R, "e/untracked.txt")).content == b"u\n"
+    assert (await error(c.read_file(R, "d/untracked.txt"))).status == Status.NOT_FOUND
     err = await error(c.move_file(R, "e/x.txt", "w.txt"))
     assert err.status == Status.ALREADY_EXISTS and "w.txt" in err.message
     err = await error(c.move_file(R, "nope.txt", "n.txt"))
