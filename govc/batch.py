@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from govc.errors import GovcError, InvalidArgument, NotFound
+from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
 from govc.objects import DIR_MODE, parse_author, validate_object_id
 from govc.repository import CommitInfo, VersionControl
 from govc.storage.objects import prepare_blob
@@ -58,6 +58,8 @@ def parse_operation(op_id: str, op_type: str, raw_params: bytes) -> Operation:
             decoded = json.loads(raw_params)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             error = f"params is not valid JSON: {exc}"
+        except RecursionError:
+            error = "params is nested too deeply"
         else:
             if isinstance(decoded, dict):
                 params = decoded
@@ -107,6 +109,10 @@ class Params:
             return default
         if not isinstance(value, str):
             raise InvalidArgument(f"params.{name} must be a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON's \\ud800 escapes decode to lone surrogates
+            raise InvalidArgument(f"params.{name} is not valid Unicode text") from None
         return value
 
     def integer(self, name: str, default: int = 0) -> int:
@@ -125,6 +131,11 @@ class Params:
         value = self._params.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"params.{name} must be a list of strings")
+        for item in value:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"params.{name} is not valid Unicode text") from None
         return value
 
     def content(self) -> bytes:
@@ -140,12 +151,31 @@ class Params:
         return validate_path(value, f"params.{name}") if value or required else ""
 
 
+class ResponseBudget:
+    """How much file content one call may still return (the response is one message)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, fields: dict[str, Any], field: str) -> dict[str, Any]:
+        size = len(fields.get("content", "")) + len(fields.get("content_b64", ""))
+        if size > self.left:
+            raise ResourceExhausted(
+                f"{field}: its content ({size} bytes as JSON) would take this call's response "
+                f"over the {self.limit}-byte message limit; read it with StreamBlob or ReadFile"
+            )
+        self.left -= size
+        return fields
+
+
 class BatchExecutor:
     """Runs one parsed operation inside a given transaction."""
 
-    def __init__(self, vc: VersionControl) -> None:
+    def __init__(self, vc: VersionControl, max_response_bytes: int) -> None:
         self._vc = vc
-        self._handlers: dict[str, Callable[[Any, str, Params], dict[str, Any]]] = {
+        self.max_response_bytes = max_response_bytes
+        self._handlers: dict[str, Callable[[Any, str, Params, ResponseBudget], dict[str, Any]]] = {
             "store_blob": self._store_blob,
             "get_blob": self._get_blob,
             "write": self._write,
@@ -158,54 +188,57 @@ class BatchExecutor:
             "query": self._query,
         }
 
-    def execute(self, txn: Any, repo_id: str, op: Operation) -> dict[str, Any]:
+    def execute(
+        self, txn: Any, repo_id: str, op: Operation, budget: ResponseBudget
+    ) -> dict[str, Any]:
         if op.error:
             raise InvalidArgument(op.error)
-        return self._handlers[op.type](txn, repo_id, Params(op.params))
+        return self._handlers[op.type](txn, repo_id, Params(op.params), budget)
 
-    def _store_blob(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _store_blob(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         prepared = prepare_blob(p.content())
         self._vc.objects.store.put_prepared(txn, repo_id, prepared)
         return {"hash": prepared.hex, "size": prepared.size}
 
-    def _get_blob(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _get_blob(
+        self, txn: Any, repo_id: str, p: Params, budget: ResponseBudget
+    ) -> dict[str, Any]:
         hex_id = p.text("hash")
         oid = validate_object_id(hex_id, "params.hash")
         content = self._vc.objects.read_kind(txn, repo_id, oid, "blob")
-        return {"hash": hex_id, "size": len(content), **_content_fields(content)}
+        fields = budget.take(_content_fields(content), "params.hash")
+        return {"hash": hex_id, "size": len(content), **fields}
 
-    def _write(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _write(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         path = p.path()
         prepared = prepare_blob(p.content())
         self._vc.write_file_op(repo_id, path, prepared, p.flag("stage", True))(txn)
         return {"path": path, "hash": prepared.hex, "size": prepared.size}
 
-    def _read(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _read(self, txn: Any, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
         path = p.path()
-        found = self._vc.read_file_op(repo_id, path, p.text("ref", required=False))(txn)
-        return {
-            "path": path,
-            "hash": found.oid.hex(),
-            "size": len(found.content),
-            **_content_fields(found.content),
-        }
+        found = self._vc.read_file_op(repo_id, path, p.text("ref", required=False), "params.ref")(
+            txn
+        )
+        fields = budget.take(_content_fields(found.content), "params.path")
+        return {"path": path, "hash": found.oid.hex(), "size": len(found.content), **fields}
 
-    def _delete(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _delete(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         path = p.path()
         self._vc.remove_file_op(repo_id, path)(txn)
         return {"path": path}
 
-    def _commit(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         author = parse_author(p.text("author", required=False), *self._vc.identity)
         files = [validate_path(f, "params.files") for f in p.strings("files")]
         info = self._vc.commit_op(repo_id, p.text("message"), author, files)(txn)
         fields = _commit_fields(info)
         return {k: fields[k] for k in ("hash", "message", "author", "timestamp")}
 
-    def _get_commit(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _get_commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         return _commit_fields(self._vc.get_commit_op(repo_id, p.text("hash"))(txn))
 
-    def _list_commits(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _list_commits(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         offset = p.integer("offset")
         if offset < 0:
             raise InvalidArgument("params.offset must not be negative")
@@ -218,7 +251,7 @@ class BatchExecutor:
         )(txn)
         return {"commits": [_commit_fields(c) for c in commits], "total": total}
 
-    def _get_tree(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _get_tree(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         vc = self._vc
         commit_id = vc.resolve(txn, repo_id, p.text("ref", required=False) or "HEAD", "params.ref")
         tree = bytes.fromhex(vc.objects.commit(txn, repo_id, commit_id).tree)
@@ -242,7 +275,7 @@ class BatchExecutor:
             )
         return {"entries": entries}
 
-    def _query(self, txn: Any, repo_id: str, p: Params) -> dict[str, Any]:
+    def _query(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         if "sql" in p._params:
             raise InvalidArgument(
                 "params.sql: SQL queries are not served by this version; use pattern"
@@ -282,13 +315,14 @@ def run_operations(
 
     def op(txn: Any) -> list[OperationResult]:
         results: list[OperationResult] = []
+        budget = ResponseBudget(executor.max_response_bytes)
         for index, operation in enumerate(ops):
             try:
                 if transaction or nested is None:
-                    value = executor.execute(txn, repo_id, operation)
+                    value = executor.execute(txn, repo_id, operation, budget)
                 else:
                     with nested(txn) as child:
-                        value = executor.execute(child, repo_id, operation)
+                        value = executor.execute(child, repo_id, operation, budget)
             except GovcError as exc:
                 if not transaction:
                     results.append(OperationResult(operation.id, False, error=exc.message))

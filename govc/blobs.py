@@ -108,6 +108,13 @@ class Blobs:
 
         def op(txn: Any) -> ObjectInfo:
             self._repositories.require(txn, repo_id)
+            if (
+                prepared.base is not None
+                and self._objects.info(txn, repo_id, prepared.base) is None
+            ):
+                # Its base was read from a repository deleted since (and maybe created again
+                # under its id): stored, the delta could never be read.
+                raise NotFound(f"repository {repo_id!r} was deleted while the blob was stored")
             info = self._objects.put_prepared(txn, repo_id, prepared)
             if 0 < prepared.size <= MAX_DELTA_SIZE:
                 key = repo_id.encode()

@@ -232,10 +232,14 @@ class VersionControl:
     def read_file(self, repo_id: str, path: str, rev: str) -> FileContent:
         return self._read(repo_id, self.read_file_op(repo_id, path, rev))
 
-    def read_file_op(self, repo_id: str, path: str, rev: str) -> Callable[[Any], FileContent]:
+    def read_file_op(
+        self, repo_id: str, path: str, rev: str, field: str = "commit"
+    ) -> Callable[[Any], FileContent]:
+        """(`field` names `rev` in errors.)"""
+
         def op(txn: Any) -> FileContent:
             if rev:
-                commit_id = self.resolve(txn, repo_id, rev, "commit")
+                commit_id = self.resolve(txn, repo_id, rev, field)
                 found = self.objects.lookup(
                     txn, repo_id, self.objects.commit(txn, repo_id, commit_id).tree, path
                 )

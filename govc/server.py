@@ -163,7 +163,13 @@ class GovcServer:
             RepositoryService(repositories, durable, changed),
             BlobService(blobs, durable, config.max_message_bytes),
             VersioningService(vc, durable, changed),
-            BatchService(storage, repositories, BatchExecutor(vc), durable, changed),
+            BatchService(
+                storage,
+                repositories,
+                BatchExecutor(vc, config.max_message_bytes),
+                durable,
+                changed,
+            ),
             StreamingService(blobs, repositories, config.max_upload_bytes),
             SearchService(
                 SqlEngine(storage, vc, history),

@@ -1,6 +1,7 @@
 """BatchOperations over a real server: every operation type, transactions, parallel, limits."""
 
 import base64
+from pathlib import Path
 
 import pytest
 from grpclib.const import Status
@@ -8,6 +9,10 @@ from grpclib.const import Status
 from generated.govc import BatchOperation, BatchOperationsRequest
 from govc.client import GovcClient, GovcRpcError
 from govc.objects import blob_id
+from govc.repositories import Repositories
+from govc.server import GovcServer, ServerConfig
+
+MiB = 1024 * 1024
 
 R = "batch"
 
@@ -196,3 +201,63 @@ async def test_limits_and_call_errors(c: GovcClient) -> None:
 async def test_empty_batch(c: GovcClient) -> None:
     outcome = await c.batch(R).run()
     assert outcome.success and outcome.results == []
+
+
+async def test_params_that_are_not_text_fail_alone(c: GovcClient) -> None:
+    """JSON escapes of lone surrogates decode to str that UTF-8 cannot hold, and JSON can nest
+    deeper than the decoder goes: each is that operation's error, not INTERNAL for the call."""
+    surrogate = b'"\\ud800"'
+    ops = [
+        BatchOperation(id="ok", type="store_blob", params=b'{"content": "fine"}'),
+        BatchOperation(id="blob", type="store_blob", params=b'{"content": ' + surrogate + b"}"),
+        BatchOperation(
+            id="write", type="write", params=b'{"path": "a.txt", "content": ' + surrogate + b"}"
+        ),
+        BatchOperation(id="files", type="commit", params=b'{"message": "m", "files": ["\\udfff"]}'),
+        BatchOperation(
+            id="deep", type="store_blob", params=b'{"content": ' + b"[" * 100_000 + b"]" * 100_000
+        ),
+    ]
+    response = await c.stub.batch_operations(
+        BatchOperationsRequest(repository_id=R, operations=ops)
+    )
+    errors = {r.id: r.error for r in response.results}
+    assert [r.success for r in response.results] == [True, False, False, False, False]
+    assert errors["blob"] == errors["write"] == "params.content is not valid Unicode text"
+    assert errors["files"] == "params.files is not valid Unicode text"
+    assert errors["deep"] == "params is nested too deeply"
+
+
+async def test_returned_content_is_bounded_by_the_message_limit(tmp_path: Path) -> None:
+    server = GovcServer(
+        ServerConfig(data_dir=str(tmp_path / "small"), grpc_port=0, max_message_bytes=MiB)
+    )
+    await server.start()
+    try:
+        async with GovcClient(f"127.0.0.1:{server.port}") as c:
+            await c.create_repository(R)
+            blob = (await c.store_blob(R, b"x" * 400_000)).hash
+            outcome = await c.batch(R).get_blob(blob).get_blob(blob).get_blob(blob).run()
+            # Two fit in a 1 MiB response, the third would not: it alone fails, and says so.
+            assert [r.success for r in outcome.results] == [True, True, False]
+            assert "message limit" in outcome.results[2].error
+            assert "StreamBlob" in outcome.results[2].error
+    finally:
+        await server.stop()
+
+
+async def test_a_batch_into_a_repository_deleted_meanwhile_writes_nothing(
+    c: GovcClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call's first check passed, then the repository was deleted: the batch's own
+    transaction finds it gone, and a repository created again under its id starts empty."""
+    await c.delete_repository(R)
+    monkeypatch.setattr(Repositories, "get", lambda self, repo_id: None)  # the first check
+    for transaction in (True, False):
+        with pytest.raises(GovcRpcError) as info:
+            await c.batch(R, transaction=transaction).write("a.txt", "x").commit("m").run()
+        assert info.value.status == Status.NOT_FOUND
+    monkeypatch.undo()
+    await c.create_repository(R)
+    assert (await c.list_commits(R)).total == 0
+    assert (await c.status(R)).status_entries == []

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from grpclib.const import Status
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
 
 from generated.govc import StoreBlobRequest
 from govc.blobs import Blobs
@@ -223,3 +225,32 @@ async def test_blob_over_the_message_limit_is_not_sent_whole(
         await asyncio.wrap_future(blobs.store("big", blobs.prepare(content)))
         err = await _error(c.get_blob("big", blob_id(content)))
         assert err.status == Status.RESOURCE_EXHAUSTED and "StreamBlob" in err.message
+
+
+class _RawCodec:
+    """Sends and receives bytes as they are (to put what no generated client would on the wire)."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: bytes, message_type: object) -> bytes:
+        return message
+
+    def decode(self, data: bytes, message_type: object) -> bytes:
+        return data
+
+
+async def test_a_request_that_does_not_decode_is_invalid_argument(server: GovcServer) -> None:
+    # Field 1 (repository_id, a string) holding bytes that are not UTF-8.
+    bad_utf8 = b"\x0a\x02\xff\xfe" + b"\x12\x01x"
+    channel = Channel("127.0.0.1", server.port, codec=_RawCodec())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(GRPCError) as info:
+            async with channel.request(
+                "/govc.GoVCService/StoreBlob", Cardinality.UNARY_UNARY, bytes, bytes
+            ) as stream:
+                await stream.send_message(bad_utf8, end=True)
+                await stream.recv_message()
+        assert info.value.status == Status.INVALID_ARGUMENT, info.value
+        assert "StoreBlobRequest" in (info.value.message or "")
+    finally:
+        channel.close()

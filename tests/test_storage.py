@@ -191,6 +191,26 @@ def test_delta_chains_are_bounded(storage: Storage) -> None:
             assert info.stored_size < len(content) * 0.05
 
 
+def test_a_delta_whose_base_went_with_its_repository_is_not_stored(storage: Storage) -> None:
+    """Prepared against a repository that was then deleted and created again under its id: the
+    delta's base is not there, so storing it would leave a blob nobody can read."""
+    repos, blobs = _repo(storage, "d")
+    base = _text(2000)
+    blobs.store_delta_candidate("d", blobs.prepare_with_delta("d", base, True)).result()
+    edited = base.replace(b"line 5 ", b"LINE 5 ", 1)
+    prepared = blobs.prepare_with_delta("d", edited, True)
+    assert prepared.encoding == DELTA
+    repos.delete("d").result()
+    repos.create("d", "", "", {}).result()
+    with pytest.raises(NotFound, match="deleted while the blob was stored"):
+        blobs.store_delta_candidate("d", prepared).result()
+    with pytest.raises(NotFound):
+        blobs.read("d", prepared.oid)
+    # Prepared again against the new repository, it is stored whole and reads back.
+    blobs.store_delta_candidate("d", blobs.prepare_with_delta("d", edited, True)).result()
+    assert blobs.read("d", prepared.oid)[0] == edited
+
+
 def test_delete_repository_removes_objects_and_chunks(storage: Storage) -> None:
     repos, blobs = _repo(storage, "gone")
     _, other = _repo(storage, "kept")

@@ -80,16 +80,30 @@ class BatchService:
     ) -> list[OperationResult]:
         if all(op.read_only or op.error for op in ops):
             runner = run_operations(self._executor, repo_id, ops, transaction, None)
-            return await asyncio.to_thread(self._read_only, runner)
+            return await asyncio.to_thread(self._read_only, self._guarded(repo_id, runner))
         runner = run_operations(self._executor, repo_id, ops, transaction, self._storage.nested)
-        results = await self._durable.wait(self._storage.writer.submit(runner))
+        results = await self._durable.wait(
+            self._storage.writer.submit(self._guarded(repo_id, runner))
+        )
         self._changed(repo_id, None)
         return results
 
-    def _read_only(self, runner: Any) -> list[OperationResult]:
+    def _guarded(
+        self, repo_id: str, runner: Callable[[Any], list[OperationResult]]
+    ) -> Callable[[Any], list[OperationResult]]:
+        """`runner`, NOT_FOUND for the whole call unless the repository exists in the very
+        transaction it runs in (it may have been deleted since the call arrived: writing then
+        would leave orphans that a repository created again under its id inherits)."""
+
+        def guarded(txn: Any) -> list[OperationResult]:
+            self._repositories.require(txn, repo_id)
+            return runner(txn)
+
+        return guarded
+
+    def _read_only(self, runner: Callable[[Any], list[OperationResult]]) -> list[OperationResult]:
         with self._storage.read() as txn:
-            results: list[OperationResult] = runner(txn)
-            return results
+            return runner(txn)
 
     async def _run_parallel(self, repo_id: str, ops: list[Operation]) -> list[OperationResult]:
         """Runs of read-only operations run concurrently; writes between them, in order."""

@@ -13,7 +13,9 @@ import datetime
 import struct
 from typing import Any
 
+from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
 
 from generated.govc import (
     BatchOperation,
@@ -401,4 +403,10 @@ class GovcCodec(ProtoCodec):
                 return decode(data, message_type)
             except _Fallback:
                 pass
-        return super().decode(data, message_type)
+        try:
+            return super().decode(data, message_type)
+        except Exception as exc:  # bad UTF-8 in a string field, a truncated field, ...
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"the message is not a valid {message_type.__name__}: {exc}",
+            ) from None
