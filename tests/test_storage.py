@@ -1,6 +1,8 @@
 """Storage on a real LMDB: group commit, failure isolation, map growth, the object store."""
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import wait
@@ -113,6 +115,51 @@ def test_map_grows_on_demand(tmp_path: Path) -> None:
             assert all(txn.get(k, db=again.dbs["meta"]) == v for k, v in values.items())
     finally:
         again.close()
+
+
+_GROW_FROM_ANOTHER_PROCESS = """
+import os, sys, lmdb
+env = lmdb.open(sys.argv[1], map_size=1 << 20, max_dbs=64)
+env.set_mapsize(64 << 20)
+meta = env.open_db(b"meta")
+with env.begin(write=True, db=meta) as txn:
+    for i in range(40):
+        txn.put(b"other%d" % i, os.urandom(256 * 1024))
+"""
+
+
+def test_a_map_grown_by_another_process_is_followed(tmp_path: Path) -> None:
+    """Reads that find the map grown by another process (say `govc import` beside the server)
+    have the writer thread adopt the new size between its transactions, once for all of them
+    (LMDB's resize must not run beside a write or another resize)."""
+    path = tmp_path / "shared"
+    store = Storage(StorageConfig(path=str(path), initial_map_size=1 << 20))
+    try:
+        meta = store.dbs["meta"]
+        store.writer.submit(_put(b"mine", b"1", meta)).result()
+        grown = subprocess.run(
+            [sys.executable, "-c", _GROW_FROM_ANOTHER_PROCESS, str(path)], capture_output=True
+        )
+        assert grown.returncode == 0, grown.stderr
+        found: list[tuple[Any, Any]] = []
+
+        def read() -> None:
+            with store.read() as txn:
+                found.append((txn.get(b"mine", db=meta), txn.get(b"other39", db=meta)))
+
+        readers = [threading.Thread(target=read) for _ in range(8)]
+        writes = [store.writer.submit(_put(b"w%d" % i, b"x", meta)) for i in range(8)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(30)
+        for write in writes:
+            write.result(30)  # raises if a write failed
+        assert len(found) == 8
+        assert all(mine == b"1" and len(other) == 256 * 1024 for mine, other in found)
+        assert store.map_size >= 64 << 20
+    finally:
+        store.close()
 
 
 def test_writes_after_close_are_refused(tmp_path: Path) -> None:

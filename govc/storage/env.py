@@ -168,7 +168,7 @@ class Storage:
                 txn: Any = self.env.begin(buffers=True) if buffers else self.env.begin()
             except lmdb.MapResizedError:
                 self._gate.leave()
-                self.adopt_map_size()
+                self._follow_map()
                 continue
             break
         try:
@@ -209,9 +209,18 @@ class Storage:
             _LIBC.madvise(start, end - start, _MADV_DONTNEED)
 
     def adopt_map_size(self) -> None:
-        """Another process (e.g. `govc import` beside a server) grew the map: follow it."""
+        """Another process (e.g. `govc import` beside a server) grew the map: follow it. On the
+        writer thread between transactions only (LMDB refuses while a write is open)."""
         with self._gate.exclusive():
             self.env.set_mapsize(0)
+
+    def _follow_map(self) -> None:
+        """A read found the map grown by another process: the writer thread adopts the size
+        between two of its transactions; this thread waits for that."""
+        if self.writer.is_current_thread():
+            self.adopt_map_size()
+        else:
+            self.writer.between(self.adopt_map_size).result()
 
     def close(self) -> None:
         if self._closed:

@@ -37,6 +37,14 @@ MAX_BATCH = 1024
 _STOP = object()
 
 
+class _Between:
+    """Work for the writer thread with no write transaction open (see `Writer.between`)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
 class Writer:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
@@ -58,6 +66,19 @@ class Writer:
             self._queue.put((op, fut))
         return fut
 
+    def between(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the writer thread between two transactions, when none is open (LMDB's
+        `set_mapsize` needs that)."""
+        item = _Between(fn)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("storage is closing; no more writes are accepted")
+            self._queue.put(item)
+        return item.future
+
+    def is_current_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def close(self) -> None:
         """Finish every queued operation, then stop the thread."""
         with self._lock:
@@ -75,6 +96,11 @@ class Writer:
             while True:
                 if item is _STOP:
                     stopping = True
+                elif isinstance(item, _Between):
+                    if batch:  # what was queued before it commits first
+                        self._commit(batch)
+                        batch = []
+                    self._run_between(item)
                 else:
                     batch.append(item)
                 if len(batch) >= MAX_BATCH:
@@ -85,6 +111,15 @@ class Writer:
                     break
             if batch:
                 self._commit(batch)
+
+    @staticmethod
+    def _run_between(item: _Between) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            item.future.set_result(item.fn())
+        except BaseException as exc:
+            item.future.set_exception(exc)
 
     def _commit(self, batch: list[tuple[WriteOp[Any], Future[Any]]]) -> None:
         live = [(op, fut) for op, fut in batch if fut.set_running_or_notify_cancel()]
