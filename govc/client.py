@@ -621,8 +621,10 @@ class Batch:
         params = {k: v for k, v in (("ref", ref), ("path", path)) if v}
         return self.add("get_tree", params, op_id)
 
-    def query(self, pattern: str, op_id: str = "") -> Batch:
-        return self.add("query", {"pattern": pattern}, op_id)
+    def query(self, pattern: str = "", op_id: str = "", *, sql: str = "") -> Batch:
+        """Files whose path matches the glob `pattern`, or the rows of a read-only `sql` SELECT
+        (as ExecuteSQLQuery; only in a batch without writes, or a parallel one)."""
+        return self.add("query", {"sql": sql} if sql else {"pattern": pattern}, op_id)
 
     async def run(self) -> BatchOutcome:
         request = BatchOperationsRequest(

@@ -158,6 +158,7 @@ class GovcServer:
         )
         indexer.start(asyncio.get_running_loop())
         changed = indexer.touch
+        sql = SqlEngine(storage, vc, history)
         durable = DurableWaiter(asyncio.get_running_loop())
         handlers: list[object] = [
             RepositoryService(repositories, durable, changed),
@@ -166,13 +167,15 @@ class GovcServer:
             BatchService(
                 storage,
                 repositories,
-                BatchExecutor(vc, config.max_message_bytes),
+                BatchExecutor(
+                    vc, config.max_message_bytes, lambda txn, r, q: sql.query(r, q, txn).rows
+                ),
                 durable,
                 changed,
             ),
             StreamingService(blobs, repositories, config.max_upload_bytes),
             SearchService(
-                SqlEngine(storage, vc, history),
+                sql,
                 SearchEngine(storage, repositories, vc, indexer),
                 indexer,
                 clock=config.clock,

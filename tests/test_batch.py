@@ -261,3 +261,27 @@ async def test_a_batch_into_a_repository_deleted_meanwhile_writes_nothing(
     await c.create_repository(R)
     assert (await c.list_commits(R)).total == 0
     assert (await c.status(R)).status_entries == []
+
+
+async def test_sql_queries_in_a_batch(c: GovcClient) -> None:
+    await c.add_file(R, "a.py", b"x")
+    await c.add_file(R, "b.txt", b"yy")
+    await c.commit(R, "two files")
+    sql = "SELECT path, size FROM files ORDER BY path"
+    outcome = await c.batch(R).query(sql=sql, op_id="q").query("*.py", op_id="glob").run()
+    assert outcome.success, outcome.error
+    assert outcome.results[0].result == {
+        "results": [{"path": "a.py", "size": "1"}, {"path": "b.txt", "size": "2"}]
+    }
+    assert [r["path"] for r in outcome.results[1].result["results"]] == ["a.py"]
+    refused = await c.batch(R).query(sql="DELETE FROM files").run()
+    assert refused.results[0].error.startswith("params.sql")
+    # Beside writes in one sequential batch: refused (the single writer would wait for it);
+    # the writes still apply.
+    mixed = await c.batch(R).write("c.txt", "z").query(sql="SELECT 1 AS one").run()
+    assert [r.success for r in mixed.results] == [True, False]
+    assert "without writes" in mixed.results[1].error
+    # In a parallel batch it runs after the writes before it are committed.
+    parallel = c.batch(R, parallel=True).write("d.txt", "w")
+    outcome = await parallel.query(sql="SELECT count(*) AS n FROM files").run()
+    assert outcome.success and outcome.results[1].result == {"results": [{"n": "4"}]}

@@ -8,6 +8,7 @@ ATTACH, no PRAGMA, no functions outside a safe list), a time budget enforced by 
 handler, and a row cap.
 """
 
+import contextlib
 import datetime
 import re
 import sqlite3
@@ -126,8 +127,9 @@ class SqlEngine:
         self._time_budget = time_budget
         self._max_rows = max_rows
 
-    def query(self, repo_id: str, sql: str) -> QueryResult:
-        """Run one read-only SELECT (blocking; call from a worker thread)."""
+    def query(self, repo_id: str, sql: str, txn: Any = None) -> QueryResult:
+        """Run one read-only SELECT (blocking; call from a worker thread) over the state a read
+        transaction sees: `txn`, or a new one."""
         if not sql.strip():
             raise InvalidArgument("sql_query is required")
         if _first_word(sql).upper() == "EXPLAIN":  # read-only, but not a SELECT
@@ -135,7 +137,7 @@ class SqlEngine:
         db = sqlite3.connect(":memory:", check_same_thread=False)
         try:
             db.executescript(SCHEMA)
-            self._load(db, repo_id, _columns_read(db, sql))
+            self._load(db, repo_id, _columns_read(db, sql), txn)
             db.set_authorizer(_authorize)
             deadline = time.monotonic() + self._time_budget
             db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
@@ -166,7 +168,7 @@ class SqlEngine:
             db.close()
 
     def _load(
-        self, db: sqlite3.Connection, repo_id: str, reads: dict[str, set[str]] | None
+        self, db: sqlite3.Connection, repo_id: str, reads: dict[str, set[str]] | None, txn: Any
     ) -> None:
         """Fill the tables the query reads (all of them when that is not known); the content
         column only when it is read."""
@@ -175,7 +177,10 @@ class SqlEngine:
             return reads is None or table in reads
 
         vc = self._vc
-        with self._storage.read(buffers=True) as txn:
+        reading = (
+            contextlib.nullcontext(txn) if txn is not None else self._storage.read(buffers=True)
+        )
+        with reading as txn:
             vc.require_repository(txn, repo_id)
             branches, current = vc.branch_tips(txn, repo_id)
             db.executemany(

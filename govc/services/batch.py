@@ -15,6 +15,7 @@ from govc.batch import (
     OperationResult,
     parse_operation,
     run_operations,
+    sql_in_writing_batch,
 )
 from govc.errors import InvalidArgument
 from govc.repositories import Repositories
@@ -57,6 +58,8 @@ class BatchService:
             raise InvalidArgument("transaction and parallel cannot both be set")
         self._repositories.get(repo_id)  # NOT_FOUND for the whole call
         ops = [parse_operation(op.id, op.type, op.params) for op in message.operations]
+        if not message.parallel:  # (parallel batches run queries beside, not inside, writes)
+            sql_in_writing_batch(ops)
         error = ""
         try:
             if message.parallel:
