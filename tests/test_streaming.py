@@ -396,6 +396,9 @@ FAILURES: list[tuple[str, list[UploadBlobStreamRequest], Status]] = [
     ("repeat", [meta(), chunk(0, A), chunk(1, B), chunk(1, B)], INVALID),
     ("repeat 0", [meta(), chunk(0, A), chunk(0, A)], INVALID),
     ("bad checksum", [meta(), chunk(0, A), chunk(1, B, "ab" * 32)], Status.DATA_LOSS),
+    ("bad checksum, then a gap", [meta(), chunk(0, A), chunk(1, B, "ab" * 32), chunk(5, C)],
+     Status.DATA_LOSS),
+    ("more than declared, early", [meta(10), chunk(0, A), chunk(1, B)], INVALID),
     ("checksum of other data", [meta(), chunk(0, A, B_SUM)], Status.DATA_LOSS),
     ("too little data", [meta(len(BIG) + 1), *ALL], INVALID),
     ("too much data", [meta(len(BIG) - 1), *ALL], INVALID),
@@ -422,6 +425,16 @@ async def test_failed_upload_leaves_the_store_as_it_was(
     arrived = [m.chunk.data for m in messages if m.chunk is not None]
     prefixes = [b"".join(arrived[:n]) for n in range(1, len(arrived) + 1)]
     await assert_unchanged(repo, server, before, [REPO], [BIG, *prefixes])
+
+
+async def test_checksums_in_upper_case_hex_are_accepted(repo: GovcClient) -> None:
+    data = payload(MIB + 3, seed=6)
+    pieces_ = [data[:MIB], data[MIB:]]
+    response = await repo.stub.upload_blob_stream(
+        [meta(len(data))]
+        + [chunk(n, p, hashlib.sha256(p).hexdigest().upper()) for n, p in enumerate(pieces_)]
+    )
+    assert response.hash == blob_id(data)
 
 
 async def test_chunk_without_checksum_is_accepted(repo: GovcClient) -> None:

@@ -200,7 +200,7 @@ class StreamingService:
         sink = await asyncio.to_thread(self._blobs.upload, repo_id, declared)
         worker = ThreadPoolExecutor(1, thread_name_prefix="govc-upload")
         try:
-            chunks = await self._receive(messages, sink, worker)
+            chunks = await self._receive(messages, sink, worker, declared)
             if declared > 0 and sink.size != declared:
                 raise InvalidArgument(
                     f"received {sink.size} bytes but metadata.total_size is {declared}"
@@ -225,9 +225,11 @@ class StreamingService:
         messages: AsyncIterator[UploadBlobStreamRequest],
         sink: UploadSink,
         worker: ThreadPoolExecutor,
+        declared: int,
     ) -> int:
-        """Check every chunk's order and the cap here; hand the data to `worker`, which checks
-        checksums and writes it to `sink`. Returns the number of chunks."""
+        """Check every chunk's order, the declared size and the cap here; hand the data to
+        `worker`, which checks checksums and writes it to `sink`. Returns the number of
+        chunks."""
         loop = asyncio.get_running_loop()
         handoffs: deque[asyncio.Future[None]] = deque()
         batch: list[tuple[int, bytes, str]] = []
@@ -253,6 +255,10 @@ class StreamingService:
                         f"chunk sequence_num {chunk.sequence_num} is {problem}: expected {chunks}"
                     )
                 received += len(chunk.data)
+                if 0 < declared < received:
+                    raise InvalidArgument(
+                        f"received more than metadata.total_size ({declared} bytes)"
+                    )
                 if received > self._max_upload_bytes:
                     raise ResourceExhausted(
                         f"upload is over the limit of {self._max_upload_bytes} bytes"
@@ -266,8 +272,10 @@ class StreamingService:
             if batch:
                 hand_off()
         except BaseException:
-            # A problem found in an earlier chunk (a bad checksum) is reported first.
+            # A problem found in an earlier chunk (a bad checksum) is reported first, whether
+            # it is with the worker or still here.
             await settle(0)
+            _check_sums(batch)
             raise
         await settle(0)
         return chunks
@@ -275,7 +283,12 @@ class StreamingService:
 
 def _write_checked(sink: UploadSink, batch: list[tuple[int, bytes, str]]) -> None:
     """In the upload's worker thread: verify each chunk's SHA-256, then write it."""
+    for chunk in batch:
+        _check_sums([chunk])
+        sink.write(chunk[1])
+
+
+def _check_sums(batch: list[tuple[int, bytes, str]]) -> None:
     for sequence, data, checksum in batch:
-        if checksum and hashlib.sha256(data).hexdigest() != checksum:
+        if checksum and hashlib.sha256(data).hexdigest() != checksum.lower():
             raise DataLoss(f"chunk {sequence}: checksum does not match its data")
-        sink.write(data)
