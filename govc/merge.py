@@ -25,11 +25,18 @@ def _hunks(base: list[bytes], other: list[bytes]) -> list[Hunk]:
     ]
 
 
+def _lines(data: bytes) -> list[bytes]:
+    """Lines as git sees them: ended by \\n only (a lone \\r stays inside its line)."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def merge_lines(base: bytes, ours: bytes, theirs: bytes) -> bytes | None:
     """The merged text, or None if the two sides' changes conflict."""
-    base_lines = base.splitlines(keepends=True)
-    ours_hunks = _hunks(base_lines, ours.splitlines(keepends=True))
-    theirs_hunks = _hunks(base_lines, theirs.splitlines(keepends=True))
+    base_lines = _lines(base)
+    ours_hunks = _hunks(base_lines, _lines(ours))
+    theirs_hunks = _hunks(base_lines, _lines(theirs))
     merged: list[bytes] = []
     pos = 0  # next base line not yet emitted
     i = j = 0

@@ -626,9 +626,9 @@ class VersionControl:
 
     # ---- merge ----
 
-    def merge_base(self, txn: Any, repo_id: str, a: str, b: str) -> str | None:
-        """A lowest common ancestor of `a` and `b`: the newest one when there are several
-        (criss-cross histories), as git's recursive strategy picks for simple cases."""
+    def merge_bases(self, txn: Any, repo_id: str, a: str, b: str) -> list[str]:
+        """The lowest common ancestors of `a` and `b` (`git merge-base --all`), newest first:
+        one, or several in a criss-cross history, or none for unrelated histories."""
         ancestors_a = {c for c, _ in self.walk(txn, repo_id, a)}
         covered: set[str] = set()  # proper ancestors of candidates found so far
         candidates: list[str] = []
@@ -649,7 +649,7 @@ class VersionControl:
             for candidate in candidates:
                 lower.update(c for c, _ in self.walk(txn, repo_id, candidate) if c != candidate)
             candidates = [c for c in candidates if c not in lower]
-        return candidates[0] if candidates else None
+        return candidates
 
     def merge(self, repo_id: str, source: str, target: str, message: str) -> Future[MergeResult]:
         def op(txn: Any) -> MergeResult:
@@ -665,25 +665,41 @@ class VersionControl:
                 raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
             if source == into:
                 raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
-            base = self.merge_base(txn, repo_id, source_tip, target_tip)
-            if base == source_tip:
+            bases: list[str | None] = list(self.merge_bases(txn, repo_id, source_tip, target_tip))
+            if source_tip in bases:
                 return MergeResult(target_tip, [])  # already up to date
             old_files = self.commit_files(txn, repo_id, target_tip)
-            if base == target_tip:
+            if target_tip in bases:
                 new_files = self.commit_files(txn, repo_id, source_tip)
                 if into == current:
                     self._switch_tree(txn, repo_id, old_files, new_files, "merge")
                 self._refs.put(txn, repo_id, HEADS + into, source_tip)
                 return MergeResult(source_tip, [], fast_forward=True)
-            merged, conflicts = merge_trees(
-                self.commit_files(txn, repo_id, base),
-                old_files,
-                self.commit_files(txn, repo_id, source_tip),
-                lambda oid: self._blob(txn, repo_id, oid),
-                lambda data: self._store_blob_in_txn(txn, repo_id, data),
-            )
+            source_files = self.commit_files(txn, repo_id, source_tip)
+            # Several lowest common ancestors (a criss-cross history): git merges them into a
+            # virtual base. We merge against each and take the result only when they all agree;
+            # otherwise the paths where they differ are conflicts (never a silent choice).
+            outcomes = [
+                merge_trees(
+                    self.commit_files(txn, repo_id, base),
+                    old_files,
+                    source_files,
+                    lambda oid: self._blob(txn, repo_id, oid),
+                    lambda data: self._store_blob_in_txn(txn, repo_id, data),
+                )
+                for base in (bases or [None])  # (unrelated histories: an empty base)
+            ]
+            conflicts = sorted({path for _, found in outcomes for path in found})
+            merged = outcomes[0][0]
+            if not conflicts:
+                conflicts = sorted(
+                    path
+                    for other, _ in outcomes[1:]
+                    for path in merged.keys() | other.keys()
+                    if merged.get(path) != other.get(path)
+                )
             if conflicts:
-                raise _MergeConflict(conflicts)
+                raise _MergeConflict(sorted(set(conflicts)))
             if into == current:
                 self._switch_tree(txn, repo_id, old_files, merged, "merge")
             tree_id = self.objects.write_tree(txn, repo_id, merged)

@@ -42,6 +42,17 @@ class TestMergeLines:
         merged = merge_lines(BASE, ours, theirs)
         assert merged == b"".join(lines[:3] + lines[6:25]) + b"theirs\n" + b"".join(lines[26:])
 
+    def test_lines_end_at_newlines_only(self) -> None:
+        # For git a lone \r does not end a line: this file is one line, changed on both sides.
+        base = b"a\rb\rc\r\n"
+        assert merge_lines(base, b"A\rb\rc\r\n", b"a\rb\rC\r\n") is None
+        # CRLF lines are lines.
+        crlf = b"a\r\nb\r\nc\r\nd\r\ne\r\n"
+        ours, theirs = crlf.replace(b"a\r", b"A\r"), crlf.replace(b"e\r", b"E\r")
+        assert merge_lines(crlf, ours, theirs) == b"A\r\nb\r\nc\r\nd\r\nE\r\n"
+        # No newline at the end on either side.
+        assert merge_lines(b"x\ny", b"X\ny", b"x\ny") == b"X\ny"
+
     def test_one_side_unchanged(self) -> None:
         ours = edit(BASE, 9, b"x\n")
         assert merge_lines(BASE, ours, BASE) == ours
@@ -177,6 +188,38 @@ async def test_criss_cross_history_merges(client: GovcClient) -> None:
         edit(BASE, 1, b"side 1\n"), 20, b"side 20\n"
     )
     assert len((await c.get_commit(REPO, final.commit_hash)).parent_hashes) == 2
+
+
+async def test_criss_cross_bases_that_disagree_are_a_conflict(client: GovcClient) -> None:
+    """Two lowest common ancestors that merge differently: git would merge them into a virtual
+    base (and keep C's revert of line 1); merging against either one alone would silently drop
+    a change, so it is reported as a conflict and nothing changes."""
+    c = client
+    await c.create_repository(REPO)
+    await c.add_file(REPO, "f", b"1\n2\n3\n")
+    await c.commit(REPO, "base")
+    await c.create_branch(REPO, "A")
+    await c.create_branch(REPO, "C")
+    await c.checkout_branch(REPO, "A")
+    await c.add_file(REPO, "f", b"a\n2\n3\n")
+    await c.commit(REPO, "A1")
+    await c.checkout_branch(REPO, "C")
+    await c.add_file(REPO, "f", b"1\n2\nc\n")
+    await c.commit(REPO, "C1")
+    await c.create_branch(REPO, "c1", "C")
+    await c.create_branch(REPO, "a1", "A")
+    await c.checkout_branch(REPO, "A")
+    assert not (await c.merge_branch(REPO, "c1")).conflicts
+    await c.checkout_branch(REPO, "C")
+    assert not (await c.merge_branch(REPO, "a1")).conflicts
+    await c.add_file(REPO, "f", b"1\n2\nc\n")  # C reverts line 1
+    await c.commit(REPO, "C3")
+    await c.checkout_branch(REPO, "A")
+    before = (await c.list_branches(REPO)).branches
+    final = await c.merge_branch(REPO, "C")
+    assert final.conflicts and list(final.conflict_files) == ["f"]
+    assert (await c.read_file(REPO, "f")).content == b"a\n2\nc\n"
+    assert (await c.list_branches(REPO)).branches == before
 
 
 async def test_merge_into_other_branch_leaves_work_tree(client: GovcClient) -> None:
