@@ -535,6 +535,8 @@ class VersionControl:
             if staged_key == committed and working_key == staged_key:
                 continue  # clean
             if new.get(path) != committed:
+                if staged_key == new.get(path) and working_key == staged_key:
+                    continue  # the local change is the incoming version: nothing is lost
                 if staged is None and committed is None and working_key == new.get(path):
                     continue  # untracked file identical to the incoming one
                 blocked.append(path)

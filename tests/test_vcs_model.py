@@ -192,6 +192,8 @@ class Model:
             if i == o and w == i:
                 continue  # clean
             if new.get(path) != o:
+                if i == new.get(path) and w == i:
+                    continue  # the local change is the incoming version: nothing is lost
                 adopt = i is None and o is None and w == new.get(path)
                 if CHECKOUT_ADOPTS_IDENTICAL_UNTRACKED and adopt:
                     continue

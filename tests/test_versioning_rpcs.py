@@ -329,6 +329,13 @@ async def test_checkout_refuses_to_lose_work(c: GovcClient) -> None:
     assert (await c.read_file(R, "shared.txt")).content == b"other\n"
     assert (await c.read_file(R, "same.txt")).content == b"carried\n"
 
+    # A change that is exactly the incoming version loses nothing: allowed, and then clean.
+    await c.write_file(R, "same.txt", b"same\n")
+    await c.checkout_branch(R, "main")
+    await c.add_file(R, "shared.txt", b"other\n")  # staged: other's version
+    await c.checkout_branch(R, "other")
+    assert (await c.status(R)).status_entries == ["?? notes.txt"]
+
 
 async def test_unknown_repository(c: GovcClient) -> None:
     for call in (
