@@ -238,14 +238,16 @@ class BatchExecutor:
         return {"path": path}
 
     def _commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
-        author = parse_author(p.text("author", required=False), *self._vc.identity)
+        author = parse_author(
+            p.text("author", required=False), *self._vc.identity, field="params.author"
+        )
         files = [validate_path(f, "params.files") for f in p.strings("files")]
-        info = self._vc.commit_op(repo_id, p.text("message"), author, files)(txn)
+        info = self._vc.commit_op(repo_id, p.text("message"), author, files, "params.message")(txn)
         fields = _commit_fields(info)
         return {k: fields[k] for k in ("hash", "message", "author", "timestamp")}
 
     def _get_commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
-        return _commit_fields(self._vc.get_commit_op(repo_id, p.text("hash"))(txn))
+        return _commit_fields(self._vc.get_commit_op(repo_id, p.text("hash"), "params.hash")(txn))
 
     def _list_commits(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         offset = p.integer("offset")
@@ -257,6 +259,7 @@ class BatchExecutor:
             p.text("author", required=False),
             p.integer("limit"),
             offset,
+            "params.branch",
         )(txn)
         return {"commits": [_commit_fields(c) for c in commits], "total": total}
 

@@ -145,11 +145,11 @@ class Commit:
 GIT_SPACE = " \t\r\n"
 
 
-def clean_message(message: str) -> str:
+def clean_message(message: str, field: str = "message") -> str:
     """git's default message cleanup: trailing spaces and outer blank lines go, one final \\n.
     A NUL is refused: git's fsck rejects a commit that holds one."""
     if "\0" in message:
-        raise InvalidArgument("message must not contain a NUL character")
+        raise InvalidArgument(f"{field} must not contain a NUL character")
     lines = [line.rstrip(GIT_SPACE) for line in message.split("\n")]
     cleaned: list[str] = []
     for line in lines:
@@ -164,7 +164,9 @@ def clean_message(message: str) -> str:
 _AUTHOR = re.compile(r"\s*([^<>]*?)\s*<([^<>]*)>\s*")
 
 
-def parse_author(value: str, default_name: str, default_email: str) -> tuple[str, str]:
+def parse_author(
+    value: str, default_name: str, default_email: str, field: str = "author"
+) -> tuple[str, str]:
     """`Name <email>` or a bare name (email then empty); empty means the default identity."""
     if not value.strip():
         return default_name, default_email
@@ -172,8 +174,8 @@ def parse_author(value: str, default_name: str, default_email: str) -> tuple[str
     if match:
         name, email = match.group(1), match.group(2).strip()
         if not name:
-            raise InvalidArgument(f"author {value!r:.80} has no name")
+            raise InvalidArgument(f"{field} {value!r:.80} has no name")
         return name, email
     if any(c in value for c in "<>\n\0"):
-        raise InvalidArgument(f"author {value!r:.80} must be 'Name <email>' or a bare name")
+        raise InvalidArgument(f"{field} {value!r:.80} must be 'Name <email>' or a bare name")
     return value.strip(), ""

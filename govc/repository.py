@@ -353,11 +353,16 @@ class VersionControl:
         return self._write(repo_id, self.commit_op(repo_id, message, author, files))
 
     def commit_op(
-        self, repo_id: str, message: str, author: tuple[str, str] | None, files: list[str]
+        self,
+        repo_id: str,
+        message: str,
+        author: tuple[str, str] | None,
+        files: list[str],
+        message_field: str = "message",
     ) -> Callable[[Any], CommitInfo]:
-        cleaned = clean_message(message)
+        cleaned = clean_message(message, message_field)
         if not cleaned:
-            raise InvalidArgument("message is required (and must not be only whitespace)")
+            raise InvalidArgument(f"{message_field} is required (and must not be only whitespace)")
 
         def op(txn: Any) -> CommitInfo:
             _, head_id = self.head(txn, repo_id)
@@ -400,9 +405,11 @@ class VersionControl:
     def get_commit(self, repo_id: str, rev: str) -> CommitInfo:
         return self._read(repo_id, self.get_commit_op(repo_id, rev))
 
-    def get_commit_op(self, repo_id: str, rev: str) -> Callable[[Any], CommitInfo]:
+    def get_commit_op(
+        self, repo_id: str, rev: str, field: str = "hash"
+    ) -> Callable[[Any], CommitInfo]:
         def op(txn: Any) -> CommitInfo:
-            commit_id = self.resolve(txn, repo_id, rev, "hash")
+            commit_id = self.resolve(txn, repo_id, rev, field)
             return self._with_changes(txn, repo_id, commit_id)
 
         return op
@@ -438,11 +445,17 @@ class VersionControl:
         return self._read(repo_id, self.list_commits_op(repo_id, branch, author, limit, offset))
 
     def list_commits_op(
-        self, repo_id: str, branch: str, author: str, limit: int, offset: int
+        self,
+        repo_id: str,
+        branch: str,
+        author: str,
+        limit: int,
+        offset: int,
+        branch_field: str = "branch",
     ) -> Callable[[Any], tuple[list[CommitInfo], int]]:
         def op(txn: Any) -> tuple[list[CommitInfo], int]:
             if branch:
-                start: str | None = self.resolve(txn, repo_id, branch, "branch")
+                start: str | None = self.resolve(txn, repo_id, branch, branch_field)
             else:
                 _, start = self.head(txn, repo_id)
             if start is None:

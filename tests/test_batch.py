@@ -285,3 +285,18 @@ async def test_sql_queries_in_a_batch(c: GovcClient) -> None:
     parallel = c.batch(R, parallel=True).write("d.txt", "w")
     outcome = await parallel.query(sql="SELECT count(*) AS n FROM files").run()
     assert outcome.success and outcome.results[1].result == {"results": [{"n": "4"}]}
+
+
+async def test_errors_name_the_params_field(c: GovcClient) -> None:
+    outcome = await (
+        c.batch(R)
+        .commit("   ", op_id="message")
+        .commit("m", author="<x@y>", op_id="author")
+        .read("a.txt", ref="nope", op_id="ref")
+        .list_commits(branch="nope", op_id="branch")
+        .get_commit("zz", op_id="hash")
+        .run()
+    )
+    for result in outcome.results:
+        assert not result.success
+        assert result.error.startswith(f"params.{result.id} "), result.error
