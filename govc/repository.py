@@ -172,11 +172,11 @@ class VersionControl:
             if commit_id is None:
                 raise FailedPrecondition(f"{field}: HEAD has no commits yet")
             return commit_id
-        tip = self.branch_tip(txn, repo_id, base)
+        tip = self.branch_tip(txn, repo_id, base.removeprefix("refs/heads/"))
         if tip is not None:
             return tip
         if looks_like_hash(base):
-            matches = self._commits_with_prefix(txn, repo_id, base)
+            matches = self._commits_with_prefix(txn, repo_id, base.lower())
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:

@@ -7,7 +7,7 @@ from govc.errors import InvalidArgument
 
 _SUFFIX = re.compile(r"([~^])(\d*)")
 MAX_COUNT_DIGITS = 9  # `~N` / `^N`: no history is deeper than that
-_HEX = re.compile(r"[0-9a-f]{4,40}")
+_HEX = re.compile(r"[0-9a-fA-F]{4,40}")  # git reads hex in either case
 
 
 def split_revision(rev: str, field: str = "revision") -> tuple[str, list[tuple[str, int]]]:

@@ -207,6 +207,8 @@ async def test_revisions(c: GovcClient, clock: Clock) -> None:
     for rev, expected in [
         ("HEAD", hashes[3]),
         ("main", hashes[3]),
+        ("refs/heads/main~1", hashes[2]),
+        (hashes[0][:7].upper(), hashes[0]),
         ("HEAD~2", hashes[1]),
         ("main^", hashes[2]),
         ("HEAD^^", hashes[1]),
