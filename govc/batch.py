@@ -109,11 +109,7 @@ class Params:
             return default
         if not isinstance(value, str):
             raise InvalidArgument(f"params.{name} must be a string")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # JSON's \\ud800 escapes decode to lone surrogates
-            raise InvalidArgument(f"params.{name} is not valid Unicode text") from None
-        return value
+        return _unicode(value, name)
 
     def integer(self, name: str, default: int = 0) -> int:
         value = self._params.get(name, default)
@@ -131,12 +127,7 @@ class Params:
         value = self._params.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"params.{name} must be a list of strings")
-        for item in value:
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidArgument(f"params.{name} is not valid Unicode text") from None
-        return value
+        return [_unicode(item, name) for item in value]
 
     def content(self) -> bytes:
         if "content_b64" in self._params:
@@ -149,6 +140,14 @@ class Params:
     def path(self, name: str = "path", required: bool = True) -> str:
         value = self.text(name, required)
         return validate_path(value, f"params.{name}") if value or required else ""
+
+
+def _unicode(value: str, name: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \ud800 escapes decode to lone surrogates
+        raise InvalidArgument(f"params.{name} is not valid Unicode text") from None
+    return value
 
 
 class ResponseBudget:
