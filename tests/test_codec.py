@@ -13,6 +13,7 @@ from generated.govc import (
     BatchOperationResult,
     BatchOperationsRequest,
     BatchOperationsResponse,
+    FullTextSearchRequest,
     FullTextSearchResponse,
     SearchDocument,
     SearchResult,
@@ -212,3 +213,26 @@ def test_search_response_matches_betterproto2(message: FullTextSearchResponse) -
     assert codec.decode(reference, FullTextSearchResponse) == FullTextSearchResponse.parse(
         reference
     )
+
+
+search_requests = st.builds(
+    FullTextSearchRequest,
+    repository_id=text,
+    query=text,
+    file_types=st.lists(text, max_size=3),
+    max_size=int64,
+    min_score=st.floats(allow_nan=False, allow_infinity=False),
+    include_content=st.booleans(),
+    highlight_length=int32,
+    limit=int32,
+    offset=int32,
+    sort_by=text,
+)
+
+
+@settings(max_examples=300)
+@given(message=search_requests)
+def test_search_request_matches_betterproto2(message: FullTextSearchRequest) -> None:
+    reference = bytes(message)
+    assert codec.encode(message, FullTextSearchRequest) == reference
+    assert codec.decode(reference, FullTextSearchRequest) == FullTextSearchRequest.parse(reference)

@@ -22,6 +22,7 @@ from generated.govc import (
     BatchOperationResult,
     BatchOperationsRequest,
     BatchOperationsResponse,
+    FullTextSearchRequest,
     FullTextSearchResponse,
     SearchDocument,
     SearchResult,
@@ -121,6 +122,18 @@ SPECS: dict[type, Spec] = {
         (1, "repository_id", "str"),
         (2, "metadata", UploadMetadata),
         (3, "chunk", StreamChunk),
+    ],
+    FullTextSearchRequest: [
+        (1, "repository_id", "str"),
+        (2, "query", "str"),
+        (3, "file_types", "strs"),
+        (4, "max_size", "int64"),
+        (5, "min_score", "double"),
+        (6, "include_content", "bool"),
+        (7, "highlight_length", "int32"),
+        (8, "limit", "int32"),
+        (9, "offset", "int32"),
+        (10, "sort_by", "str"),
     ],
     SearchDocument: [
         (1, "path", "str"),
@@ -385,6 +398,7 @@ ROOTS = (
     BatchOperationsResponse,
     StreamBlobResponse,
     UploadBlobStreamRequest,
+    FullTextSearchRequest,
     FullTextSearchResponse,
 )
 
