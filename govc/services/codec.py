@@ -24,8 +24,12 @@ from generated.govc import (
     BatchOperationsResponse,
     FullTextSearchRequest,
     FullTextSearchResponse,
+    GetBlobRequest,
+    GetBlobResponse,
     SearchDocument,
     SearchResult,
+    StoreBlobRequest,
+    StoreBlobResponse,
     StreamBlobResponse,
     StreamChunk,
     StreamError,
@@ -123,6 +127,10 @@ SPECS: dict[type, Spec] = {
         (2, "metadata", UploadMetadata),
         (3, "chunk", StreamChunk),
     ],
+    StoreBlobRequest: [(1, "repository_id", "str"), (2, "content", "bytes")],
+    StoreBlobResponse: [(1, "hash", "str"), (2, "size", "int64")],
+    GetBlobRequest: [(1, "repository_id", "str"), (2, "hash", "str")],
+    GetBlobResponse: [(1, "content", "bytes"), (2, "hash", "str"), (3, "size", "int64")],
     FullTextSearchRequest: [
         (1, "repository_id", "str"),
         (2, "query", "str"),
@@ -394,6 +402,10 @@ def _signed(value: int, bits: int) -> int:
 
 
 ROOTS = (
+    StoreBlobRequest,
+    StoreBlobResponse,
+    GetBlobRequest,
+    GetBlobResponse,
     BatchOperationsRequest,
     BatchOperationsResponse,
     StreamBlobResponse,
