@@ -113,6 +113,8 @@ class History:
         """Whether `commit` changed `path`, which differs from its first parent: as `git log`
         (and ReadFile) see it, a merge changed a path only if it differs from every parent, not
         when it brought the version of another parent."""
+        if len(commit.parents) < 2:
+            return True  # not a merge: no tree lookups (this runs for every path of every commit)
         objects = self._vc.objects
         mine = objects.lookup(txn, repo_id, commit.tree, path)
         return all(

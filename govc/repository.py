@@ -680,7 +680,7 @@ class VersionControl:
                 raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
             if source == into:
                 raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
-            bases: list[str | None] = list(self.merge_bases(txn, repo_id, source_tip, target_tip))
+            bases = self.merge_bases(txn, repo_id, source_tip, target_tip)
             if source_tip in bases:
                 return MergeResult(target_tip, [])  # already up to date
             old_files = self.commit_files(txn, repo_id, target_tip)
@@ -694,27 +694,28 @@ class VersionControl:
             # Several lowest common ancestors (a criss-cross history): git merges them into a
             # virtual base. We merge against each and take the result only when they all agree;
             # otherwise the paths where they differ are conflicts (never a silent choice).
-            outcomes = [
+            base_files = [self.commit_files(txn, repo_id, base) for base in bases] or [{}]
+            outcomes = [  # (unrelated histories: one empty base)
                 merge_trees(
-                    self.commit_files(txn, repo_id, base),
+                    files,
                     old_files,
                     source_files,
                     lambda oid: self._blob(txn, repo_id, oid),
                     lambda data: self._store_blob_in_txn(txn, repo_id, data),
                 )
-                for base in (bases or [None])  # (unrelated histories: an empty base)
+                for files in base_files
             ]
-            conflicts = sorted({path for _, found in outcomes for path in found})
+            conflicts = {path for _, found in outcomes for path in found}
             merged = outcomes[0][0]
             if not conflicts:
-                conflicts = sorted(
+                conflicts = {
                     path
                     for other, _ in outcomes[1:]
                     for path in merged.keys() | other.keys()
                     if merged.get(path) != other.get(path)
-                )
+                }
             if conflicts:
-                raise _MergeConflict(sorted(set(conflicts)))
+                raise _MergeConflict(sorted(conflicts))
             if into == current:
                 self._switch_tree(txn, repo_id, old_files, merged, "merge")
             tree_id = self.objects.write_tree(txn, repo_id, merged)

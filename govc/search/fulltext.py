@@ -370,12 +370,11 @@ def _marked(snippet: tantivy.Snippet, length: int) -> str | None:
         # tantivy keeps a matched word whole even when it is longer than the limit: keep
         # `length` characters from the first match.
         first = ranges[0][0]
-        kept = encoded[first:].decode(errors="ignore")[:length].encode()
-        encoded = kept
+        encoded = encoded[first:].decode(errors="ignore")[:length].encode()
         ranges = [
-            (max(start - first, 0), min(end - first, len(kept)))
+            (max(start - first, 0), min(end - first, len(encoded)))
             for start, end in ranges
-            if start - first < len(kept)
+            if start - first < len(encoded)
         ]
     out: list[bytes] = []
     position = 0
