@@ -248,3 +248,24 @@ search_requests = st.builds(
 @given(message=search_requests)
 def test_search_request_matches_betterproto2(message: FullTextSearchRequest) -> None:
     assert_same_as_betterproto2(message)
+
+
+@settings(max_examples=300)
+@given(message=search_responses, cut=st.integers(0, 2000), flip=st.integers(0, 2000))
+def test_damaged_bytes_decode_as_betterproto2_does(
+    message: FullTextSearchResponse, cut: int, flip: int
+) -> None:
+    # Truncated and bit-flipped encodings: the fast path returns what betterproto2 returns, or
+    # refuses as the client's error where betterproto2 raises.
+    data = bytearray(bytes(message))
+    if data:
+        data[flip % len(data)] ^= 0x80 >> (flip % 8)
+    data = data[: cut % (len(data) + 1)]
+    try:
+        reference = FullTextSearchResponse.parse(bytes(data))
+    except Exception:
+        with pytest.raises(GRPCError) as info:
+            codec.decode(bytes(data), FullTextSearchResponse)
+        assert info.value.status == Status.INVALID_ARGUMENT
+    else:
+        assert codec.decode(bytes(data), FullTextSearchResponse) == reference
