@@ -3,7 +3,7 @@ text of highlights and for `include_content`."""
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import tantivy
 
@@ -39,8 +39,7 @@ class SearchSpec:
     highlight_length: int = 0  # 0: no highlights
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
     hit: Hit
     content: bytes | None
     highlights: list[str]
@@ -90,6 +89,8 @@ class SearchEngine:
     ) -> list[Found]:
         """Highlights and content (the blob's bytes, from storage) of `hits`, as the request
         asks."""
+        if not (spec.include_content or spec.highlight_length > 0):
+            return [Found(hit, None, []) for hit in hits]
         highlights: list[list[str]] = [[] for _ in hits]
         contents: list[bytes | None] = [None for _ in hits]
         if hits and spec.include_content:

@@ -53,9 +53,11 @@ _SMALL = [bytes([n]) for n in range(0x80)]  # one-byte varints: most tags and le
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL[value]
-    out = bytearray()
+    if value < 0x4000:  # two bytes: most lengths
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    out = []
     while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
+        out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
@@ -360,13 +362,10 @@ def _timestamp(value: datetime.datetime) -> bytes:
     """google.protobuf.Timestamp of an aware datetime, the way betterproto2 computes it."""
     if value.tzinfo is None:
         raise ValueError("datetime must be timezone aware")
-    offset = value - _EPOCH
-    seconds, us = divmod(
-        (offset.days * 86400 + offset.seconds) * 10**6 + offset.microseconds, 10**6
-    )
-    out = b""
-    if seconds:
-        out += b"\x08" + _varint(seconds & 0xFFFFFFFFFFFFFFFF)
+    offset = value - _EPOCH  # normalised: 0 <= seconds < 86400, 0 <= microseconds < 10**6
+    seconds = offset.days * 86400 + offset.seconds
+    us = offset.microseconds
+    out = b"\x08" + _varint(seconds & 0xFFFFFFFFFFFFFFFF) if seconds else b""
     if us:
         out += b"\x10" + _varint(us * 1000)
     return out
@@ -377,15 +376,17 @@ def _datetime(data: bytes) -> datetime.datetime:
     pos, end = 0, len(data)
     while pos < end:
         key = data[pos]
-        pos += 1
+        value, pos = _read_varint(data, pos + 1)
         if key == 0x08:  # field 1 (seconds), varint
-            seconds, pos = _read_varint(data, pos)
-            seconds = _signed(seconds, 64)
+            seconds = value
         elif key == 0x10:  # field 2 (nanos), varint
-            nanos, pos = _read_varint(data, pos)
-            nanos = _signed(nanos, 32)
+            nanos = value
         else:
             raise _Fallback
+    if seconds >= 0x8000000000000000:
+        seconds = _signed(seconds, 64)
+    if nanos >= 0x80000000:
+        nanos = _signed(nanos, 32)
     try:
         return _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
     except OverflowError:
@@ -393,16 +394,19 @@ def _datetime(data: bytes) -> datetime.datetime:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
+    """The varint at `pos` and the position after it. Past the end of `data` it raises
+    IndexError, which every decoder turns into _Fallback."""
+    byte = data[pos]
+    result = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        if shift > 63:
             raise _Fallback
-        byte = data[pos]
         pos += 1
+        byte = data[pos]
         result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
         shift += 7
+    return result, pos + 1
 
 
 def _signed(value: int, bits: int) -> int:
