@@ -185,19 +185,20 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
     for highlight in (False, True):
         floor_times: list[float] = []
         govc_times: list[float] = []
-        # One unrecorded pass, then rounds interleaving the floor, govc and a bare round trip
+        # One unrecorded pass, then rounds interleaving the floor, a bare round trip and govc
         # query by query, so background work (segment merges, other load) and the machine's
-        # drift fall on all three alike.
+        # drift fall on all three alike. The round trip comes before govc's search, so that
+        # none of govc's own work after answering can fall on it.
         for round_no in range(QUERY_ROUNDS + 1):
             for text, _ in QUERIES:
                 f = _timed(lambda t=text, h=highlight: floor.search(t, h), 1)
+                r = await _timed_async(lambda: floor_stub.store_blob(empty, timeout=30), 1)
                 g = await _timed_async(
                     lambda t=text, h=highlight: client.search(
                         REPO, t, highlight_length=HIGHLIGHT if h else 0
                     ),
                     1,
                 )
-                r = await _timed_async(lambda: floor_stub.store_blob(empty, timeout=30), 1)
                 if round_no:
                     floor_times += f
                     govc_times += g
@@ -205,6 +206,8 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         totals[f"floor{highlight}"] = floor_times
         totals[f"govc{highlight}"] = govc_times
     rpc_p50 = statistics.median(rpc)
+    # For comparison: the same call 200 times in a row, caches warm (not used for the bar).
+    warm = await _timed_async(lambda: floor_stub.store_blob(empty, timeout=30), 200)
     grep_times: list[float] = []
     for _, invocations in QUERIES:
         grep_times += _timed(lambda i=invocations: _git_grep(checkout, i), 3)
@@ -274,7 +277,13 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
                 "—",
                 "—",
             ],
-            ["bare RPC round trip p50 (floor server)", _ms(rpc_p50), "—", "—"],
+            ["bare RPC round trip p50 (floor server), between searches", _ms(rpc_p50), "—", "—"],
+            [
+                "bare RPC round trip p50 (floor server), 200 in a row",
+                _ms(statistics.median(warm)),
+                "—",
+                "—",
+            ],
         ]
     )
     method = (
@@ -295,7 +304,7 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         "(3 runs per query; a `-w` word match for terms and booleans, `-F` for phrases, two "
         "greps for the exclusion). The bar is the issue's: govc's p50 at most 1.2 times the "
         "floor's p50 plus a bare RPC round trip (an empty StoreBlob on the floor server, "
-        "timed after each query pair), and at "
+        "timed between the two sides' searches), and at "
         "least 10 times faster than git grep, which is judged on plain searches (`git grep -l` "
         f"lists files and makes no snippets). `{SQL}` runs {SQL_CALLS} times."
     )
