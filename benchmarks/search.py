@@ -206,7 +206,14 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         totals[f"floor{highlight}"] = floor_times
         totals[f"govc{highlight}"] = govc_times
     rpc_p50 = statistics.median(rpc)
-    # For comparison: the same call 200 times in a row, caches warm (not used for the bar).
+    # For comparison, not for the bar: each side's calls back to back (no idle time between
+    # calls, caches warm), plain searches only.
+    warm_floor: list[float] = []
+    warm_govc: list[float] = []
+    for text, _ in QUERIES:
+        warm_floor += _timed(lambda t=text: floor.search(t, False), QUERY_ROUNDS)
+    for text, _ in QUERIES:
+        warm_govc += await _timed_async(lambda t=text: client.search(REPO, t), QUERY_ROUNDS)
     warm = await _timed_async(lambda: floor_stub.store_blob(empty, timeout=30), 200)
     grep_times: list[float] = []
     for _, invocations in QUERIES:
@@ -233,6 +240,23 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
                 "—" if grep_ok is None else "≥ 10x: " + ("pass" if grep_ok else "FAIL"),
             ]
         )
+    f50, g50, bar = (
+        statistics.median(warm_floor),
+        statistics.median(warm_govc),
+        (statistics.median(warm_floor) + statistics.median(warm)) * 1.2,
+    )
+    rows.append(
+        [
+            "FullTextSearch, no highlights, calls back to back (not the bar's measurement)",
+            f"{_ms(f50)} / {_ms(percentile(warm_floor, 99))}",
+            f"{_ms(g50)} / {_ms(percentile(warm_govc, 99))}",
+            _ms(bar),
+            "pass" if g50 <= bar else "FAIL",
+            "—",
+            "—",
+            "—",
+        ]
+    )
     sql = await _timed_async(lambda: client.execute_sql(REPO, SQL), SQL_CALLS)
     search_table = markdown_table(
         [
@@ -279,7 +303,7 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
             ],
             ["bare RPC round trip p50 (floor server), between searches", _ms(rpc_p50), "—", "—"],
             [
-                "bare RPC round trip p50 (floor server), 200 in a row",
+                "bare RPC round trip p50 (floor server), 200 back to back",
                 _ms(statistics.median(warm)),
                 "—",
                 "—",
@@ -304,9 +328,13 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         "(3 runs per query; a `-w` word match for terms and booleans, `-F` for phrases, two "
         "greps for the exclusion). The bar is the issue's: govc's p50 at most 1.2 times the "
         "floor's p50 plus a bare RPC round trip (an empty StoreBlob on the floor server, "
-        "timed between the two sides' searches), and at "
-        "least 10 times faster than git grep, which is judged on plain searches (`git grep -l` "
-        f"lists files and makes no snippets). `{SQL}` runs {SQL_CALLS} times."
+        "timed between the two sides' searches, so that it meets the same conditions as they "
+        "do), and at least 10 times faster than git grep, which is judged on plain searches "
+        "(`git grep -l` lists files and makes no snippets). On this machine a process that was "
+        "idle answers late: the same round trip takes about twice as long between searches as "
+        "back to back, and more after a longer pause. So the table also shows each side's "
+        "calls back to back, with the back-to-back round trip; that row is for reading, not "
+        f"for the bar. `{SQL}` runs {SQL_CALLS} times."
     )
     verdict = "All search bars pass." if bars_ok and searchable_s <= 2 else "A search bar fails."
     return "\n\n".join(["## Search", search_table, load_table, _paragraph_wrap(method), verdict])

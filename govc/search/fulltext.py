@@ -200,14 +200,14 @@ def hit_of(searcher: tantivy.Searcher, address: Any, score: float, times: Times)
     path = doc.get_first("filepath") or ""
     time = times.get(path)
     return Hit(
-        path,
-        doc.get_first("hash") or "",
-        doc.get_first("size") or 0,
-        doc.get_first("extension") or "",
-        doc.get_first("content_type") or "",
-        score,
-        time.modified_us if time else 0,
-        (time.author or "") if time else "",
+        path=path,
+        hash=doc.get_first("hash") or "",
+        size=doc.get_first("size") or 0,
+        extension=doc.get_first("extension") or "",
+        content_type=doc.get_first("content_type") or "",
+        score=score,
+        modified_us=time.modified_us if time else 0,
+        author=(time.author or "") if time else "",
     )
 
 

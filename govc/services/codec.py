@@ -1,12 +1,13 @@
-"""The gRPC codec: betterproto2, with a hand-written fast path for the hot bulk messages.
+"""The gRPC codec: betterproto2, with a fast path for the hot bulk messages.
 
 A BatchOperations call carries up to 1,000 small sub-messages, a streamed blob is a message per
 64 KiB chunk, and a search answer is a page of nested results; betterproto2 spends tens of
 microseconds on each in pure Python, more than the storage or index work behind them. These
 messages have a simple shape (strings, bytes, integers, bools, doubles, timestamps, nested and
-repeated messages, repeated strings), so they are encoded and decoded here directly; the bytes are
-exactly betterproto2's (property tests check both directions). Anything unexpected on decode (an
-unknown wire type, bad UTF-8, two members of a oneof) falls back to betterproto2, which decides.
+repeated messages, repeated strings), so they are encoded and decoded here, by functions
+generated from a layout table; the bytes are exactly betterproto2's (property tests check both
+directions). Anything unexpected on decode (an unknown wire type, bad UTF-8, two members of a
+oneof) falls back to betterproto2, which decides.
 """
 
 import datetime
