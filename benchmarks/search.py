@@ -206,8 +206,9 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         totals[f"floor{highlight}"] = floor_times
         totals[f"govc{highlight}"] = govc_times
     rpc_p50 = statistics.median(rpc)
-    # For comparison, not for the bar: each side's calls back to back (no idle time between
-    # calls, caches warm), plain searches only.
+    # The same comparison with each side's calls back to back (no idle time between calls),
+    # plain searches only: on this machine a process that was idle answers late, which lengthens
+    # the interleaved round trip more than govc's searches, and the bar multiplies it by 1.2.
     warm_floor: list[float] = []
     warm_govc: list[float] = []
     for text, _ in QUERIES:
@@ -230,7 +231,9 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         bars_ok &= latency_ok and grep_ok is not False
         rows.append(
             [
-                "FullTextSearch, " + ("highlights" if highlight else "no highlights"),
+                "FullTextSearch, "
+                + ("highlights" if highlight else "no highlights")
+                + ", interleaved",
                 f"{_ms(f50)} / {_ms(percentile(f, 99))}",
                 f"{_ms(g50)} / {_ms(percentile(g, 99))}",
                 _ms(bar),
@@ -245,9 +248,10 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         statistics.median(warm_govc),
         (statistics.median(warm_floor) + statistics.median(warm)) * 1.2,
     )
+    bars_ok &= g50 <= bar
     rows.append(
         [
-            "FullTextSearch, no highlights, calls back to back (not the bar's measurement)",
+            "FullTextSearch, no highlights, each side's calls back to back",
             f"{_ms(f50)} / {_ms(percentile(warm_floor, 99))}",
             f"{_ms(g50)} / {_ms(percentile(warm_govc, 99))}",
             _ms(bar),
@@ -331,10 +335,11 @@ async def run(client: GovcClient, floor_stub: GoVcServiceStub, workdir: Path) ->
         "timed between the two sides' searches, so that it meets the same conditions as they "
         "do), and at least 10 times faster than git grep, which is judged on plain searches "
         "(`git grep -l` lists files and makes no snippets). On this machine a process that was "
-        "idle answers late: the same round trip takes about twice as long between searches as "
-        "back to back, and more after a longer pause. So the table also shows each side's "
-        "calls back to back, with the back-to-back round trip; that row is for reading, not "
-        f"for the bar. `{SQL}` runs {SQL_CALLS} times."
+        "idle answers late: the round trip takes longer between searches than back to back "
+        "(the two round-trip rows), and since the bar multiplies it by 1.2, that delay alone "
+        "widens the interleaved bar. So plain searches are also timed with each side's calls "
+        "back to back (300 per side, 30 per query) against the back-to-back round trip, and "
+        f"both comparisons must pass. `{SQL}` runs {SQL_CALLS} times."
     )
     verdict = "All search bars pass." if bars_ok and searchable_s <= 2 else "A search bar fails."
     return "\n\n".join(["## Search", search_table, load_table, _paragraph_wrap(method), verdict])
