@@ -158,7 +158,7 @@ class GovcServer:
         )
         indexer.start(asyncio.get_running_loop())
         changed = indexer.touch
-        sql = SqlEngine(storage, vc, history)
+        sql = SqlEngine(storage, vc, history, max_bytes=config.max_message_bytes)
         durable = DurableWaiter(asyncio.get_running_loop())
         handlers: list[object] = [
             RepositoryService(repositories, durable, changed),

@@ -91,6 +91,11 @@ def test_unknown_fields_and_order_are_tolerated() -> None:
     decoded = decode(data, BatchOperationsRequest)
     assert decoded == BatchOperationsRequest.parse(data)
     assert decoded.repository_id == "r" and decoded.transaction and decoded.operations[0].id == "a"
+    # Unknown fields are kept and sent on, as betterproto2 does.
+    assert decoded._unknown_fields == b"\x48\x05\x52\x03xyz"
+    assert codec.encode(decoded, BatchOperationsRequest) == bytes(
+        BatchOperationsRequest.parse(data)
+    )
 
 
 def test_anomalies_fall_back_to_betterproto2() -> None:

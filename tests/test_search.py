@@ -386,6 +386,40 @@ async def test_deleting_a_repository_removes_its_documents(
     }
 
 
+async def test_a_repository_re_created_at_once_is_indexed_whole(
+    c: GovcClient, server: GovcServer
+) -> None:
+    # Deleted and re-created with the same file before the delete was committed: the index must
+    # not take the old, about-to-be-deleted document for the new one's.
+    await c.create_repository("again")
+    await c.add_file("again", "a.txt", b"hello world\n")
+    assert (await c.search("again", "hello")).total == 1
+    await c.delete_repository("again")
+    await c.create_repository("again")
+    await c.add_file("again", "a.txt", b"hello world\n")
+    assert (await c.search("again", "hello")).total == 1
+    assert server.indexer is not None
+    await asyncio.sleep(0.6)  # past the commit interval: the delete is committed by now
+    assert (await c.search("again", "hello")).total == 1
+
+
+async def test_a_document_is_never_added_twice(c: GovcClient, server: GovcServer) -> None:
+    # What the indexer keeps of a repository is dropped while its changes are uncommitted (as
+    # when it is evicted): re-read from the committed index, it lacks them, and the same
+    # changes are applied again; each file must still be one document.
+    indexer = server.indexer
+    assert indexer is not None
+    await c.create_repository("once")
+    await c.add_file("once", "a.txt", b"unique words here\n")
+    while "a.txt" not in (indexer._docs.get("once") or {}):  # applied, not yet committed
+        await asyncio.sleep(0.001)
+    indexer._docs.pop("once")  # as an eviction would
+    indexer.touch("once")
+    await c.add_file("once", "b.txt", b"other words\n")
+    assert (await c.search("once", "unique")).total == 1
+    assert (await c.search("once", "")).total == 2
+
+
 async def test_repositories_do_not_see_each_other(c: GovcClient) -> None:
     await c.create_repository("twin")
     await c.add_file("twin", "docs/guide.md", b"brown twin\n")
@@ -828,6 +862,8 @@ def test_highlight_windows_look_for_the_included_words_only() -> None:
         "the",
     ]
     assert _query_words('"unclosed') == []
+    # Nested thousands deep (a few KiB of query): no recursion limit to reach.
+    assert _query_words("(a " * 3000 + "hello" + ")" * 3000) == ["a", "hello"]
 
 
 OPS = st.lists(

@@ -143,6 +143,8 @@ async def test_history_grows_between_queries(c: GovcClient) -> None:
         "SELECT * FROM nowhere",
         "SELEC path FROM files",
         "",
+        # A map of fields cannot hold two columns of one name.
+        "SELECT path, path FROM files",
     ],
 )
 async def test_refused(c: GovcClient, query: str) -> None:
@@ -155,6 +157,24 @@ async def test_endless_recursive_query_is_stopped(c: GovcClient) -> None:
         c, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
     )
     assert status == Status.DEADLINE_EXCEEDED
+    assert len(await sql(c, "SELECT path FROM files")) == 5
+
+
+async def test_no_value_is_longer_than_an_answer_can_be(c: GovcClient) -> None:
+    # sqlite's length limit: printf gives NULL (absent) rather than make 200 MB in one call,
+    # which no time budget could interrupt.
+    assert await sql(c, "SELECT length(printf('%.200000000c', 'x')) AS n") == [{}]
+    assert await sql(c, "SELECT length(printf('%.2000c', 'x')) AS n") == [{"n": "2000"}]
+
+
+async def test_an_answer_over_the_message_limit_is_refused(c: GovcClient) -> None:
+    # 10,000 rows (the row cap) of 7,000 characters: 70 MB, over the 64 MiB message limit.
+    status = await sql_error(
+        c,
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 10000) "
+        "SELECT printf('%.7000c', 'x') FROM n",
+    )
+    assert status == Status.RESOURCE_EXHAUSTED
     assert len(await sql(c, "SELECT path FROM files")) == 5
 
 

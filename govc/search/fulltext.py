@@ -336,8 +336,9 @@ def _query_words(query_text: str) -> list[str]:
     except ValueError:
         return []
     words: list[str] = []
-
-    def walk(node: Any) -> None:
+    pending: list[Any] = [tree]  # a stack, not recursion: queries may nest thousands deep
+    while pending:
+        node = pending.pop()
         if isinstance(node, dict):
             if node.get("type") == "literal" and node.get("field_name") in (
                 None,
@@ -345,15 +346,11 @@ def _query_words(query_text: str) -> list[str]:
                 "parts",
             ):
                 words.extend(_WORD.findall(str(node.get("phrase", "")).lower()))
-            for value in node.values():
-                walk(value)
+            pending.extend(node.values())
         elif isinstance(node, tuple) and len(node) == 2 and node[0] == "must_not":
-            return  # excluded words are not in the matches
+            continue  # excluded words are not in the matches
         elif isinstance(node, (list, tuple)):
-            for item in node:
-                walk(item)
-
-    walk(tree)
+            pending.extend(node)
     return sorted(set(words))
 
 

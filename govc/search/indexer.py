@@ -294,13 +294,16 @@ class Indexer:
             except Exception:
                 # Never leave searches waiting on documents that cannot be applied: log it,
                 # forget what we believed the index holds for these repositories (re-read next
-                # time), and publish; the next touch retries from a clean slate.
+                # time), and publish. The rollback dropped their uncommitted changes, so they
+                # are no longer known: the next search of each compares it with storage again
+                # (and so retries), as does the next touch.
                 log.exception("search indexing failed for %d repositories", len(applied))
                 self._writer.rollback()
                 for repo_id, version in batch.items():
                     applied[repo_id] = max(version, applied.get(repo_id, 0))
                 for repo_id in applied:
                     self._forget(repo_id)
+                    self._known.discard(repo_id)
                 commit_now = True
             if applied and commit_now:
                 log.debug(
@@ -372,6 +375,10 @@ class Indexer:
                     self._writer.delete_documents_by_term("repo", repo_id)
                 self._history.forget(repo_id)
                 self._forget(repo_id)
+                # Once the delete commits the index holds nothing of it. Until then the
+                # committed index still shows the old documents: a repository re-created under
+                # this id must not take them for its own.
+                self._docs.put(repo_id, {})
                 return int(had_documents)
             work = self._vc.worktree_entries(txn, repo_id)
             times = self._history.file_times(txn, repo_id, work)
@@ -469,7 +476,11 @@ class Indexer:
         storage). False when a blob is gone (the repository was deleted meanwhile: its own touch
         follows); then what is kept for it is dropped."""
         writer = self._writer
-        for path in removed:
+        # Every add is preceded by a delete of its key: when what is kept for a repository was
+        # dropped (evicted, or after a failure) while changes were uncommitted, the committed
+        # index it is re-read from lacks them, and the same document is added again; the
+        # delete keeps it to one copy.
+        for path in set(removed).union(changed):
             writer.delete_documents_by_term("key", fulltext.repo_key(repo_id, path))
         for start in range(0, len(changed), READ_CHUNK):
             paths = changed[start : start + READ_CHUNK]

@@ -34,6 +34,7 @@ CREATE TABLE blobs (hash TEXT PRIMARY KEY, size INTEGER, stored_size INTEGER);
 """
 
 MAX_ROWS = 10_000
+MAX_RESULT_BYTES = 64 * 1024 * 1024  # an answer must fit in one message
 TIME_BUDGET_SECONDS = 2.0
 MAX_CONTENT_BYTES = 1024 * 1024  # files.content is NULL above this (and for binary files)
 
@@ -120,12 +121,14 @@ class SqlEngine:
         history: History,
         time_budget: float = TIME_BUDGET_SECONDS,
         max_rows: int = MAX_ROWS,
+        max_bytes: int = MAX_RESULT_BYTES,
     ) -> None:
         self._storage = storage
         self._vc = vc
         self._history = history
         self._time_budget = time_budget
         self._max_rows = max_rows
+        self._max_bytes = max_bytes
 
     def query(self, repo_id: str, sql: str, txn: Any = None) -> QueryResult:
         """Run one read-only SELECT (blocking; call from a worker thread) over the state a read
@@ -138,12 +141,29 @@ class SqlEngine:
         try:
             db.executescript(SCHEMA)
             self._load(db, repo_id, _columns_read(db, sql), txn)
+            # No value the query makes may be longer than an answer can be (a single function
+            # call, such as printf('%.999999999c', 'x'), is out of the time budget's reach), nor
+            # shorter than the longest value loaded, which sqlite would refuse to read.
+            longest_message = db.execute(
+                "SELECT ifnull(max(length(CAST(message AS BLOB))), 0) FROM commits"
+            ).fetchone()[0]
+            db.setlimit(
+                sqlite3.SQLITE_LIMIT_LENGTH,
+                max(self._max_bytes, MAX_CONTENT_BYTES, longest_message),
+            )
             db.set_authorizer(_authorize)
             deadline = time.monotonic() + self._time_budget
             db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
             try:
                 cursor = db.execute(sql)
-                rows = cursor.fetchmany(self._max_rows + 1)
+                columns = [d[0] for d in cursor.description or []]
+                if len(set(columns)) < len(columns):
+                    twice = next(c for c in columns if columns.count(c) > 1)
+                    raise InvalidArgument(
+                        f"sql_query: the result has two columns named {twice!r}; "
+                        "name them apart with AS"
+                    )
+                rows = self._fetch(cursor)
             except sqlite3.OperationalError as exc:
                 if "interrupted" in str(exc):
                     raise DeadlineExceeded(
@@ -152,11 +172,6 @@ class SqlEngine:
                 raise InvalidArgument(f"sql_query: {exc}") from None
             except (sqlite3.Warning, sqlite3.DatabaseError) as exc:
                 raise InvalidArgument(f"sql_query: {exc}") from None
-            if len(rows) > self._max_rows:
-                raise ResourceExhausted(
-                    f"sql_query returns more than {self._max_rows} rows; add a LIMIT"
-                )
-            columns = [d[0] for d in cursor.description or []]
             return QueryResult(
                 columns,
                 [
@@ -166,6 +181,28 @@ class SqlEngine:
             )
         finally:
             db.close()
+
+    def _fetch(self, cursor: sqlite3.Cursor) -> list[tuple[Any, ...]]:
+        """The rows, within the row cap and the answer's size (bytes count twice: they are
+        sent as hex)."""
+        rows = []
+        size = 0
+        for row in cursor:
+            rows.append(row)
+            if len(rows) > self._max_rows:
+                raise ResourceExhausted(
+                    f"sql_query returns more than {self._max_rows} rows; add a LIMIT"
+                )
+            size += sum(
+                len(v) * (2 if isinstance(v, bytes) else 1) if isinstance(v, str | bytes) else 24
+                for v in row
+            )
+            if size > self._max_bytes:
+                raise ResourceExhausted(
+                    f"sql_query returns more than {self._max_bytes} bytes; "
+                    "select fewer or shorter values"
+                )
+        return rows
 
     def _load(
         self, db: sqlite3.Connection, repo_id: str, reads: dict[str, set[str]] | None, txn: Any

@@ -250,6 +250,7 @@ def _encoder_source(cls: type) -> str:
             wire, write, _ = _SCALARS[kind]
             tag = repr(_varint(number << 3 | wire))
             lines += [f"    v = m.{name}", _indent(write.format(tag=tag), 1)]
+    lines += ["    if m._unknown_fields:", "        out.append(m._unknown_fields)"]
     lines.append("    return b''.join(out)")
     return "\n".join(lines)
 
@@ -273,17 +274,20 @@ def _decoder_source(cls: type) -> str:
             read += f"\nif member and member != {number}:\n    raise _Fallback\nmember = {number}"
         branches.append(f"if key == {number << 3 | wire}:  # {name}\n{_indent(read, 1)}\n")
         branches[-1] += _indent(store, 1)
-    dispatch = "\nel".join(branches) + "\nelse:\n    pos = _skip(data, pos, end, key, _KNOWN_"
-    dispatch += f"{cls.__name__})"
+    dispatch = "\nel".join(branches) + "\nelse:  # unknown: kept, as betterproto2 keeps it\n"
+    dispatch += f"    pos = _skip(data, pos, end, key, _KNOWN_{cls.__name__})\n"
+    dispatch += "    unknown += data[start:pos]"
     lines = [
         f"def _decode_{cls.__name__}(data):",
         f"    m = {cls.__name__}()",
         "    pos = 0",
         "    end = len(data)",
         "    member = 0",
+        "    unknown = b''",
         *[f"    r_{name} = None" for name in repeated],
         "    try:",
         "        while pos < end:",
+        "            start = pos",
         "            key = data[pos]",
         "            if key < 0x80:",
         "                pos += 1",
@@ -293,6 +297,8 @@ def _decoder_source(cls: type) -> str:
         "    except (IndexError, UnicodeDecodeError):  # truncated, or a string not UTF-8",
         "        raise _Fallback from None",
         *[f"    if r_{name} is not None:\n        m.{name} = r_{name}" for name in repeated],
+        "    if unknown:",
+        "        m._unknown_fields = unknown",
         "    return m",
     ]
     return "\n".join(lines)
