@@ -420,6 +420,44 @@ async def test_a_document_is_never_added_twice(c: GovcClient, server: GovcServer
     assert (await c.search("once", "")).total == 2
 
 
+async def test_a_failed_batch_is_retried_by_the_next_search(
+    c: GovcClient, server: GovcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = server.indexer
+    assert indexer is not None
+    await c.create_repository("flaky")
+    await c.add_file("flaky", "a.txt", b"first file\n")
+    assert (await c.search("flaky", "first")).total == 1
+    real = indexer._replace_documents
+    failures = []
+
+    def fail_once(*args: object) -> bool:
+        if not failures:
+            failures.append(args)
+            raise RuntimeError("disk trouble")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "_replace_documents", fail_once)
+    await c.add_file("flaky", "b.txt", b"second file\n")
+    # The batch that failed was rolled back and is applied again while the search waits.
+    assert (await c.search("flaky", "second")).total == 1
+    assert len(failures) == 1
+
+    def fail(*args: object) -> bool:
+        failures.append(args)
+        raise RuntimeError("disk trouble")
+
+    # Failing for good: the search is answered (from what the index has), not left waiting...
+    monkeypatch.setattr(indexer, "_replace_documents", fail)
+    await c.add_file("flaky", "c.txt", b"third file\n")
+    assert (await c.search("flaky", "third")).total == 0
+    assert len(failures) == 3  # the first attempt and one retry
+    # ...and once indexing works again, the next search compares the repository with storage
+    # and finds the file.
+    monkeypatch.setattr(indexer, "_replace_documents", real)
+    assert (await c.search("flaky", "third")).total == 1
+
+
 async def test_repositories_do_not_see_each_other(c: GovcClient) -> None:
     await c.create_repository("twin")
     await c.add_file("twin", "docs/guide.md", b"brown twin\n")

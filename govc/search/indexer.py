@@ -58,6 +58,7 @@ REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in m
 # With nobody waiting, applied documents are committed at most this often (a tantivy commit
 # syncs files: under a stream of writes, one per write would cost more than the writes).
 COMMIT_INTERVAL = 0.25
+RETRIES = 1  # a repository whose indexing failed is tried again this many times, then given up
 
 
 class Indexer:
@@ -263,6 +264,7 @@ class Indexer:
     def _run(self) -> None:
         applied: dict[str, int] = {}  # repository -> version in the writer, not yet committed
         uncommitted = 0  # documents added or deleted since the last commit
+        failures: dict[str, int] = {}  # repository -> failed attempts since its last success
         last_commit = 0.0
         while True:
             with self._cond:
@@ -292,18 +294,30 @@ class Indexer:
                 if applied and commit_now:
                     self._commit(uncommitted)
             except Exception:
-                # Never leave searches waiting on documents that cannot be applied: log it,
-                # forget what we believed the index holds for these repositories (re-read next
-                # time), and publish. The rollback dropped their uncommitted changes, so they
-                # are no longer known: the next search of each compares it with storage again
-                # (and so retries), as does the next touch.
+                # The rollback dropped every uncommitted change, of this batch and of earlier
+                # ones: forget what we believed the index holds for those repositories (re-read
+                # next time) and apply them again, from a whole comparison, while searches
+                # wait. Never leave searches waiting on documents that cannot be applied: after
+                # RETRIES, publish, and let the next search of the repository compare it again.
                 log.exception("search indexing failed for %d repositories", len(applied))
                 self._writer.rollback()
+                uncommitted = 0
                 for repo_id, version in batch.items():
                     applied[repo_id] = max(version, applied.get(repo_id, 0))
-                for repo_id in applied:
+                retry = {}
+                for repo_id, version in applied.items():
                     self._forget(repo_id)
-                    self._known.discard(repo_id)
+                    failures[repo_id] = failures.get(repo_id, 0) + 1
+                    if failures[repo_id] <= RETRIES:
+                        retry[repo_id] = version
+                    else:
+                        del failures[repo_id]
+                        self._known.discard(repo_id)
+                with self._cond:
+                    for repo_id, version in retry.items():
+                        self._dirty[repo_id] = max(version, self._dirty.get(repo_id, 0))
+                        self._changed[repo_id] = None
+                applied = {r: v for r, v in applied.items() if r not in retry}
                 commit_now = True
             if applied and commit_now:
                 log.debug(
@@ -313,6 +327,8 @@ class Indexer:
                     time.perf_counter() - started,
                 )
                 self._publish_versions(applied)
+                for repo_id in applied:
+                    failures.pop(repo_id, None)
                 applied, uncommitted, last_commit = {}, 0, time.monotonic()
             if stopping:
                 return
