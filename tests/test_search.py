@@ -888,6 +888,18 @@ async def test_highlights_in_big_files(c: GovcClient) -> None:
     assert "**thread** = None" in later.results[0].highlights[0]
 
 
+def test_highlight_windows_keep_whole_words(tmp_path: Path) -> None:
+    from govc.search import fulltext
+
+    index, _ = fulltext.open_index(str(tmp_path / "index"), reuse=False)
+    query = index.parse_query("test", fulltext.DEFAULT_FIELDS)
+    highlighter = fulltext.Highlighter(index.searcher(), query, "test", 10)
+    # The window runs 2,048 characters from the first "test": to the "te" of "testing".
+    text = "x test  " + "y " * 1020 + "testing more"
+    window = highlighter._window(text)
+    assert window.startswith("x test") and window.endswith("y ")  # not "... y te"
+
+
 def test_highlight_windows_look_for_the_included_words_only() -> None:
     from govc.search.fulltext import _query_words
 

@@ -326,7 +326,14 @@ class Highlighter:
         if not found:
             return text
         first = min(found)
-        return text[max(0, first - self._before) : first + self._after]
+        start, end = max(0, first - self._before), first + self._after
+        # Whole words only: a word cut at an edge could be taken for a query word (`test` out
+        # of `testing`).
+        while 0 < start < first and text[start - 1].isalnum() and text[start].isalnum():
+            start += 1
+        while first < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+            end -= 1
+        return text[start:end]
 
 
 def _query_words(query_text: str) -> list[str]:
