@@ -458,6 +458,73 @@ async def test_a_failed_batch_is_retried_by_the_next_search(
     assert (await c.search("flaky", "third")).total == 1
 
 
+async def test_a_failing_repository_does_not_take_others_down_with_it(
+    c: GovcClient, server: GovcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexer = server.indexer
+    assert indexer is not None
+    for repo_id in ("slow", "bad", "good"):
+        await c.create_repository(repo_id)
+    real = indexer._replace_documents
+    busy = threading.Event()
+
+    def patched(repo_id: str, *args: object) -> bool:
+        if repo_id == "slow":
+            busy.set()
+            threading.Event().wait(0.3)  # holds the indexer while bad and good are written
+        if repo_id == "bad":
+            raise RuntimeError("disk trouble")
+        return real(repo_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "_replace_documents", patched)
+    await c.add_file("slow", "s.txt", b"slow\n")
+    while not busy.is_set():
+        await asyncio.sleep(0.001)
+    await c.add_file("bad", "b.txt", b"bad\n")
+    await c.add_file("good", "g.txt", b"healthy words\n")
+    # bad and good are indexed in one batch, which fails because of bad every time: good is
+    # applied again without it.
+    assert (await c.search("good", "healthy")).total == 1
+
+
+async def test_uncommitted_changes_are_never_dropped_from_memory(
+    c: GovcClient, server: GovcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What is kept of a repository with uncommitted changes must not be evicted: re-read from
+    # the committed index, it would lack them. A file changed A -> B -> A would then keep B.
+    from govc.cache import LruCache
+    from govc.search import indexer as indexer_module
+
+    indexer = server.indexer
+    assert indexer is not None
+    await c.create_repository("alpha")
+    await c.add_file("alpha", "f.txt", b"apple pie\n")
+    assert (await c.search("alpha", "apple")).total == 1  # committed
+    monkeypatch.setattr(indexer_module, "COMMIT_INTERVAL", 30.0)  # only a waiting search commits
+    monkeypatch.setattr(indexer_module, "UNCOMMITTED_MAX", 1)
+    monkeypatch.setattr(indexer, "_docs", LruCache(2))  # as if 2 repositories were kept
+
+    async def applied(repo_id: str, path: str, content: bytes) -> None:
+        while (indexer._docs.get(repo_id) or {}).get(path) != fulltext_doc(content):
+            await asyncio.sleep(0.001)
+
+    await c.add_file("alpha", "f.txt", b"banana split\n")
+    await applied("alpha", "f.txt", b"banana split\n")
+    for repo_id in ("beta", "gamma"):
+        await c.create_repository(repo_id)
+        await c.add_file(repo_id, "x.txt", b"x\n")
+        await applied(repo_id, "x.txt", b"x\n")
+    await c.add_file("alpha", "f.txt", b"apple pie\n")
+    assert (await c.search("alpha", "apple")).total == 1
+    assert (await c.search("alpha", "banana")).total == 0
+
+
+def fulltext_doc(content: bytes) -> object:
+    from govc.search.fulltext import FileDoc
+
+    return FileDoc(blob_id(content), len(content))
+
+
 async def test_repositories_do_not_see_each_other(c: GovcClient) -> None:
     await c.create_repository("twin")
     await c.add_file("twin", "docs/guide.md", b"brown twin\n")
@@ -898,6 +965,12 @@ def test_highlight_windows_keep_whole_words(tmp_path: Path) -> None:
     text = "x test  " + "y " * 1020 + "testing more"
     window = highlighter._window(text)
     assert window.startswith("x test") and window.endswith("y ")  # not "... y te"
+    # A word cut at the start is left out, or taken whole when the first find is inside it.
+    highlighter = fulltext.Highlighter(index.searcher(), query, "te", 10)
+    window = highlighter._window("x " + "a" * 40 + "te more words here te")
+    assert window.startswith("a" * 40 + "te more")  # not "te more"
+    window = highlighter._window("bb " + "c" * 30 + " te")
+    assert window.startswith(" te") or window.startswith("te")
 
 
 def test_highlight_windows_look_for_the_included_words_only() -> None:

@@ -175,6 +175,13 @@ async def test_an_answer_over_the_message_limit_is_refused(c: GovcClient) -> Non
         "SELECT printf('%.7000c', 'x') FROM n",
     )
     assert status == Status.RESOURCE_EXHAUSTED
+    # Every row carries its column names: a long name over many rows counts too.
+    status = await sql_error(
+        c,
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 10000) "
+        f"SELECT x AS {'n' * 60_000} FROM n",
+    )
+    assert status == Status.RESOURCE_EXHAUSTED
     assert len(await sql(c, "SELECT path FROM files")) == 5
 
 

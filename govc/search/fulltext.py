@@ -327,10 +327,18 @@ class Highlighter:
             return text
         first = min(found)
         start, end = max(0, first - self._before), first + self._after
-        # Whole words only: a word cut at an edge could be taken for a query word (`test` out
-        # of `testing`).
-        while 0 < start < first and text[start - 1].isalnum() and text[start].isalnum():
-            start += 1
+        # Whole words only: a word cut at an edge could be taken for a query word (`te` out of
+        # `testing`). At the start the cut word is left out, unless the first find is in it:
+        # then it is taken whole.
+        if start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+            after = start
+            while after < len(text) and text[after].isalnum():
+                after += 1
+            if after <= first:
+                start = after
+            else:
+                while start > 0 and text[start - 1].isalnum():
+                    start -= 1
         while first < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
             end -= 1
         return text[start:end]

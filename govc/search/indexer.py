@@ -59,6 +59,15 @@ REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in m
 # syncs files: under a stream of writes, one per write would cost more than the writes).
 COMMIT_INTERVAL = 0.25
 RETRIES = 1  # a repository whose indexing failed is tried again this many times, then given up
+UNCOMMITTED_MAX = REPOSITORIES_KEPT // 2  # repositories with uncommitted changes, at most
+
+
+class _RepositoryFailed(Exception):
+    """Indexing one repository failed (the cause is chained)."""
+
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(f"indexing repository {repo_id!r} failed")
+        self.repo_id = repo_id
 
 
 class Indexer:
@@ -97,6 +106,8 @@ class Indexer:
         # by `_catch_up` yet, or one `govc import` wrote beside the running server) are compared
         # on their first search.
         self._known: set[str] = set()
+        # Repositories with changes in the writer, not yet committed (the indexer thread's)
+        self._uncommitted: set[str] = set()
         self._stale: set[str] = set()  # found out of step with storage since start
         self._scan_total = 0  # repositories `_catch_up` compares, how many it has done...
         self._scanned = 0
@@ -293,22 +304,26 @@ class Indexer:
                 )
                 if applied and commit_now:
                     self._commit(uncommitted)
-            except Exception:
+            except Exception as failed:
                 # The rollback dropped every uncommitted change, of this batch and of earlier
                 # ones: forget what we believed the index holds for those repositories (re-read
                 # next time) and apply them again, from a whole comparison, while searches
-                # wait. Never leave searches waiting on documents that cannot be applied: after
-                # RETRIES, publish, and let the next search of the repository compare it again.
+                # wait. Never leave searches waiting on documents that cannot be applied: a
+                # repository that failed (all of them, when the commit did) is given up after
+                # RETRIES: published, and compared with storage again by its next search.
                 log.exception("search indexing failed for %d repositories", len(applied))
                 self._writer.rollback()
+                self._uncommitted.clear()
                 uncommitted = 0
+                culprit = failed.repo_id if isinstance(failed, _RepositoryFailed) else None
                 for repo_id, version in batch.items():
                     applied[repo_id] = max(version, applied.get(repo_id, 0))
                 retry = {}
                 for repo_id, version in applied.items():
                     self._forget(repo_id)
-                    failures[repo_id] = failures.get(repo_id, 0) + 1
-                    if failures[repo_id] <= RETRIES:
+                    if culprit is None or repo_id == culprit:
+                        failures[repo_id] = failures.get(repo_id, 0) + 1
+                    if failures.get(repo_id, 0) <= RETRIES:
                         retry[repo_id] = version
                     else:
                         del failures[repo_id]
@@ -338,8 +353,19 @@ class Indexer:
         that changed, or None); returns the documents added or deleted."""
         documents = 0
         for repo_id, paths in batch.items():
-            applied = None if paths is None else self._apply_paths(repo_id, paths)
-            documents += self._apply_repo(repo_id) if applied is None else applied
+            if repo_id not in self._uncommitted and len(self._uncommitted) >= UNCOMMITTED_MAX:
+                # What is kept of a repository with uncommitted changes must not be dropped:
+                # re-read from the committed index it would lack them. Committing first keeps
+                # such repositories well within what is kept.
+                self._writer.commit()
+                self.index.reload()
+                self._uncommitted.clear()
+            self._uncommitted.add(repo_id)
+            try:
+                applied = None if paths is None else self._apply_paths(repo_id, paths)
+                documents += self._apply_repo(repo_id) if applied is None else applied
+            except Exception as exc:
+                raise _RepositoryFailed(repo_id) from exc
         return documents
 
     def _commit(self, documents: int) -> None:
@@ -347,6 +373,7 @@ class Indexer:
             self._writer.commit()
             self.index.reload()
             self.batches += 1
+        self._uncommitted.clear()
         self._save_state()
 
     def _publish_versions(self, versions: dict[str, int]) -> None:

@@ -35,6 +35,7 @@ CREATE TABLE blobs (hash TEXT PRIMARY KEY, size INTEGER, stored_size INTEGER);
 
 MAX_ROWS = 10_000
 MAX_RESULT_BYTES = 64 * 1024 * 1024  # an answer must fit in one message
+MAP_ENTRY_BYTES = 8  # what a map entry of a QueryRow costs besides its key and value, at most
 TIME_BUDGET_SECONDS = 2.0
 MAX_CONTENT_BYTES = 1024 * 1024  # files.content is NULL above this (and for binary files)
 
@@ -143,13 +144,14 @@ class SqlEngine:
             self._load(db, repo_id, _columns_read(db, sql), txn)
             # No value the query makes may be longer than an answer can be (a single function
             # call, such as printf('%.999999999c', 'x'), is out of the time budget's reach), nor
-            # shorter than the longest value loaded, which sqlite would refuse to read.
+            # shorter than the longest value loaded, which sqlite would refuse to read. (The
+            # limit also bounds the records sqlite sorts: 16 contents' worth at least.)
             longest_message = db.execute(
                 "SELECT ifnull(max(length(CAST(message AS BLOB))), 0) FROM commits"
             ).fetchone()[0]
             db.setlimit(
                 sqlite3.SQLITE_LIMIT_LENGTH,
-                max(self._max_bytes, MAX_CONTENT_BYTES, longest_message),
+                max(self._max_bytes, 16 * MAX_CONTENT_BYTES, longest_message),
             )
             db.set_authorizer(_authorize)
             deadline = time.monotonic() + self._time_budget
@@ -163,7 +165,7 @@ class SqlEngine:
                         f"sql_query: the result has two columns named {twice!r}; "
                         "name them apart with AS"
                     )
-                rows = self._fetch(cursor)
+                rows = self._fetch(cursor, columns)
             except sqlite3.OperationalError as exc:
                 if "interrupted" in str(exc):
                     raise DeadlineExceeded(
@@ -182,9 +184,10 @@ class SqlEngine:
         finally:
             db.close()
 
-    def _fetch(self, cursor: sqlite3.Cursor) -> list[tuple[Any, ...]]:
-        """The rows, within the row cap and the answer's size (bytes count twice: they are
-        sent as hex)."""
+    def _fetch(self, cursor: sqlite3.Cursor, columns: list[str]) -> list[tuple[Any, ...]]:
+        """The rows, within the row cap and the answer's size: every value that is not NULL is
+        sent with its column's name (a map entry), text as UTF-8, bytes as hex."""
+        names = [len(c.encode()) + MAP_ENTRY_BYTES for c in columns]
         rows = []
         size = 0
         for row in cursor:
@@ -193,10 +196,13 @@ class SqlEngine:
                 raise ResourceExhausted(
                     f"sql_query returns more than {self._max_rows} rows; add a LIMIT"
                 )
-            size += sum(
-                len(v) * (2 if isinstance(v, bytes) else 1) if isinstance(v, str | bytes) else 24
-                for v in row
-            )
+            for name, value in zip(names, row, strict=True):
+                if isinstance(value, str):
+                    size += name + len(value.encode())
+                elif isinstance(value, bytes):
+                    size += name + 2 * len(value)
+                elif value is not None:
+                    size += name + 24  # a number, in decimal
             if size > self._max_bytes:
                 raise ResourceExhausted(
                     f"sql_query returns more than {self._max_bytes} bytes; "
