@@ -288,6 +288,23 @@ async def test_bad_requests(c: GovcClient) -> None:
     assert await paths(c, "brown") == {"docs/guide.md", "docs/notes.txt"}  # still serving
 
 
+async def test_deeply_nested_queries_are_refused_not_crashing(c: GovcClient) -> None:
+    # tantivy's parser overflows its stack (and kills the process) on a few thousand open
+    # parentheses, well within the query size limit.
+    for query in ("(" * 16000 + "brown", "(a" * 5000 + ")" * 5000):
+        for highlight_length in (0, 40):
+            with pytest.raises(GovcRpcError) as info:
+                await c.search(R, query, highlight_length=highlight_length)
+            assert info.value.status == Status.INVALID_ARGUMENT
+            assert "nested deeper than 100" in str(info.value)
+    with pytest.raises(GovcRpcError) as info:
+        await c.search_with_aggregation(R, "(" * 16000 + "brown", group_by=["extension"])
+    assert info.value.status == Status.INVALID_ARGUMENT
+    # 100 levels are fine, and parentheses inside a phrase are text, not nesting.
+    assert await paths(c, "(" * 100 + "brown" + ")" * 100) == await paths(c, "brown")
+    assert (await c.search(R, '"' + "(" * 200 + 'brown"')).total >= 0
+
+
 # ---- read-your-writes ----
 
 

@@ -163,14 +163,42 @@ class Hit(NamedTuple):
     author: str  # "" while uncommitted
 
 
+MAX_QUERY_NESTING = 100  # parentheses; tantivy's parser recurses, and overflows its stack
+
+
 def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
     """The user's query in tantivy's query language; an empty query matches every file."""
     if not text.strip():
         return tantivy.Query.all_query()
+    if text.count("(") > MAX_QUERY_NESTING and _nesting(text) > MAX_QUERY_NESTING:
+        # A few thousand open parentheses (within the query size limit) crash the process
+        # with a stack overflow in tantivy's parser: refuse them before it sees them.
+        raise InvalidArgument(f"query: nested deeper than {MAX_QUERY_NESTING} parentheses")
     try:
         return index.parse_query(text, DEFAULT_FIELDS)
     except ValueError as exc:
         raise InvalidArgument(f"query: {exc}") from None
+
+
+def _nesting(text: str) -> int:
+    """How deep the query's parentheses nest, outside quoted phrases."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def filtered_query(
