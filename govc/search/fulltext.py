@@ -181,19 +181,12 @@ def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
 
 
 def _nesting(text: str) -> int:
-    """How deep the query's parentheses nest, outside quoted phrases."""
+    """How deep the query's parentheses nest. Those in quoted phrases count too: tantivy's
+    quoting (two kinds of quotes, escapes) is not worth mirroring for a guard, and a phrase
+    nesting a hundred parentheses is no real search."""
     depth = deepest = 0
-    quoted = escaped = False
     for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
+        if char == "(":
             depth += 1
             deepest = max(deepest, depth)
         elif char == ")":

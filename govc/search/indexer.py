@@ -106,8 +106,12 @@ class Indexer:
         # by `_catch_up` yet, or one `govc import` wrote beside the running server) are compared
         # on their first search.
         self._known: set[str] = set()
-        # Repositories with changes in the writer, not yet committed (the indexer thread's)
+        # The indexer thread's: repositories with changes in the writer, not yet committed;
+        # those committed in the middle of the current batch; failed attempts per repository
+        # since its last success.
         self._uncommitted: set[str] = set()
+        self._committed_early: set[str] = set()
+        self._failures: dict[str, int] = {}
         self._stale: set[str] = set()  # found out of step with storage since start
         self._scan_total = 0  # repositories `_catch_up` compares, how many it has done...
         self._scanned = 0
@@ -275,7 +279,6 @@ class Indexer:
     def _run(self) -> None:
         applied: dict[str, int] = {}  # repository -> version in the writer, not yet committed
         uncommitted = 0  # documents added or deleted since the last commit
-        failures: dict[str, int] = {}  # repository -> failed attempts since its last success
         last_commit = 0.0
         while True:
             with self._cond:
@@ -291,6 +294,7 @@ class Indexer:
                 batch, self._dirty = ({}, self._dirty) if stopping else (self._dirty, {})
                 changed, self._changed = ({}, self._changed) if stopping else (self._changed, {})
             started = time.perf_counter()
+            self._committed_early.clear()
             try:
                 if batch:
                     uncommitted += self._apply({repo_id: changed.get(repo_id) for repo_id in batch})
@@ -310,7 +314,8 @@ class Indexer:
                 # next time) and apply them again, from a whole comparison, while searches
                 # wait. Never leave searches waiting on documents that cannot be applied: a
                 # repository that failed (all of them, when the commit did) is given up after
-                # RETRIES: published, and compared with storage again by its next search.
+                # RETRIES: published, and compared with storage again by its next search. Those
+                # committed before the failure are published as they are.
                 log.exception("search indexing failed for %d repositories", len(applied))
                 self._writer.rollback()
                 self._uncommitted.clear()
@@ -320,13 +325,15 @@ class Indexer:
                     applied[repo_id] = max(version, applied.get(repo_id, 0))
                 retry = {}
                 for repo_id, version in applied.items():
+                    if repo_id in self._committed_early:
+                        continue
                     self._forget(repo_id)
                     if culprit is None or repo_id == culprit:
-                        failures[repo_id] = failures.get(repo_id, 0) + 1
-                    if failures.get(repo_id, 0) <= RETRIES:
+                        self._failures[repo_id] = self._failures.get(repo_id, 0) + 1
+                    if self._failures.get(repo_id, 0) <= RETRIES:
                         retry[repo_id] = version
                     else:
-                        del failures[repo_id]
+                        del self._failures[repo_id]
                         self._known.discard(repo_id)
                 with self._cond:
                     for repo_id, version in retry.items():
@@ -343,7 +350,7 @@ class Indexer:
                 )
                 self._publish_versions(applied)
                 for repo_id in applied:
-                    failures.pop(repo_id, None)
+                    self._failures.pop(repo_id, None)
                 applied, uncommitted, last_commit = {}, 0, time.monotonic()
             if stopping:
                 return
@@ -352,14 +359,21 @@ class Indexer:
         """Bring every repository of `batch` up to date in the writer (repository -> the paths
         that changed, or None); returns the documents added or deleted."""
         documents = 0
-        for repo_id, paths in batch.items():
-            if repo_id not in self._uncommitted and len(self._uncommitted) >= UNCOMMITTED_MAX:
-                # What is kept of a repository with uncommitted changes must not be dropped:
-                # re-read from the committed index it would lack them. Committing first keeps
-                # such repositories well within what is kept.
+        # Repositories that failed before come last, each after a commit of what precedes it:
+        # failing again, one rolls back nothing but itself.
+        for repo_id in sorted(batch, key=lambda r: r in self._failures):
+            paths = batch[repo_id]
+            # What is kept of a repository with uncommitted changes must not be dropped:
+            # re-read from the committed index it would lack them. Committing first keeps such
+            # repositories well within what is kept.
+            crowded = repo_id not in self._uncommitted and len(self._uncommitted) >= UNCOMMITTED_MAX
+            suspect = repo_id in self._failures and bool(self._uncommitted - {repo_id})
+            if crowded or suspect:
                 self._writer.commit()
                 self.index.reload()
+                self._committed_early |= self._uncommitted
                 self._uncommitted.clear()
+            self._committed_early.discard(repo_id)  # changes of it are uncommitted again
             self._uncommitted.add(repo_id)
             try:
                 applied = None if paths is None else self._apply_paths(repo_id, paths)
