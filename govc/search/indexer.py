@@ -369,10 +369,8 @@ class Indexer:
             crowded = repo_id not in self._uncommitted and len(self._uncommitted) >= UNCOMMITTED_MAX
             suspect = repo_id in self._failures and bool(self._uncommitted - {repo_id})
             if crowded or suspect:
-                self._writer.commit()
-                self.index.reload()
                 self._committed_early |= self._uncommitted
-                self._uncommitted.clear()
+                self._commit_writer()
             self._committed_early.discard(repo_id)  # changes of it are uncommitted again
             self._uncommitted.add(repo_id)
             try:
@@ -384,11 +382,15 @@ class Indexer:
 
     def _commit(self, documents: int) -> None:
         if documents:
-            self._writer.commit()
-            self.index.reload()
+            self._commit_writer()
             self.batches += 1
         self._uncommitted.clear()
         self._save_state()
+
+    def _commit_writer(self) -> None:
+        self._writer.commit()
+        self.index.reload()
+        self._uncommitted.clear()
 
     def _publish_versions(self, versions: dict[str, int]) -> None:
         with self._cond:

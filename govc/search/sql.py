@@ -174,35 +174,28 @@ class SqlEngine:
                 raise InvalidArgument(f"sql_query: {exc}") from None
             except (sqlite3.Warning, sqlite3.DatabaseError) as exc:
                 raise InvalidArgument(f"sql_query: {exc}") from None
-            return QueryResult(
-                columns,
-                [
-                    {c: t for c, v in zip(columns, row, strict=True) if (t := _text(v)) is not None}
-                    for row in rows
-                ],
-            )
+            return QueryResult(columns, rows)
         finally:
             db.close()
 
-    def _fetch(self, cursor: sqlite3.Cursor, columns: list[str]) -> list[tuple[Any, ...]]:
-        """The rows, within the row cap and the answer's size: every value that is not NULL is
-        sent with its column's name (a map entry), text as UTF-8, bytes as hex."""
-        names = [len(c.encode()) + MAP_ENTRY_BYTES for c in columns]
-        rows = []
+    def _fetch(self, cursor: sqlite3.Cursor, columns: list[str]) -> list[dict[str, str]]:
+        """The rows as text (NULLs left out), within the row cap and the answer's size: every
+        value is sent as a map entry, its column's name beside it."""
+        names = [(c, len(c.encode()) + MAP_ENTRY_BYTES) for c in columns]
+        rows: list[dict[str, str]] = []
         size = 0
-        for row in cursor:
-            rows.append(row)
-            if len(rows) > self._max_rows:
+        for values in cursor:
+            if len(rows) == self._max_rows:
                 raise ResourceExhausted(
                     f"sql_query returns more than {self._max_rows} rows; add a LIMIT"
                 )
-            for name, value in zip(names, row, strict=True):
-                if isinstance(value, str):
-                    size += name + len(value.encode())
-                elif isinstance(value, bytes):
-                    size += name + 2 * len(value)
-                elif value is not None:
-                    size += name + 24  # a number, in decimal
+            row = {}
+            for (name, entry), value in zip(names, values, strict=True):
+                text = _text(value)
+                if text is not None:
+                    row[name] = text
+                    size += entry + len(text.encode())
+            rows.append(row)
             if size > self._max_bytes:
                 raise ResourceExhausted(
                     f"sql_query returns more than {self._max_bytes} bytes; "

@@ -230,26 +230,25 @@ def _indent(text: str, depth: int) -> str:
     return "\n".join("    " * depth + line for line in text.splitlines())
 
 
+def _wire(kind: Any) -> int:
+    """The wire type of a field of `kind`: a scalar's own, else length-delimited."""
+    return _SCALARS[kind][0] if isinstance(kind, str) and kind in _SCALARS else 2
+
+
 def _encoder_source(cls: type) -> str:
     lines = [f"def _encode_{cls.__name__}(m):", "    out = []"]
     for number, name, kind in SPECS[cls]:
-        if isinstance(kind, list):  # repeated message
-            tag = repr(_varint(number << 3 | 2))
-            body = f"b = _encode_{kind[0].__name__}(v)\nout += ({tag}, _varint(len(b)), b)"
-            lines += [f"    for v in m.{name}:", _indent(body, 2)]
-        elif kind == "strs":
-            tag = repr(_varint(number << 3 | 2))
-            body = f"b = v.encode()\nout += ({tag}, _varint(len(b)), b)"
+        tag = repr(_varint(number << 3 | _wire(kind)))
+        if isinstance(kind, list) or kind == "strs":  # repeated message or string
+            item = f"_encode_{kind[0].__name__}(v)" if isinstance(kind, list) else "v.encode()"
+            body = f"b = {item}\nout += ({tag}, _varint(len(b)), b)"
             lines += [f"    for v in m.{name}:", _indent(body, 2)]
         elif isinstance(kind, type):  # nested message: present even when empty
-            tag = repr(_varint(number << 3 | 2))
             body = f"if v is not None:\n    b = _encode_{kind.__name__}(v)\n"
             body += f"    out += ({tag}, _varint(len(b)), b)"
             lines += [f"    v = m.{name}", _indent(body, 1)]
         else:
-            wire, write, _ = _SCALARS[kind]
-            tag = repr(_varint(number << 3 | wire))
-            lines += [f"    v = m.{name}", _indent(write.format(tag=tag), 1)]
+            lines += [f"    v = m.{name}", _indent(_SCALARS[kind][1].format(tag=tag), 1)]
     lines += ["    if m._unknown_fields:", "        out.append(m._unknown_fields)"]
     lines.append("    return b''.join(out)")
     return "\n".join(lines)
@@ -260,15 +259,15 @@ def _decoder_source(cls: type) -> str:
     repeated = [name for _, name, kind in SPECS[cls] if isinstance(kind, list) or kind == "strs"]
     branches = []
     for number, name, kind in SPECS[cls]:
+        wire = _wire(kind)
         if isinstance(kind, list) or kind == "strs":
             item = f"_decode_{kind[0].__name__}(v)" if isinstance(kind, list) else "v.decode()"
-            wire, store = 2, f"if r_{name} is None:\n    r_{name} = [{item}]\nelse:\n"
+            store = f"if r_{name} is None:\n    r_{name} = [{item}]\nelse:\n"
             store += f"    r_{name}.append({item})"
         elif isinstance(kind, type):
-            wire, store = 2, f"m.{name} = _decode_{kind.__name__}(v)"
+            store = f"m.{name} = _decode_{kind.__name__}(v)"
         else:
-            wire, _, store = _SCALARS[kind]
-            store = store.format(name=name)
+            store = _SCALARS[kind][2].format(name=name)
         read = {0: _READ_VARINT, 1: _READ_DOUBLE, 2: _READ_LENGTH}[wire]
         if number in oneof:  # at most one member on the wire, else betterproto2 decides
             read += f"\nif member and member != {number}:\n    raise _Fallback\nmember = {number}"
