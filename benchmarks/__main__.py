@@ -113,7 +113,7 @@ def report(
         cases drive both servers through the raw generated stub with identical requests; the
         floor sends the same messages from memory without checksums and keeps nothing of an
         upload, while govc reads storage, checksums every chunk and fsyncs the upload. The govc
-        server skips betterproto2's per-field warnings guard (govc/services/speedups.py); the
+        server skips betterproto2's per-field warnings guard (govc/transport/speedups.py); the
         floor runs betterproto2 as shipped.
         """)
     cpu_table = render_cpu_table(results)

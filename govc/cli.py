@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from govc.datadir import DataDirInUse
 from govc.search.indexer import DEFAULT_WAIT_SECONDS
 from govc.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -16,6 +15,7 @@ from govc.server import (
     ServerConfig,
     StartError,
 )
+from govc.storage.datadir import DataDirInUse
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -106,18 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _storage_command(args: argparse.Namespace) -> int:
+    from govc.core.gitio import export_repository, import_repository
+    from govc.core.registry import Registry
+    from govc.core.validation import validate_repo_id
+    from govc.core.versioncontrol import VersionControl
     from govc.errors import GovcError
-    from govc.gitio import export_repository, import_repository
-    from govc.repositories import Repositories
-    from govc.repository import VersionControl
     from govc.storage import Storage, StorageConfig
-    from govc.validation import validate_repo_id
 
     storage = Storage(StorageConfig(path=args.data_dir))
     try:
         validate_repo_id(args.repo_id, "REPO_ID")
         if args.command == "export":
-            vc = VersionControl(storage, Repositories(storage))
+            vc = VersionControl(storage, Registry(storage))
             count = export_repository(vc, storage, args.repo_id, Path(args.dest))
             print(f"exported {args.repo_id} to {args.dest} ({count} objects)")
         else:

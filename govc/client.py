@@ -94,7 +94,7 @@ from generated.govc import (
     WriteFileRequest,
     WriteFileResponse,
 )
-from govc.services.codec import GovcCodec
+from govc.transport.codec import GovcCodec
 
 T = TypeVar("T")
 

@@ -22,26 +22,26 @@ from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
-from govc.batch import BatchExecutor
-from govc.blobs import Blobs
-from govc.datadir import DataDirLock
-from govc.history import History
-from govc.repositories import Repositories
-from govc.repository import VersionControl
+from govc.core.blobs import Blobs
+from govc.core.registry import Registry
+from govc.core.versioncontrol import VersionControl
 from govc.search.engine import SearchEngine
+from govc.search.history import History
 from govc.search.indexer import DEFAULT_WAIT_SECONDS, Indexer
 from govc.search.sql import SqlEngine
-from govc.services import speedups
 from govc.services.batch import BatchService
+from govc.services.batch_ops import BatchExecutor
 from govc.services.blobs import BlobService
 from govc.services.durable import DurableWaiter
-from govc.services.grpc import CallTracker, DrainingServer, GovcService
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
 from govc.services.search import SearchService
 from govc.services.streaming import StreamingService
 from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
+from govc.storage.datadir import DataDirLock
+from govc.transport import speedups
+from govc.transport.grpc import CallTracker, DrainingServer, GovcService
 
 log = logging.getLogger("govc.server")
 
@@ -149,7 +149,7 @@ class GovcServer:
                 initial_map_size=config.initial_map_size,
             )
         )
-        repositories = Repositories(storage)
+        repositories = Registry(storage)
         blobs = Blobs(storage, repositories)
         vc = VersionControl(storage, repositories, clock=config.clock)
         history = History(vc)

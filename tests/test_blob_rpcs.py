@@ -11,10 +11,10 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from generated.govc import StoreBlobRequest
-from govc.blobs import Blobs
 from govc.client import GovcClient, GovcRpcError
-from govc.objects import blob_id
-from govc.repositories import Repositories
+from govc.core.blobs import Blobs
+from govc.core.gitformat import blob_id
+from govc.core.registry import Registry
 from govc.server import GovcServer, ServerConfig
 
 MiB = 1 << 20
@@ -220,7 +220,7 @@ async def test_blob_over_the_message_limit_is_not_sent_whole(
     async with GovcClient(f"127.0.0.1:{small_limit_server.port}") as c:
         await c.create_repository("big")
         # Stored through the core (as a streaming upload would), then asked for in one message.
-        blobs = Blobs(storage, Repositories(storage))
+        blobs = Blobs(storage, Registry(storage))
         content = os.urandom(2 * MiB)
         await asyncio.wrap_future(blobs.store("big", blobs.prepare(content)))
         err = await _error(c.get_blob("big", blob_id(content)))

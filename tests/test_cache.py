@@ -2,8 +2,8 @@
 
 import pytest
 
-from govc.cache import LruCache
 from govc.client import GovcClient
+from govc.core.cache import LruCache
 from govc.server import GovcServer
 
 

@@ -31,7 +31,8 @@ from generated.govc import (
     UploadBlobStreamRequest,
     UploadMetadata,
 )
-from govc.services.codec import GovcCodec, decode
+from govc.transport.codec import GovcCodec
+from govc.wire.codec import decode
 
 codec = GovcCodec()
 text = st.text(max_size=40)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from govc.client import GovcClient
 from govc.storage import Storage, StorageConfig
-from govc.storage.objects import ObjectStore
+from govc.storage.objectstore import ObjectStore
 from tests.serverproc import ServerProcess
 
 REPO = "durable"

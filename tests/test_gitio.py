@@ -170,7 +170,7 @@ async def test_import_while_server_runs_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_failed_import_leaves_no_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import govc.gitio
+    import govc.core.gitio
     from govc.storage import Storage, StorageConfig
 
     source = make_git_repo(tmp_path / "src")
@@ -180,12 +180,12 @@ def test_failed_import_leaves_no_objects(tmp_path: Path, monkeypatch: pytest.Mon
         yield "blob", b"two\n"
         raise RuntimeError("git died")
 
-    monkeypatch.setattr(govc.gitio, "_git_objects", broken)
-    monkeypatch.setattr(govc.gitio, "IMPORT_BATCH_BYTES", 1)  # the first objects are committed
+    monkeypatch.setattr(govc.core.gitio, "_git_objects", broken)
+    monkeypatch.setattr(govc.core.gitio, "IMPORT_BATCH_BYTES", 1)  # the first objects are committed
     storage = Storage(StorageConfig(path=str(tmp_path / "data"), durable=False))
     try:
         with pytest.raises(RuntimeError):
-            govc.gitio.import_repository(storage, source.path, "broken")
+            govc.core.gitio.import_repository(storage, source.path, "broken")
         with storage.read() as txn:
             assert txn.stat(storage.dbs["objects"])["entries"] == 0
             assert txn.get(b"broken", db=storage.dbs["repos"]) is None

@@ -3,7 +3,7 @@
 import pytest
 
 from govc.client import GovcClient
-from govc.merge import merge_lines
+from govc.core.merge import merge_lines
 
 BASE = b"".join(b"line %d\n" % i for i in range(30))
 

@@ -8,18 +8,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govc.blobs import Blobs
-from govc.objects import blob_id
-from govc.repositories import Repositories
+from govc.core.blobs import Blobs
+from govc.core.gitformat import blob_id
+from govc.core.registry import Registry
 from govc.storage import Storage, StorageConfig
-from govc.storage.objects import CHUNK_SIZE, delta_against, prepare_blob
+from govc.storage.objectstore import CHUNK_SIZE, delta_against, prepare_blob
 
 
 @pytest.fixture(scope="module")
 def blobs() -> Iterator[Blobs]:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(StorageConfig(path=os.path.join(tmp, "db"), durable=False))
-        repos = Repositories(storage)
+        repos = Registry(storage)
         repos.create("p", "", "", {}).result()
         try:
             yield Blobs(storage, repos)

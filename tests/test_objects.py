@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from govc.core.gitformat import EMPTY_BLOB_ID, blob_id, validate_object_id
 from govc.errors import InvalidArgument
-from govc.objects import EMPTY_BLOB_ID, blob_id, validate_object_id
 
 
 def git_hash_object(path: Path) -> str:

@@ -122,7 +122,7 @@ async def test_health(client: GovcClient) -> None:
 
 
 def test_every_declared_rpc_needs_a_handler() -> None:
-    from govc.services.grpc import CallTracker, GovcService
+    from govc.transport.grpc import CallTracker, GovcService
 
     with pytest.raises(TypeError, match=r"no handler serves /govc\.GoVCService/"):
         GovcService([], CallTracker(), 1024)

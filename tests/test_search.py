@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from generated.govc import FullTextSearchResponse
 from govc.client import GovcClient, GovcRpcError
-from govc.objects import blob_id
+from govc.core.gitformat import blob_id
 from govc.search.fulltext import FORMAT
 from govc.search.indexer import Indexer
 from govc.server import GovcServer, ServerConfig
@@ -514,7 +514,7 @@ async def test_uncommitted_changes_are_never_dropped_from_memory(
 ) -> None:
     # What is kept of a repository with uncommitted changes must not be evicted: re-read from
     # the committed index, it would lack them. A file changed A -> B -> A would then keep B.
-    from govc.cache import LruCache
+    from govc.core.cache import LruCache
     from govc.search import indexer as indexer_module
 
     indexer = server.indexer

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from govc.client import GovcClient
-from govc.datadir import DataDirInUse
 from govc.server import GovcServer, ServerConfig, StartError
+from govc.storage.datadir import DataDirInUse
 from tests.serverproc import REPO_ROOT, ServerProcess
 
 R = "lock-test"

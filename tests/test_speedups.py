@@ -13,7 +13,7 @@ from generated.govc import (
     StreamBlobResponse,
     StreamChunk,
 )
-from govc.services import speedups
+from govc.transport import speedups
 
 ROOT = Path(__file__).resolve().parent.parent
 

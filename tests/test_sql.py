@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from generated.govc import ExecuteSqlQueryRequest
 from govc.client import GovcClient
-from govc.objects import blob_id
+from govc.core.gitformat import blob_id
 from tests.conftest import Clock
 
 R = "sql"

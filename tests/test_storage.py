@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from govc.blobs import Blobs
+from govc.core.blobs import Blobs
+from govc.core.gitformat import blob_id
+from govc.core.registry import Registry
 from govc.errors import AlreadyExists, NotFound
-from govc.objects import blob_id
-from govc.repositories import Repositories
 from govc.storage import Storage, StorageConfig
-from govc.storage.objects import (
+from govc.storage.objectstore import (
     CHUNK_SIZE,
     CHUNKED,
     DELTA,
@@ -169,8 +169,8 @@ def test_writes_after_close_are_refused(tmp_path: Path) -> None:
         store.writer.submit(lambda txn: None)
 
 
-def _repo(storage: Storage, repo_id: str = "r") -> tuple[Repositories, Blobs]:
-    repos = Repositories(storage)
+def _repo(storage: Storage, repo_id: str = "r") -> tuple[Registry, Blobs]:
+    repos = Registry(storage)
     repos.create(repo_id, "", "", {}).result()
     return repos, Blobs(storage, repos)
 

@@ -17,7 +17,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-import govc.blobs
+import govc.core.blobs
 from generated.govc import (
     StreamBlobRequest,
     StreamChunk,
@@ -27,9 +27,9 @@ from generated.govc import (
     UploadMetadata,
 )
 from govc.client import GovcClient, GovcRpcError
-from govc.objects import blob_id
+from govc.core.gitformat import blob_id
 from govc.server import GovcServer, ServerConfig
-from govc.storage.objects import ObjectStore, encode_chunk
+from govc.storage.objectstore import ObjectStore, encode_chunk
 
 REPO = "streaming"
 KIB = 1024
@@ -615,12 +615,12 @@ async def test_repository_recreated_during_chunked_commit_leaves_no_broken_blob(
     def encode_after_pause(piece: bytes, compress: bool = True) -> bytes:
         nonlocal encoded
         encoded += 1
-        if encoded == govc.blobs.CHUNKS_PER_TRANSACTION + 1:  # the first batch is committed
+        if encoded == govc.core.blobs.CHUNKS_PER_TRANSACTION + 1:  # the first batch is committed
             first_batch_committed.set()
             assert may_continue.wait(10)
         return encode_chunk(piece, compress)
 
-    monkeypatch.setattr(govc.blobs, "encode_chunk", encode_after_pause)
+    monkeypatch.setattr(govc.core.blobs, "encode_chunk", encode_after_pause)
     upload = asyncio.create_task(repo.upload(REPO, pieces(data, MIB), total_size=len(data)))
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, first_batch_committed.wait, 10)

@@ -28,12 +28,12 @@ from hypothesis.stateful import (
     rule,
 )
 
+from govc.core.gitio import export_repository
+from govc.core.registry import Registry
+from govc.core.versioncontrol import VersionControl
 from govc.errors import AlreadyExists, FailedPrecondition, GovcError, NotFound
-from govc.gitio import export_repository
-from govc.repositories import Repositories
-from govc.repository import VersionControl
 from govc.storage import Storage, StorageConfig
-from govc.storage.objects import prepare_blob
+from govc.storage.objectstore import prepare_blob
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
 
@@ -214,7 +214,7 @@ class VcsMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="govc-model-"))
         self.storage = Storage(StorageConfig(path=str(self.tmp / "data"), durable=False))
-        repos = Repositories(self.storage)
+        repos = Registry(self.storage)
         repos.create(REPO, "", "", {}).result()
         seconds = itertools.count(1_700_000_000)
         self.vc = VersionControl(self.storage, repos, clock=lambda: float(next(seconds)))

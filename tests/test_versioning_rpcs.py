@@ -4,7 +4,7 @@ import pytest
 from grpclib.const import Status
 
 from govc.client import GovcClient, GovcRpcError
-from govc.objects import blob_id
+from govc.core.gitformat import blob_id
 from tests.conftest import Clock
 
 R = "vc"

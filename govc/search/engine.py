@@ -7,10 +7,10 @@ from typing import Any, NamedTuple
 
 import tantivy
 
-from govc.cache import LruCache
+from govc.core.cache import LruCache
+from govc.core.registry import Registry
+from govc.core.versioncontrol import VersionControl
 from govc.errors import NotFound
-from govc.repositories import Repositories
-from govc.repository import VersionControl
 from govc.search import fulltext
 from govc.search.fulltext import Hit
 from govc.search.indexer import Indexer
@@ -49,7 +49,7 @@ class SearchEngine:
     def __init__(
         self,
         storage: Storage,
-        repositories: Repositories,
+        repositories: Registry,
         vc: VersionControl,
         indexer: Indexer,
     ) -> None:

@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 
 import tantivy
 
+from govc.core.objects import file_extension, file_name
 from govc.errors import InvalidArgument
-from govc.history import FileTime
-from govc.trees import file_extension, file_name
+from govc.search.history import FileTime
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ from typing import Any
 
 import tantivy
 
-from govc.cache import LruCache
+from govc.core.cache import LruCache
+from govc.core.registry import Registry
+from govc.core.versioncontrol import VersionControl
 from govc.errors import GovcError
-from govc.history import FileTime, History
-from govc.repositories import Repositories
-from govc.repository import VersionControl
 from govc.search import fulltext
 from govc.search.fulltext import FileDoc
+from govc.search.history import FileTime, History
 from govc.storage import Storage
 from govc.storage.tables import Entry
 
@@ -74,7 +74,7 @@ class Indexer:
     def __init__(
         self,
         storage: Storage,
-        repositories: Repositories,
+        repositories: Registry,
         vc: VersionControl,
         history: History,
         directory: str,

@@ -2,7 +2,7 @@
 
 Each query runs against a private in-memory database holding the repository's tables (files,
 commits, changes, branches, blobs), filled per query from the current work tree and from what
-each commit changed, which is derived once per commit and kept (`govc.history`).
+each commit changed, which is derived once per commit and kept (`govc.search.history`).
 The sandbox: one statement, an authorizer that allows reading and nothing else (no writes, no
 ATTACH, no PRAGMA, no functions outside a safe list), a time budget enforced by a progress
 handler, and a row cap.
@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from govc.core.gitformat import Commit
+from govc.core.objects import file_extension, file_name
+from govc.core.versioncontrol import VersionControl
 from govc.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
-from govc.history import History
-from govc.objects import Commit
-from govc.repository import VersionControl
+from govc.search.history import History
 from govc.storage import Storage
-from govc.trees import file_extension, file_name
 
 SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, name TEXT, extension TEXT, size INTEGER,

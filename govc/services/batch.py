@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from generated.govc import BatchOperationResult, BatchOperationsRequest, BatchOperationsResponse
-from govc.batch import (
+from govc.core.registry import Registry
+from govc.core.validation import validate_repo_id
+from govc.errors import InvalidArgument
+from govc.services.batch_ops import (
     MAX_OPERATIONS,
     BatchAborted,
     BatchExecutor,
@@ -17,11 +20,8 @@ from govc.batch import (
     run_operations,
     sql_in_writing_batch,
 )
-from govc.errors import InvalidArgument
-from govc.repositories import Repositories
 from govc.services.durable import DurableWaiter
 from govc.storage import Storage
-from govc.validation import validate_repo_id
 
 
 def _message(result: OperationResult) -> BatchOperationResult:
@@ -35,7 +35,7 @@ class BatchService:
     def __init__(
         self,
         storage: Storage,
-        repositories: Repositories,
+        repositories: Registry,
         executor: BatchExecutor,
         durable: DurableWaiter,
         changed: Callable[[str, Iterable[str] | None], None],

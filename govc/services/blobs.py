@@ -12,12 +12,12 @@ from generated.govc import (
     StoreBlobWithDeltaRequest,
     StoreBlobWithDeltaResponse,
 )
-from govc.blobs import Blobs
+from govc.core.blobs import Blobs
+from govc.core.gitformat import validate_object_id
+from govc.core.validation import validate_repo_id
 from govc.errors import ResourceExhausted
-from govc.objects import validate_object_id
 from govc.services.durable import DurableWaiter
-from govc.storage.objects import ObjectInfo, PreparedObject
-from govc.validation import validate_repo_id
+from govc.storage.objectstore import ObjectInfo, PreparedObject
 
 # Above this size, hashing, compressing and decoding run in a worker thread, not on the loop.
 OFFLOAD_BYTES = 256 * 1024

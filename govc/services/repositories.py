@@ -12,11 +12,11 @@ from generated.govc import (
     ListRepositoriesRequest,
     ListRepositoriesResponse,
 )
+from govc.core.registry import Registry, RepositoryInfo
+from govc.core.validation import validate_repo_id
 from govc.errors import InvalidArgument
-from govc.repositories import Repositories, RepositoryInfo
 from govc.services.convert import timestamp_from_us
 from govc.services.durable import DurableWaiter
-from govc.validation import validate_repo_id
 
 MAX_NAME_BYTES = 256
 MAX_DESCRIPTION_BYTES = 4096
@@ -42,7 +42,7 @@ def _check_length(value: str, field: str, limit: int) -> None:
 class RepositoryService:
     def __init__(
         self,
-        repositories: Repositories,
+        repositories: Registry,
         durable: DurableWaiter,
         changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:

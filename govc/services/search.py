@@ -18,6 +18,7 @@ from generated.govc import (
     SearchWithAggregationRequest,
     SearchWithAggregationResponse,
 )
+from govc.core.validation import validate_repo_id
 from govc.errors import InvalidArgument, Unavailable
 from govc.search import aggregate
 from govc.search.engine import Found, SearchEngine, SearchSpec
@@ -25,7 +26,6 @@ from govc.search.fulltext import SORTS
 from govc.search.indexer import Indexer
 from govc.search.sql import SqlEngine
 from govc.services.convert import timestamp_from_us
-from govc.validation import validate_repo_id
 
 MAX_SQL_BYTES = 64 * 1024
 MAX_QUERY_BYTES = 16 * 1024

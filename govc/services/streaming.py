@@ -4,7 +4,7 @@ Downloads read the blob piece by piece (one storage chunk at a time, each in a s
 transaction) and yield one message at a time, so HTTP/2 flow control paces the server to the
 reader. Uploads are checked on the loop (order, size) and handed on, a MiB at a time, to one
 worker thread that verifies checksums, hashes and writes chunks into storage while the rest is
-still arriving (`govc.blobs.UploadSink`); the blob becomes visible only when it is whole and
+still arriving (`govc.core.blobs.UploadSink`); the blob becomes visible only when it is whole and
 checked, and a failed upload removes what it wrote.
 """
 
@@ -28,13 +28,13 @@ from generated.govc import (
     UploadBlobStreamRequest,
     UploadBlobStreamResponse,
 )
-from govc.blobs import Blobs, UploadSink
+from govc.core.blobs import Blobs, UploadSink
+from govc.core.gitformat import validate_object_id
+from govc.core.registry import Registry
+from govc.core.validation import validate_repo_id
 from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
-from govc.objects import validate_object_id
-from govc.repositories import Repositories
 from govc.services.oneof import set_one_of
-from govc.storage.objects import CHUNK_SIZE, ObjectInfo
-from govc.validation import validate_repo_id
+from govc.storage.objectstore import CHUNK_SIZE, ObjectInfo
 
 DEFAULT_CHUNK = 64 * 1024
 MIN_CHUNK = 1024
@@ -53,7 +53,7 @@ def _response(field: str, value: object) -> StreamBlobResponse:
 
 
 class StreamingService:
-    def __init__(self, blobs: Blobs, repositories: Repositories, max_upload_bytes: int) -> None:
+    def __init__(self, blobs: Blobs, repositories: Registry, max_upload_bytes: int) -> None:
         self._blobs = blobs
         self._repositories = repositories
         self._max_upload_bytes = max_upload_bytes

@@ -35,13 +35,13 @@ from generated.govc import (
     WriteFileRequest,
     WriteFileResponse,
 )
+from govc.core.gitformat import parse_author
+from govc.core.validation import validate_branch_name, validate_path, validate_repo_id
+from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import InvalidArgument
-from govc.objects import parse_author
-from govc.repository import CommitInfo, VersionControl
 from govc.services.convert import timestamp_from_us
 from govc.services.durable import DurableWaiter
-from govc.storage.objects import PreparedObject, prepare_blob
-from govc.validation import validate_branch_name, validate_path, validate_repo_id
+from govc.storage.objectstore import PreparedObject, prepare_blob
 
 OFFLOAD_BYTES = 256 * 1024
 MAX_FILES_IN_COMMIT = 10_000

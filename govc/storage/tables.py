@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from govc.storage.env import delete_prefix, scan_prefix
-from govc.storage.objects import repo_prefix
+from govc.storage.objectstore import repo_prefix
 
 _ENTRY = struct.Struct(">20sIQQ")  # object id, mode, size, modified (us since epoch)
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from govc.core.gitformat import DIR_MODE, parse_author, validate_object_id
+from govc.core.validation import validate_path
+from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
-from govc.objects import DIR_MODE, parse_author, validate_object_id
-from govc.repository import CommitInfo, VersionControl
-from govc.storage.objects import prepare_blob
-from govc.validation import validate_path
+from govc.storage.objectstore import prepare_blob
 
 MAX_OPERATIONS = 1000
 READ_ONLY = frozenset({"get_blob", "read", "get_commit", "list_commits", "get_tree", "query"})

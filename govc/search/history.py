@@ -11,11 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from govc.cache import LruCache
-from govc.objects import Commit
-from govc.repository import VersionControl
+from govc.core.cache import LruCache
+from govc.core.gitformat import Commit
+from govc.core.objects import diff_files
+from govc.core.versioncontrol import VersionControl
 from govc.storage.tables import Entry
-from govc.trees import diff_files
 
 # (path, "added" | "modified" | "deleted", blob id)
 Change = tuple[str, str, bytes]

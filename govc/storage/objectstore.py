@@ -33,8 +33,8 @@ from typing import Any
 
 import zstandard
 
+from govc.core.gitformat import BLOB, object_header
 from govc.errors import NotFound
-from govc.objects import BLOB, object_header
 from govc.storage.env import delete_prefix, scan_prefix
 
 KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}

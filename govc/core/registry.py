@@ -15,7 +15,7 @@ from typing import Any
 from govc.errors import AlreadyExists, NotFound
 from govc.storage import Storage
 from govc.storage.env import delete_prefix
-from govc.storage.objects import ObjectStore, repo_prefix
+from govc.storage.objectstore import ObjectStore, repo_prefix
 
 DEFAULT_BRANCH = "main"
 _TIME_KEY = struct.Struct(">Q")
@@ -52,7 +52,7 @@ def _time_key(info: RepositoryInfo) -> bytes:
     return _TIME_KEY.pack(info.created_at_us) + info.id.encode()
 
 
-class Repositories:
+class Registry:
     def __init__(self, storage: Storage, clock_us: Callable[[], int] | None = None) -> None:
         self._storage = storage
         self._repos = storage.dbs["repos"]

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from govc.core.gitformat import BLOB, object_header
+from govc.core.registry import Registry
 from govc.errors import NotFound
-from govc.objects import BLOB, object_header
-from govc.repositories import Repositories
 from govc.storage import Storage
-from govc.storage.objects import (
+from govc.storage.objectstore import (
     CHUNK_SIZE,
     CHUNKED,
     DELTA,
@@ -48,7 +48,7 @@ def _recent_entries(raw: bytes | memoryview | None) -> list[tuple[bytes, int]]:
 
 
 class Blobs:
-    def __init__(self, storage: Storage, repositories: Repositories) -> None:
+    def __init__(self, storage: Storage, repositories: Registry) -> None:
         self._storage = storage
         self._repositories = repositories
         self._objects = ObjectStore(storage.dbs)
@@ -214,7 +214,7 @@ class UploadSink:
     def __init__(
         self,
         storage: Storage,
-        repositories: Repositories,
+        repositories: Registry,
         objects: ObjectStore,
         store_whole: Callable[[str, bytes], Future[tuple[str, ObjectInfo]]],
         repo_id: str,

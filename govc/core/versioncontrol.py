@@ -12,15 +12,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from govc.core.gitformat import BLOB, COMMIT, Commit, Signature, blob_id, clean_message
+from govc.core.merge import merge_trees
+from govc.core.objects import FileMap, ObjectReader, diff_files
+from govc.core.registry import DEFAULT_BRANCH, Registry
+from govc.core.revisions import looks_like_hash, split_revision
 from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from govc.merge import merge_trees
-from govc.objects import BLOB, COMMIT, Commit, Signature, blob_id, clean_message
-from govc.repositories import DEFAULT_BRANCH, Repositories
-from govc.revisions import looks_like_hash, split_revision
 from govc.storage import Storage
-from govc.storage.objects import ObjectStore, PreparedObject, prepare_blob, prepare_object
+from govc.storage.objectstore import ObjectStore, PreparedObject, prepare_blob, prepare_object
 from govc.storage.tables import Entry, EntryTable, RefTable
-from govc.trees import FileMap, ObjectReader, diff_files
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class VersionControl:
     def __init__(
         self,
         storage: Storage,
-        repositories: Repositories,
+        repositories: Registry,
         clock: Callable[[], float] = time.time,
         identity: tuple[str, str] = DEFAULT_IDENTITY,
     ) -> None:

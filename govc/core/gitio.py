@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TREE, object_header
+from govc.core.registry import Registry
+from govc.core.versioncontrol import HEADS, VersionControl
 from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from govc.objects import BLOB, COMMIT, DIR_MODE, TREE, object_header
-from govc.repositories import Repositories
-from govc.repository import HEADS, VersionControl
 from govc.storage import Storage
-from govc.storage.objects import ObjectStore, prepare_object
+from govc.storage.objectstore import ObjectStore, prepare_object
 from govc.storage.tables import Entry, EntryTable, RefTable
 
 IMPORT_BATCH_BYTES = 64 * 1024 * 1024
@@ -29,7 +29,7 @@ def export_repository(vc: VersionControl, storage: Storage, repo_id: str, dest: 
         raise FailedPrecondition(f"destination {dest} exists and is not empty")
     refs = RefTable(storage.dbs)
     with storage.read() as txn:
-        Repositories(storage).require(txn, repo_id)
+        Registry(storage).require(txn, repo_id)
         branches = refs.list(txn, repo_id, HEADS)
         head = refs.get(txn, repo_id, "HEAD") or f"ref: {HEADS}main"
         tips = [tip for _, tip in branches]
@@ -95,7 +95,7 @@ def _write_loose(dest: Path, kind: str, oid: bytes, content: bytes) -> None:
 def import_repository(storage: Storage, source: Path, repo_id: str) -> int:
     """Create `repo_id` from the git repository at `source` (all objects, branches, HEAD)."""
     git_dir = _git_dir(source)
-    repositories = Repositories(storage)
+    repositories = Registry(storage)
     with storage.read() as txn:
         if txn.get(repo_id.encode(), db=storage.dbs["repos"]) is not None:
             raise AlreadyExists(f"repository {repo_id!r} already exists")

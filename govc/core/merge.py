@@ -7,7 +7,7 @@ hunks of the two sides that overlap or touch conflict unless they are the same c
 from collections.abc import Callable
 from difflib import SequenceMatcher
 
-from govc.trees import FileMap
+from govc.core.objects import FileMap
 
 Hunk = tuple[int, int, list[bytes]]  # base[start:end] replaced by lines
 BlobReader = Callable[[bytes], bytes]  # blob id -> content

@@ -3,7 +3,7 @@
 Every call passes through one guard that (1) refuses new calls while the server drains,
 (2) counts calls in flight so shutdown can wait for them, (3) enforces the request message size
 limit from the 5-byte gRPC length prefix, before the message is buffered (grpclib has no limit
-of its own), (4) sets the call context, and (5) maps domain errors to status codes.
+of its own), and (4) maps domain errors to status codes.
 """
 
 import asyncio
@@ -21,9 +21,8 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from generated.govc import GoVcServiceBase
-from govc.services.codec import GovcCodec
-from govc.services.context import CallContext, current_call
-from govc.services.errors import to_grpc_error
+from govc.transport.codec import GovcCodec
+from govc.transport.errors import to_grpc_error
 
 log = logging.getLogger(__name__)
 
@@ -162,23 +161,11 @@ class GovcService(GoVcServiceBase):
                 raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
             tracker.enter()
             limit_request_size(stream, max_bytes)
-            peer = stream.peer.addr() if stream.peer else None
-            metadata = {k: v for k, v in (stream.metadata or {}).items() if isinstance(v, str)}
-            token = current_call.set(
-                CallContext(
-                    method=path,
-                    peer=f"{peer[0]}:{peer[1]}" if peer else "",
-                    metadata=metadata,
-                    deadline_seconds=stream.deadline.time_remaining() if stream.deadline else None,
-                )
-            )
             try:
                 await func(stream)
             except GRPCError:
                 raise
             except Exception as exc:
                 raise to_grpc_error(exc, path) from None
-            finally:
-                current_call.reset(token)
 
         return guarded

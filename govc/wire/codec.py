@@ -13,11 +13,7 @@ oneof) falls back to betterproto2, which decides.
 import datetime
 import struct
 from collections.abc import Callable
-from typing import Any
-
-from grpclib.const import Status
-from grpclib.encoding.proto import ProtoCodec
-from grpclib.exceptions import GRPCError
+from typing import Any, cast
 
 from generated.govc import (
     BatchOperation,
@@ -40,6 +36,7 @@ from generated.govc import (
     UploadBlobStreamRequest,
     UploadMetadata,
 )
+from govc.errors import InvalidArgument
 
 _DOUBLE = struct.Struct("<d")
 
@@ -436,24 +433,23 @@ ROOTS = (
 )
 
 
-class GovcCodec(ProtoCodec):
-    """ProtoCodec with the fast path above; every other message goes through betterproto2."""
+def encode_message(message: Any, message_type: type) -> bytes:
+    """`message` on the wire: the fast path for its type, else betterproto2."""
+    if message_type in ROOTS and type(message) is message_type:
+        return encode(message)
+    return bytes(message.SerializeToString())
 
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        if message_type in ROOTS and type(message) is message_type:
-            return encode(message)
-        return super().encode(message, message_type)
 
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        if message_type in ROOTS:
-            try:
-                return decode(data, message_type)
-            except _Fallback:
-                pass
+def decode_message(data: bytes, message_type: type) -> Any:
+    """A `message_type` from `data`; InvalidArgument when the bytes are not one."""
+    if message_type in ROOTS:
         try:
-            return super().decode(data, message_type)
-        except Exception as exc:  # bad UTF-8 in a string field, a truncated field, ...
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                f"the message is not a valid {message_type.__name__}: {exc}",
-            ) from None
+            return decode(data, message_type)
+        except _Fallback:
+            pass
+    try:
+        return cast(Any, message_type).FromString(data)
+    except Exception as exc:  # bad UTF-8 in a string field, a truncated field, ...
+        raise InvalidArgument(
+            f"the message is not a valid {message_type.__name__}: {exc}"
+        ) from None

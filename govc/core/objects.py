@@ -6,9 +6,9 @@ A flattened tree maps each file path to (mode, 20-byte blob id).
 
 from typing import Any
 
+from govc.core.gitformat import COMMIT, DIR_MODE, TREE, Commit, decode_tree, encode_tree
 from govc.errors import NotFound
-from govc.objects import COMMIT, DIR_MODE, TREE, Commit, decode_tree, encode_tree
-from govc.storage.objects import ObjectStore, prepare_object
+from govc.storage.objectstore import ObjectStore, prepare_object
 
 FileMap = dict[str, tuple[int, bytes]]  # path -> (mode, blob id)
 

@@ -1,0 +1,1 @@
+"""The protobuf wire fast path for the hot messages, shared by the server and the client."""
