@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Flags for `govc serve` go in ARGS: make serve ARGS="--grpc-port 9191"
 serve: $(STAMP)
-	$(BIN)/govc serve
+	$(BIN)/govc serve $(ARGS)
 
 test: $(STAMP) lint typecheck unit
 

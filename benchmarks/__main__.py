@@ -14,7 +14,7 @@ from typing import Protocol
 import uvloop
 from grpclib.client import Channel
 
-from benchmarks import batch, blobs, search, streaming, versioning
+from benchmarks import batch, blobs, loopstall, search, streaming, versioning
 from benchmarks.harness import (
     PROJECT_ROOT,
     Case,
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="govc-bench-") as tmp:
         workdir = Path(tmp)
         results, sections = uvloop.run(measure(args, workdir))
+        sections.append(uvloop.run(loopstall.run(workdir)))
         filesystem = filesystem_of(workdir)
     text = report(results, sections, args, filesystem)
     args.output.write_text(text)

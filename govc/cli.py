@@ -44,6 +44,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A TCP port number for argparse: 0 to 65535 (0: any free port); anything else is an
+    argument error naming the flag, not a number the socket layer would silently wrap."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a whole number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: must be 0 to 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="govc", description="git-compatible version control")
     parser.add_argument(
@@ -59,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--data-dir", default="./govc-data", help="storage directory")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--grpc-port", type=int, default=9090, help="gRPC port (0: any free)")
-    serve.add_argument("--rest-port", type=int, default=8080, help="REST port (reserved)")
+    serve.add_argument(
+        "--grpc-port", type=_port, default=9090, help="gRPC port, 0 to 65535 (0: any free)"
+    )
+    serve.add_argument(
+        "--rest-port", type=_port, default=8080, help="REST port, 0 to 65535 (reserved)"
+    )
     serve.add_argument(
         "--durability",
         choices=["durable", "relaxed"],
@@ -106,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _storage_command(args: argparse.Namespace) -> int:
+    from govc.core.database import Database
     from govc.core.gitio import export_repository, import_repository
     from govc.core.registry import Registry
     from govc.core.validation import validate_repo_id
@@ -116,12 +133,12 @@ def _storage_command(args: argparse.Namespace) -> int:
     storage = Storage(StorageConfig(path=args.data_dir))
     try:
         validate_repo_id(args.repo_id, "REPO_ID")
+        db, vc = Database(storage, Registry()), VersionControl()
         if args.command == "export":
-            vc = VersionControl(storage, Registry(storage))
-            count = export_repository(vc, storage, args.repo_id, Path(args.dest))
+            count = export_repository(db, vc, args.repo_id, Path(args.dest))
             print(f"exported {args.repo_id} to {args.dest} ({count} objects)")
         else:
-            count = import_repository(storage, Path(args.source), args.repo_id)
+            count = import_repository(db, vc, Path(args.source), args.repo_id)
             print(f"imported {args.source} as {args.repo_id} ({count} objects)")
         return 0
     except GovcError as exc:
@@ -140,6 +157,8 @@ def _client_command(args: argparse.Namespace) -> int:
     except GovcRpcError as exc:
         print(f"govc: {exc.status.name}: {exc.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # the reader of our output went away: main() exits quietly
     except OSError as exc:
         print(f"govc: {exc}", file=sys.stderr)
         return 1
@@ -227,7 +246,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `govc log | head`: the reader closed the pipe. As the signal module's "Note on
+        # SIGPIPE" advises, point stdout at devnull so the flush at exit cannot fail again,
+        # and exit with status 1, as Python does on EPIPE, without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

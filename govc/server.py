@@ -23,16 +23,18 @@ from grpclib.reflection.service import ServerReflection
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.core.blobs import Blobs
+from govc.core.database import Database
 from govc.core.registry import Registry
 from govc.core.versioncontrol import VersionControl
 from govc.search.engine import SearchEngine
 from govc.search.history import History
 from govc.search.indexer import DEFAULT_WAIT_SECONDS, Indexer
 from govc.search.sql import SqlEngine
+from govc.services.access import Access
 from govc.services.batch import BatchService
 from govc.services.batch_ops import BatchExecutor
 from govc.services.blobs import BlobService
-from govc.services.durable import DurableWaiter
+from govc.services.handlers import Handlers, missing_rpcs
 from govc.services.health import HealthService
 from govc.services.repositories import RepositoryService
 from govc.services.search import SearchService
@@ -41,7 +43,7 @@ from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
 from govc.storage.datadir import DataDirLock
 from govc.transport import speedups
-from govc.transport.grpc import CallTracker, DrainingServer, GovcService
+from govc.transport.grpc import CallTracker, DrainingServer, GuardedService
 
 log = logging.getLogger("govc.server")
 
@@ -118,6 +120,7 @@ class GovcServer:
         self._temp_dir: str | None = None
         self._lock: DataDirLock | None = None
         self.storage: Storage | None = None
+        self._access: Access | None = None
         self.indexer: Indexer | None = None
         self.tracker = CallTracker()
         self._serving = ServiceStatus()
@@ -149,41 +152,42 @@ class GovcServer:
                 initial_map_size=config.initial_map_size,
             )
         )
-        repositories = Registry(storage)
-        blobs = Blobs(storage, repositories)
-        vc = VersionControl(storage, repositories, clock=config.clock)
+        registry = Registry()
+        db = Database(storage, registry)
+        blobs = Blobs(db)
+        vc = VersionControl(clock=config.clock)
         history = History(vc)
         self.indexer = indexer = await asyncio.to_thread(
-            Indexer, storage, repositories, vc, history, os.path.join(data_dir, "search")
+            Indexer, storage, registry, vc, history, os.path.join(data_dir, "search")
         )
         indexer.start(asyncio.get_running_loop())
         changed = indexer.touch
         sql = SqlEngine(storage, vc, history, max_bytes=config.max_message_bytes)
-        durable = DurableWaiter(asyncio.get_running_loop())
-        handlers: list[object] = [
-            RepositoryService(repositories, durable, changed),
-            BlobService(blobs, durable, config.max_message_bytes),
-            VersioningService(vc, durable, changed),
-            BatchService(
-                storage,
-                repositories,
+        self._access = access = Access(db, asyncio.get_running_loop())
+        handlers = Handlers(
+            repositories=RepositoryService(access, registry, changed),
+            blobs=BlobService(access, blobs, config.max_message_bytes),
+            batch=BatchService(
+                access,
                 BatchExecutor(
                     vc, config.max_message_bytes, lambda txn, r, q: sql.query(r, q, txn).rows
                 ),
-                durable,
                 changed,
             ),
-            StreamingService(blobs, repositories, config.max_upload_bytes),
-            SearchService(
+            versioning=VersioningService(access, vc, changed),
+            search=SearchService(
                 sql,
-                SearchEngine(storage, repositories, vc, indexer),
+                SearchEngine(storage, registry, vc, indexer),
                 indexer,
                 clock=config.clock,
                 index_wait_seconds=config.index_wait_seconds,
             ),
-            HealthService(storage, indexer, started),
-        ]
-        service = GovcService(handlers, self.tracker, config.max_message_bytes)
+            streaming=StreamingService(access, blobs, config.max_upload_bytes),
+            health=HealthService(db, indexer, started),
+        )
+        if missing := missing_rpcs():
+            raise TypeError(f"no handler serves {', '.join(missing)}")
+        service = GuardedService(handlers, self.tracker, config.max_message_bytes)
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
         self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
@@ -234,6 +238,9 @@ class GovcServer:
         start, or at the end of `stop`)."""
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
+        access, self._access = self._access, None
+        if access is not None:
+            await asyncio.to_thread(access.close)
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
         lock, self._lock = self._lock, None

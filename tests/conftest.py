@@ -1,8 +1,15 @@
 """Shared fixtures: a real server on an ephemeral port over a real LMDB data dir, its clock
-set by the test."""
+set by the test.
+
+Test servers run with relaxed durability (no fsync): what they write is thrown away, and only
+the tests of durability itself (tests/test_durability.py, servers started with
+`durability="durable"`) need acknowledged writes to be on disk. `server_config` builds such a
+configuration for tests that start their own server.
+"""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +27,12 @@ class Clock:
         return self.now
 
 
+def server_config(data_dir: Path | str, **options: Any) -> ServerConfig:
+    """A server configuration for tests: ephemeral port, relaxed durability, then `options`."""
+    settings: dict[str, Any] = {"grpc_port": 0, "durability": "relaxed", **options}
+    return ServerConfig(data_dir=str(data_dir), **settings)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -27,7 +40,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def server(tmp_path: Path, clock: Clock) -> AsyncIterator[GovcServer]:
-    srv = GovcServer(ServerConfig(data_dir=str(tmp_path / "data"), grpc_port=0, clock=clock))
+    srv = GovcServer(server_config(tmp_path / "data", clock=clock))
     await srv.start()
     try:
         yield srv

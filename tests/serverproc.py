@@ -4,6 +4,9 @@ The server's log goes to a file (not a pipe, which would fill up and block the s
 nobody reads it); the port is read from its start-up line. Teardown always reaps the child:
 SIGTERM, then SIGKILL if it does not exit in time. On Linux the child is also killed if the
 test process dies first, so an interrupted run leaves no server behind.
+
+Servers run with relaxed durability (no fsync) unless a test asks for `durability="durable"`:
+only the tests of durability itself need acknowledged writes to be on disk.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,9 +48,11 @@ class ServerProcess:
         *,
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        durability: str = "relaxed",
         start_timeout: float = 20.0,
     ) -> None:
         self.data_dir = data_dir
+        self.durability = durability
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}-server.log"
         self.extra_args = extra_args
         self.start_timeout = start_timeout
@@ -88,6 +94,8 @@ class ServerProcess:
             "127.0.0.1",
             "--grpc-port",
             "0",
+            "--durability",
+            self.durability,
             *self.extra_args,
         ]
         env = dict(os.environ)
@@ -113,24 +121,25 @@ class ServerProcess:
         return self
 
     def _wait_for_port(self) -> None:
-        assert self.process is not None
-        end = time.monotonic() + self.start_timeout
-        while True:
+        process = self.process
+        assert process is not None
+
+        def serving() -> re.Match[str] | None:
+            exited = process.poll()  # before reading the log, so an exit cannot hide its line
             match = _SERVING_LINE.search(self.log_text())
-            if match:
-                self.host, self.port = match["host"], int(match["port"])
-                return
-            code = self.process.poll()
-            if code is not None:
+            if match is None and exited is not None:
                 raise RuntimeError(
-                    f"govc serve exited with code {code} before serving:\n{self.log_text()}"
+                    f"govc serve exited with code {exited} before serving:\n{self.log_text()}"
                 )
-            if time.monotonic() > end:
-                raise RuntimeError(
-                    f"govc serve did not log its port within {self.start_timeout} s:\n"
-                    f"{self.log_text()}"
-                )
-            time.sleep(0.02)
+            return match
+
+        match = wait_until(
+            serving,
+            timeout=self.start_timeout,
+            interval=0.02,
+            message=lambda: f"govc serve did not log its port:\n{self.log_text()}",
+        )
+        self.host, self.port = match["host"], int(match["port"])
 
     def send_signal(self, sig: signal.Signals) -> None:
         if self.process is None:

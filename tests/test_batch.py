@@ -9,8 +9,8 @@ from grpclib.const import Status
 from generated.govc import BatchOperation, BatchOperationsRequest
 from govc.client import GovcClient, GovcRpcError
 from govc.core.gitformat import blob_id
-from govc.core.registry import Registry
 from govc.server import GovcServer, ServerConfig
+from govc.services.access import Access
 
 MiB = 1024 * 1024
 
@@ -252,7 +252,8 @@ async def test_a_batch_into_a_repository_deleted_meanwhile_writes_nothing(
     """The call's first check passed, then the repository was deleted: the batch's own
     transaction finds it gone, and a repository created again under its id starts empty."""
     await c.delete_repository(R)
-    monkeypatch.setattr(Registry, "get", lambda self, repo_id: None)  # the first check
+    # The call's first check (on the loop) passes; the batch's transaction still checks.
+    monkeypatch.setattr(Access, "read_inline", lambda self, repo_id, fn: None)
     for transaction in (True, False):
         with pytest.raises(GovcRpcError) as info:
             await c.batch(R, transaction=transaction).write("a.txt", "x").commit("m").run()

@@ -13,6 +13,7 @@ from grpclib.exceptions import GRPCError
 from generated.govc import StoreBlobRequest
 from govc.client import GovcClient, GovcRpcError
 from govc.core.blobs import Blobs
+from govc.core.database import Database
 from govc.core.gitformat import blob_id
 from govc.core.registry import Registry
 from govc.server import GovcServer, ServerConfig
@@ -220,7 +221,7 @@ async def test_blob_over_the_message_limit_is_not_sent_whole(
     async with GovcClient(f"127.0.0.1:{small_limit_server.port}") as c:
         await c.create_repository("big")
         # Stored through the core (as a streaming upload would), then asked for in one message.
-        blobs = Blobs(storage, Registry(storage))
+        blobs = Blobs(Database(storage, Registry()))
         content = os.urandom(2 * MiB)
         await asyncio.wrap_future(blobs.store("big", blobs.prepare(content)))
         err = await _error(c.get_blob("big", blob_id(content)))

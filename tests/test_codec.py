@@ -185,9 +185,7 @@ def test_stream_response_matches_betterproto2(message: StreamBlobResponse) -> No
 
 @settings(max_examples=300)
 @given(repository_id=text, member=uploads)
-def test_upload_request_matches_betterproto2(
-    repository_id: str, member: tuple[str, object]
-) -> None:
+def test_upload_request_matches_betterproto2(repository_id: str, member: tuple[str, Any]) -> None:
     message = UploadBlobStreamRequest(repository_id=repository_id, **{member[0]: member[1]})
     assert_same_as_betterproto2(message)
 

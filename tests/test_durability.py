@@ -1,4 +1,7 @@
-"""Durability: what the server acknowledged survives SIGKILL of `govc serve` (durable default).
+"""Durability: what the server acknowledged survives SIGKILL of `govc serve`.
+
+These servers run with `--durability durable` (the server's default), named explicitly: test
+servers are otherwise relaxed (no fsync).
 
 Writes are acknowledged only after the group commit that holds them; the process is killed
 with no delay after the last acknowledgement, restarted on the same data dir, and every
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from govc.client import GovcClient
 from govc.storage import Storage, StorageConfig
-from govc.storage.objectstore import ObjectStore
+from tests.polling import poll_until
 from tests.serverproc import ServerProcess
 
 REPO = "durable"
@@ -108,10 +111,19 @@ async def store_all(target: str, blobs: list[Blob]) -> tuple[dict[str, bytes], l
             client.close()
 
 
+async def writes_committed(client: GovcClient) -> int:
+    """Write operations the server's storage has committed (durably) since it started."""
+    return int((await client.health()).checks["writer_operations"])
+
+
+async def writes_committed_since(client: GovcClient, before: int) -> bool:
+    return await writes_committed(client) > before
+
+
 async def test_acknowledged_blobs_survive_sigkill(tmp_path: Path) -> None:
     blobs = make_blobs(random.Random(20261128))
     data_dir = tmp_path / "data"
-    with ServerProcess(data_dir) as first:
+    with ServerProcess(data_dir, durability="durable") as first:
         acknowledged, edit_ratios = await store_all(first.target, blobs)
         first.kill()  # no await between the last acknowledgement and the kill
         assert first.wait(10) == -signal.SIGKILL
@@ -123,7 +135,7 @@ async def test_acknowledged_blobs_survive_sigkill(tmp_path: Path) -> None:
     for blob_hash, content in acknowledged.items():
         assert blob_hash == git_blob_id(content)
 
-    with ServerProcess(data_dir) as second:
+    with ServerProcess(data_dir, durability="durable") as second:
         async with GovcClient(second.target, timeout=30) as client:
             missing, different = [], []
             for blob_hash, content in acknowledged.items():
@@ -149,7 +161,7 @@ async def test_acknowledged_repositories_survive_sigkill(tmp_path: Path) -> None
         f"repo-{n}": {"name": f"Repository {n}", "description": f"number {n}", "n": str(n)}
         for n in range(20)
     }
-    with ServerProcess(data_dir) as first:
+    with ServerProcess(data_dir, durability="durable") as first:
         async with GovcClient(first.target, timeout=30) as client:
             created = await asyncio.gather(
                 *(
@@ -167,7 +179,7 @@ async def test_acknowledged_repositories_survive_sigkill(tmp_path: Path) -> None
     created_at = {c.id: c.created_at for c in created}
     assert set(created_at) == set(wanted)
 
-    with ServerProcess(data_dir) as second:
+    with ServerProcess(data_dir, durability="durable") as second:
         async with GovcClient(second.target, timeout=30) as client:
             for repo_id, fields in wanted.items():
                 repo = await client.get_repository(repo_id)
@@ -185,9 +197,10 @@ async def test_an_upload_cut_by_sigkill_leaves_no_chunks_after_restart(tmp_path:
     """Chunks an unfinished upload committed are found by their marker and removed at start."""
     data_dir = tmp_path / "data"
     content = random.Random(7).randbytes(20 * CHUNK_SIZE)  # 16 MiB commit while it arrives
-    with ServerProcess(data_dir) as first:
+    with ServerProcess(data_dir, durability="durable") as first:
         async with GovcClient(first.target, timeout=30) as client:
             await client.create_repository(REPO)
+            committed_before = await writes_committed(client)
             sent = asyncio.Event()
 
             async def stalls() -> AsyncIterator[bytes]:
@@ -199,25 +212,30 @@ async def test_an_upload_cut_by_sigkill_leaves_no_chunks_after_restart(tmp_path:
 
             upload = asyncio.create_task(client.upload(REPO, stalls(), chunk_size=CHUNK_SIZE))
             await asyncio.wait_for(sent.wait(), 30)
-            await asyncio.sleep(1.0)  # the server commits the first 16 MiB of chunks
+            # The server commits the first 16 MiB of chunks (one write transaction, under an
+            # upload marker) while the rest is held back: GetHealth counts committed writes.
+            await poll_until(
+                lambda: writes_committed_since(client, committed_before),
+                message="the server never committed the upload's first 16 MiB of chunks",
+            )
             first.kill()
             assert first.wait(10) == -signal.SIGKILL
             upload.cancel()
     storage = Storage(StorageConfig(path=str(data_dir)))
     try:
         with storage.read() as txn:
-            assert ObjectStore(storage.dbs).unfinished_uploads(txn), "nothing was committed"
-            assert txn.stat(storage.dbs["chunks"])["entries"] >= 16
+            assert txn.objects.unfinished_uploads(), "nothing was committed"
+        assert storage.stats()["chunks"] >= 16
     finally:
         storage.close()
-    with ServerProcess(data_dir) as second:
+    with ServerProcess(data_dir, durability="durable") as second:
         async with GovcClient(second.target, timeout=30) as client:
             listed = await client.list_repositories()
             assert [r.id for r in listed.repositories] == [REPO]
     storage = Storage(StorageConfig(path=str(data_dir)))
     try:
         with storage.read() as txn:
-            assert ObjectStore(storage.dbs).unfinished_uploads(txn) == []
-            assert txn.stat(storage.dbs["chunks"])["entries"] == 0
+            assert txn.objects.unfinished_uploads() == []
+        assert storage.stats()["chunks"] == 0
     finally:
         storage.close()

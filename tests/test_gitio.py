@@ -171,6 +171,9 @@ async def test_import_while_server_runs_and_round_trip(tmp_path: Path) -> None:
 
 def test_failed_import_leaves_no_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import govc.core.gitio
+    from govc.core.database import Database
+    from govc.core.registry import Registry
+    from govc.core.versioncontrol import VersionControl
     from govc.storage import Storage, StorageConfig
 
     source = make_git_repo(tmp_path / "src")
@@ -185,9 +188,11 @@ def test_failed_import_leaves_no_objects(tmp_path: Path, monkeypatch: pytest.Mon
     storage = Storage(StorageConfig(path=str(tmp_path / "data"), durable=False))
     try:
         with pytest.raises(RuntimeError):
-            govc.core.gitio.import_repository(storage, source.path, "broken")
+            govc.core.gitio.import_repository(
+                Database(storage, Registry()), VersionControl(), source.path, "broken"
+            )
+        assert storage.stats()["objects"] == 0
         with storage.read() as txn:
-            assert txn.stat(storage.dbs["objects"])["entries"] == 0
-            assert txn.get(b"broken", db=storage.dbs["repos"]) is None
+            assert not txn.repos.exists("broken")
     finally:
         storage.close()

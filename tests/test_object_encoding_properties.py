@@ -9,20 +9,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from govc.core.blobs import Blobs
+from govc.core.database import Database
 from govc.core.gitformat import blob_id
+from govc.core.objects import prepare_blob
 from govc.core.registry import Registry
 from govc.storage import Storage, StorageConfig
-from govc.storage.objectstore import CHUNK_SIZE, delta_against, prepare_blob
+from govc.storage.objectstore import CHUNK_SIZE, delta_against
 
 
 @pytest.fixture(scope="module")
 def blobs() -> Iterator[Blobs]:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(StorageConfig(path=os.path.join(tmp, "db"), durable=False))
-        repos = Registry(storage)
-        repos.create("p", "", "", {}).result()
+        db = Database(storage, Registry())
+        info = db.registry.new_info("p", "", "", {})
+        db.write(None, lambda txn: db.registry.create(txn, info)).result()
         try:
-            yield Blobs(storage, repos)
+            yield Blobs(db)
         finally:
             storage.close()
 

@@ -19,8 +19,9 @@ from govc.client import GovcClient, GovcRpcError
 from govc.core.gitformat import blob_id
 from govc.search.fulltext import FORMAT
 from govc.search.indexer import Indexer
-from govc.server import GovcServer, ServerConfig
-from tests.conftest import Clock
+from govc.server import GovcServer
+from tests.conftest import Clock, server_config
+from tests.polling import poll_until
 from tests.test_gitio import govc_cli
 
 R = "search"
@@ -420,8 +421,12 @@ async def test_a_repository_re_created_at_once_is_indexed_whole(
     await c.create_repository("again")
     await c.add_file("again", "a.txt", b"hello world\n")
     assert (await c.search("again", "hello")).total == 1
-    assert server.indexer is not None
-    await asyncio.sleep(0.6)  # past the commit interval: the delete is committed by now
+    # The delete is committed by now: a search returns once the index has committed the writes
+    # before it. Whatever else a commit after the commit interval would have brought, a commit
+    # brings: a waited search of another repository commits everything applied (one commit
+    # covers the whole index).
+    await c.add_file(R, "later.txt", b"afterwards\n")
+    assert await paths(c, "afterwards") == {"later.txt"}
     assert (await c.search("again", "hello")).total == 1
 
 
@@ -433,8 +438,11 @@ async def test_a_document_is_never_added_twice(c: GovcClient, server: GovcServer
     assert indexer is not None
     await c.create_repository("once")
     await c.add_file("once", "a.txt", b"unique words here\n")
-    while "a.txt" not in (indexer._docs.get("once") or {}):  # applied, not yet committed
-        await asyncio.sleep(0.001)
+    await poll_until(  # applied, not yet committed
+        lambda: "a.txt" in (indexer._docs.get("once") or {}),
+        interval=0.001,
+        message="a.txt was never applied",
+    )
     indexer._docs.pop("once")  # as an eviction would
     indexer.touch("once")
     await c.add_file("once", "b.txt", b"other words\n")
@@ -488,22 +496,25 @@ async def test_a_failing_repository_does_not_take_others_down_with_it(
     for repo_id in ("slow", "bad", "good"):
         await c.create_repository(repo_id)
     real = indexer._replace_documents
-    busy = threading.Event()
+    busy, written = threading.Event(), threading.Event()
 
     def patched(repo_id: str, *args: object) -> bool:
         if repo_id == "slow":
             busy.set()
-            threading.Event().wait(0.3)  # holds the indexer while bad and good are written
+            # Holds the indexer until bad and good are written, so they form one batch.
+            assert written.wait(30), "the test never wrote bad and good"
         if repo_id == "bad":
             raise RuntimeError("disk trouble")
         return real(repo_id, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(indexer, "_replace_documents", patched)
-    await c.add_file("slow", "s.txt", b"slow\n")
-    while not busy.is_set():
-        await asyncio.sleep(0.001)
-    await c.add_file("bad", "b.txt", b"bad\n")
-    await c.add_file("good", "g.txt", b"healthy words\n")
+    try:
+        await c.add_file("slow", "s.txt", b"slow\n")
+        await poll_until(busy.is_set, message="the indexer never took up slow")
+        await c.add_file("bad", "b.txt", b"bad\n")
+        await c.add_file("good", "g.txt", b"healthy words\n")
+    finally:
+        written.set()
     # bad and good are indexed in one batch, which fails because of bad every time: good is
     # applied again without it.
     assert (await c.search("good", "healthy")).total == 1
@@ -527,8 +538,11 @@ async def test_uncommitted_changes_are_never_dropped_from_memory(
     monkeypatch.setattr(indexer, "_docs", LruCache(2))  # as if 2 repositories were kept
 
     async def applied(repo_id: str, path: str, content: bytes) -> None:
-        while (indexer._docs.get(repo_id) or {}).get(path) != fulltext_doc(content):
-            await asyncio.sleep(0.001)
+        await poll_until(
+            lambda: (indexer._docs.get(repo_id) or {}).get(path) == fulltext_doc(content),
+            interval=0.001,
+            message=f"{repo_id}/{path} was never applied",
+        )
 
     await c.add_file("alpha", "f.txt", b"banana split\n")
     await applied("alpha", "f.txt", b"banana split\n")
@@ -566,7 +580,7 @@ async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
 
 
 async def _serve(data_dir: Path, clock: Clock) -> GovcServer:
-    server = GovcServer(ServerConfig(data_dir=str(data_dir), grpc_port=0, clock=clock))
+    server = GovcServer(server_config(data_dir, clock=clock))
     await server.start()
     return server
 
@@ -672,19 +686,37 @@ async def _paths_after_start(data_dir: Path, clock: Clock, query: str) -> set[st
         await server.stop()
 
 
-def _hold_catch_up(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Make the start-up catch-up stop at its first repository until the event is set (other
-    threads, such as a search's own comparison, pass)."""
-    release = threading.Event()
+class _CatchUpHold:
+    """`held` is set once the catch-up is stopped at its first repository; it goes on once
+    `release` is set."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+
+def _hold_catch_up(monkeypatch: pytest.MonkeyPatch) -> _CatchUpHold:
+    """Make the start-up catch-up stop at its first repository until released (other threads,
+    such as a search's own comparison, pass)."""
+    hold = _CatchUpHold()
     fingerprint = Indexer._fingerprint
 
     def held(self: Indexer, txn: object, repo_id: str) -> str:
         if threading.current_thread().name == "govc-index-catch-up":
-            assert release.wait(30), "the test never released the catch-up"
+            hold.held.set()
+            assert hold.release.wait(30), "the test never released the catch-up"
         return fingerprint(self, txn, repo_id)
 
     monkeypatch.setattr(Indexer, "_fingerprint", held)
-    return release
+    return hold
+
+
+def _thread_running(name: str) -> bool:
+    return any(t.name == name for t in threading.enumerate())
+
+
+async def _catch_up_status(client: GovcClient) -> str:
+    return (await client.health()).checks["search_catch_up"]
 
 
 async def test_the_server_serves_while_it_catches_up(
@@ -693,31 +725,26 @@ async def test_the_server_serves_while_it_catches_up(
     await _build_corpus_and_stop(data_dir, clock)
     state = data_dir / "search" / "state.json"
     state.write_text(json.dumps({"format": FORMAT, "repositories": {R: "stale", "gone": "x"}}))
-    release = _hold_catch_up(monkeypatch)
+    hold = _hold_catch_up(monkeypatch)
     caplog.set_level(logging.INFO)
     server = await _serve(data_dir, clock)  # returns although the catch-up is held
     try:
-        assert server.indexer is not None
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
-            # (It lists the repositories first: poll until it is held at the first.)
-            for _ in range(500):
-                health = await client.health()
-                if health.checks["search_catch_up"] != "comparing: 0 of 0":
-                    break
-                await asyncio.sleep(0.01)
-            assert health.checks["search_catch_up"] == "comparing: 0 of 1"
+            # (It lists the repositories first, then it is held at the first.)
+            await poll_until(hold.held.is_set, message="the catch-up never reached R")
+            assert await _catch_up_status(client) == "comparing: 0 of 1"
             # The catch-up has not reached R: the search compares R itself, finds it out of
             # step, and waits for it to be indexed.
             assert await paths(client, "brown") == {"docs/guide.md", "docs/notes.txt"}
-            release.set()
-            for _ in range(500):
-                if server.indexer.catch_up_progress() is None:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await client.health()).checks["search_catch_up"] == "done"
+            hold.release.set()
+
+            async def done() -> bool:
+                return await _catch_up_status(client) == "done"
+
+            await poll_until(done, message="the catch-up never finished")
             assert await paths(client, "lazy") == {"docs/guide.md", "docs/notes.txt"}
     finally:
-        release.set()
+        hold.release.set()
         await server.stop()
     messages = [record.getMessage() for record in caplog.records]
     assert "search index: catching up 1 repositories, dropping 1" in messages
@@ -730,13 +757,21 @@ async def test_stop_waits_for_a_catch_up_in_progress(
     (data_dir / "search" / "state.json").write_text(
         json.dumps({"format": FORMAT, "repositories": {}})
     )
-    release = _hold_catch_up(monkeypatch)
+    hold = _hold_catch_up(monkeypatch)
     server = await _serve(data_dir, clock)
-    stopping = asyncio.create_task(server.stop())
-    await asyncio.sleep(0.3)
-    # Storage stays open while the catch-up still reads it.
-    assert not stopping.done()
-    release.set()
+    try:
+        # Stop only once the catch-up is reading storage (it is held at its first repository).
+        await poll_until(hold.held.is_set, message="the catch-up never started comparing")
+        stopping = asyncio.create_task(server.stop())
+        # Stop gets as far as closing the index: the indexer thread ends, and closing then waits
+        # for the catch-up. Storage stays open while the catch-up still reads it.
+        await poll_until(
+            lambda: stopping.done() or not _thread_running("govc-indexer"),
+            message="stop never reached the index",
+        )
+        assert not stopping.done()
+    finally:
+        hold.release.set()
     await asyncio.wait_for(stopping, 30)
     assert not any(t.name == "govc-index-catch-up" for t in threading.enumerate())
     monkeypatch.undo()
@@ -947,10 +982,7 @@ async def test_a_search_waits_a_bounded_time_for_the_index(
         return apply_repo(self, repo_id)
 
     monkeypatch.setattr(Indexer, "_apply_repo", stalled)
-    config = ServerConfig(
-        data_dir=str(tmp_path / "data"), grpc_port=0, clock=clock, index_wait_seconds=0.3
-    )
-    server = GovcServer(config)
+    server = GovcServer(server_config(tmp_path / "data", clock=clock, index_wait_seconds=0.3))
     await server.start()
     try:
         async with GovcClient(f"127.0.0.1:{server.port}") as client:

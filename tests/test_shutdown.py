@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,20 +33,24 @@ from generated.govc import (
     StoreBlobWithDeltaResponse,
 )
 from govc.client import GovcClient, GovcRpcError
+from tests.polling import poll_until
 from tests.serverproc import ServerProcess
 
 REPO = "shutdown"
 MIB = 1024 * 1024
 # Larger than grpclib's 4 MiB HTTP/2 receive window (see `held_call`).
 HELD_PREFIX = 8 * MIB
-# Large enough that uploading, hashing and committing take far longer than IN_FLIGHT_DELAY
-# (about a second here), and under the 64 MiB default message limit.
+# Large enough that a good part of it is still to come, hash and commit once the server has
+# started reading it (see `IN_FLIGHT_BYTES`), and under the 64 MiB default message limit.
 BIG_PLAIN = 48 * MIB
-IN_FLIGHT_DELAY = 0.2  # from starting the call until the server surely has it
+# A client may send at most the server's HTTP/2 receive window (grpclib's 4 MiB, per stream) of
+# a message the server has not read: once more than that (and some framing) has gone to the
+# server, its handler is reading the message, so the call is in flight there.
+IN_FLIGHT_BYTES = 6 * MIB
 EXIT_BOUND = 20.0  # the server's drain bound is 30 s; these calls need a few seconds at most
 GOVC_SERVICE = "govc.GoVCService"
 # A slow client: responses reach it at this rate through `SlowDownlink`.
-SLOW_RATE = 8 * MIB  # bytes per second
+SLOW_RATE = 8 * MIB  # bytes per second: SLOW_BLOB takes about 0.4 s to arrive
 SLOW_BLOB = 3 * MIB  # under the client's 4 MiB window: the server can write all of it at once
 
 ResponseT = TypeVar("ResponseT", StoreBlobResponse, StoreBlobWithDeltaResponse)
@@ -174,12 +177,12 @@ async def test_sigterm_drains_calls_held_in_flight(tmp_path: Path) -> None:
             try:
                 await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 20)
                 server.send_signal(signal.SIGTERM)
-                signalled = time.monotonic()
 
                 # Health turns NOT_SERVING on a connection that was open before the signal.
-                while await health_status(observer, "") == HealthCheckResponse.SERVING:
-                    assert time.monotonic() - signalled < 5, "still SERVING 5 s after SIGTERM"
-                    await asyncio.sleep(0.01)
+                async def not_serving() -> bool:
+                    return await health_status(observer, "") != HealthCheckResponse.SERVING
+
+                await poll_until(not_serving, message="health still SERVING after SIGTERM")
                 assert await health_status(observer, "") == HealthCheckResponse.NOT_SERVING
                 assert (
                     await health_status(observer, GOVC_SERVICE) == HealthCheckResponse.NOT_SERVING
@@ -194,8 +197,8 @@ async def test_sigterm_drains_calls_held_in_flight(tmp_path: Path) -> None:
                 # A new connection is refused: the listener is closed.
                 assert await connection_refused(server)
 
-                # The server waits for the held calls instead of exiting or cancelling them.
-                await asyncio.sleep(0.3)
+                # The server waits for the held calls instead of exiting or cancelling them:
+                # it still runs now, and (below) both calls complete once released.
                 assert server.process is not None and server.process.poll() is None
                 assert not any(call.done() for call in calls)
             except BaseException:
@@ -224,16 +227,22 @@ async def test_sigterm_during_large_upload(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     content = os.urandom(BIG_PLAIN)
     with ServerProcess(data_dir) as server:
-        async with GovcClient(server.target, timeout=60) as client:
+        relay = Relay(server)  # counts what reaches the server
+        async with relay, GovcClient(relay.target, timeout=60) as client:
             await client.create_repository(REPO)  # connected, so only the upload is pending
+            sent_before = relay.to_server
             call = asyncio.create_task(client.store_blob(REPO, content))
-            await asyncio.sleep(IN_FLIGHT_DELAY)
+            await poll_until(
+                lambda: call.done() or relay.to_server - sent_before > IN_FLIGHT_BYTES,
+                message="the upload never got under way",
+            )
             assert not call.done(), "the upload finished before SIGTERM; make it larger"
             server.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            while not await connection_refused(server):  # once the signal is handled
-                assert time.monotonic() - signalled < 5, "new connections accepted after SIGTERM"
-                await asyncio.sleep(0.01)
+
+            async def stopped_listening() -> bool:  # once the signal is handled
+                return await connection_refused(server)
+
+            await poll_until(stopped_listening, message="new connections accepted after SIGTERM")
             assert not call.done(), "the upload finished before the server stopped listening"
             stored = await asyncio.wait_for(call, 60)
         assert stored.hash == git_blob_id(content) and stored.size == BIG_PLAIN
@@ -245,22 +254,25 @@ async def test_sigterm_during_large_upload(tmp_path: Path) -> None:
             assert hashlib.sha256(got.content).digest() == hashlib.sha256(content).digest()
 
 
-class SlowDownlink:
-    """A TCP proxy to the server that passes requests at full speed and responses slowly.
+class Relay:
+    """A TCP proxy to the server that counts the bytes it passes each way (`to_server`,
+    `to_client`): requests at full speed, responses at `downlink_rate` bytes per second if given.
 
-    It reads from the server through a small socket buffer, so a response the server has
-    written stays mostly in the server process until the client has had it.
+    A slow downlink reads from the server through a small socket buffer, so a response the server
+    has written stays mostly in the server process until the client has had it.
     """
 
-    def __init__(self, server: ServerProcess, rate: int) -> None:
+    def __init__(self, server: ServerProcess, downlink_rate: int = 0) -> None:
         self._upstream = (server.host, server.port)
-        self._rate = rate
+        self._rate = downlink_rate
         self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self.target = ""
+        self.to_server = 0
+        self.to_client = 0
 
-    async def __aenter__(self) -> SlowDownlink:
+    async def __aenter__(self) -> Relay:
         self._listener = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.target = f"127.0.0.1:{self._listener.sockets[0].getsockname()[1]}"
         return self
@@ -278,26 +290,29 @@ class SlowDownlink:
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
         upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        if self._rate:
+            upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         upstream.setblocking(False)
         await asyncio.get_running_loop().sock_connect(upstream, self._upstream)
         server_in, server_out = await asyncio.open_connection(sock=upstream)
         self._writers += [client_out, server_out]
         for pump in (
-            self._pump(client_in, server_out, 0),
-            self._pump(server_in, client_out, self._rate),
+            self._pump(client_in, server_out, 0, "to_server"),
+            self._pump(server_in, client_out, self._rate, "to_client"),
         ):
             task = asyncio.create_task(pump)
             self._tasks.add(task)
 
-    @staticmethod
-    async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int, counter: str
+    ) -> None:
         try:
             while data := await source.read(16 * 1024 if rate else 256 * 1024):
                 sink.write(data)
                 await sink.drain()
+                setattr(self, counter, getattr(self, counter) + len(data))
                 if rate:
-                    await asyncio.sleep(len(data) / rate)
+                    await asyncio.sleep(len(data) / rate)  # paces the slow client: not a wait
         except ConnectionError:
             pass
         finally:
@@ -311,12 +326,17 @@ async def test_sigterm_while_slow_client_receives_response(tmp_path: Path) -> No
         async with GovcClient(server.target, timeout=30) as client:
             await client.create_repository(REPO)
             blob_hash = (await client.store_blob(REPO, content)).hash
-        downlink = SlowDownlink(server, SLOW_RATE)
+        downlink = Relay(server, downlink_rate=SLOW_RATE)
         async with downlink, GovcClient(downlink.target, timeout=30) as slow_client:
             await slow_client.get_repository(REPO)  # connected through the proxy
+            received_before = downlink.to_client
             call = asyncio.create_task(slow_client.get_blob(REPO, blob_hash))
-            await asyncio.sleep(0.1)  # the whole response takes about 0.4 s to arrive
-            assert not call.done()
+            # The server is sending the response: a first part of it has come through.
+            await poll_until(
+                lambda: call.done() or downlink.to_client - received_before > SLOW_BLOB // 16,
+                message="no response came from the server",
+            )
+            assert not call.done(), "the whole response arrived before SIGTERM; slow it down"
             server.send_signal(signal.SIGTERM)
             got = await asyncio.wait_for(call, 30)
         assert got.hash == blob_hash

@@ -1,5 +1,6 @@
 """Storage on a real LMDB: group commit, failure isolation, map growth, the object store."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 
 from govc.core.blobs import Blobs
+from govc.core.database import Database
 from govc.core.gitformat import blob_id
 from govc.core.registry import Registry
 from govc.errors import AlreadyExists, NotFound
-from govc.storage import Storage, StorageConfig
+from govc.storage import Storage, StorageConfig, Txn
 from govc.storage.objectstore import (
     CHUNK_SIZE,
     CHUNKED,
@@ -23,7 +25,7 @@ from govc.storage.objectstore import (
     MAX_DELTA_DEPTH,
     RAW,
     ZSTD,
-    ObjectStore,
+    encode_object,
 )
 
 
@@ -36,22 +38,33 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
         store.close()
 
 
-def _put(key: bytes, value: bytes, db: Any) -> Any:
-    def op(txn: Any) -> bytes:
-        txn.put(key, value, db=db)
+def _oid(key: bytes) -> bytes:
+    return hashlib.sha1(key).digest()
+
+
+def _put(key: bytes, value: bytes) -> Any:
+    """A write of `value` under `key` (stored as an object of repository "t")."""
+
+    def op(txn: Txn) -> bytes:
+        txn.objects.put_prepared("t", encode_object(_oid(key), "blob", value, compress=False))
         return key
 
     return op
 
 
+def _get(txn: Txn, key: bytes) -> bytes | None:
+    if txn.objects.info("t", _oid(key)) is None:
+        return None
+    return txn.objects.read("t", _oid(key))
+
+
 def test_group_commit_batches_concurrent_writes(storage: Storage) -> None:
-    meta = storage.dbs["meta"]
     futures: list[Any] = []
     lock = threading.Lock()
 
     def submit_many(worker: int) -> None:
         for i in range(100):
-            fut = storage.writer.submit(_put(f"k{worker}-{i}".encode(), b"v", meta))
+            fut = storage.writer.submit(_put(f"k{worker}-{i}".encode(), b"v"))
             with lock:
                 futures.append(fut)
 
@@ -67,52 +80,50 @@ def test_group_commit_batches_concurrent_writes(storage: Storage) -> None:
     assert commits < len(futures), f"{commits} commits for {len(futures)} writes"
     with storage.read() as txn:
         keys = [f"k{w}-{i}".encode() for w in range(4) for i in range(100)]
-        assert all(txn.get(key, db=meta) == b"v" for key in keys)
+        assert all(_get(txn, key) == b"v" for key in keys)
 
 
 def test_a_failing_operation_leaves_no_trace_and_spares_its_batch(storage: Storage) -> None:
-    meta = storage.dbs["meta"]
     release = threading.Event()
 
     def blocker(txn: Any) -> None:
         release.wait(5)
 
-    def failing(txn: Any) -> None:
-        txn.put(b"half-written", b"x", db=meta)
+    def failing(txn: Txn) -> None:
+        _put(b"half-written", b"x")(txn)
         raise AlreadyExists("boom")
 
     first = storage.writer.submit(blocker)
     # Queued while the writer is busy: these three run in one transaction.
-    ok1 = storage.writer.submit(_put(b"a", b"1", meta))
+    ok1 = storage.writer.submit(_put(b"a", b"1"))
     bad = storage.writer.submit(failing)
-    ok2 = storage.writer.submit(_put(b"b", b"2", meta))
+    ok2 = storage.writer.submit(_put(b"b", b"2"))
     release.set()
     wait([first, ok1, bad, ok2])
     assert isinstance(bad.exception(), AlreadyExists)
     assert ok1.result() == b"a" and ok2.result() == b"b"
     with storage.read() as txn:
-        assert txn.get(b"half-written", db=meta) is None
-        assert txn.get(b"a", db=meta) == b"1" and txn.get(b"b", db=meta) == b"2"
+        assert _get(txn, b"half-written") is None
+        assert _get(txn, b"a") == b"1" and _get(txn, b"b") == b"2"
 
 
 def test_map_grows_on_demand(tmp_path: Path) -> None:
     store = Storage(StorageConfig(path=str(tmp_path / "small"), initial_map_size=1 << 20))
     try:
-        meta = store.dbs["meta"]
         values = {f"k{i}".encode(): os.urandom(256 * 1024) for i in range(24)}  # 6 MiB
-        futures = [store.writer.submit(_put(k, v, meta)) for k, v in values.items()]
+        futures = [store.writer.submit(_put(k, v)) for k, v in values.items()]
         wait(futures)
         assert all(f.exception() is None for f in futures)
         assert store.map_size > 1 << 20
         with store.read() as txn:
-            assert all(txn.get(k, db=meta) == v for k, v in values.items())
+            assert all(_get(txn, k) == v for k, v in values.items())
     finally:
         store.close()
     # Reopening with the small initial size keeps the data (LMDB keeps the larger map).
     again = Storage(StorageConfig(path=str(tmp_path / "small"), initial_map_size=1 << 20))
     try:
         with again.read() as txn:
-            assert all(txn.get(k, db=again.dbs["meta"]) == v for k, v in values.items())
+            assert all(_get(txn, k) == v for k, v in values.items())
     finally:
         again.close()
 
@@ -121,10 +132,10 @@ _GROW_FROM_ANOTHER_PROCESS = """
 import os, sys, lmdb
 env = lmdb.open(sys.argv[1], map_size=1 << 20, max_dbs=64)
 env.set_mapsize(64 << 20)
-meta = env.open_db(b"meta")
-with env.begin(write=True, db=meta) as txn:
+refs = env.open_db(b"refs")
+with env.begin(write=True, db=refs) as txn:
     for i in range(40):
-        txn.put(b"other%d" % i, os.urandom(256 * 1024))
+        txn.put(b"t/other%d" % i, os.urandom(128 * 1024).hex().encode())
 """
 
 
@@ -135,8 +146,7 @@ def test_a_map_grown_by_another_process_is_followed(tmp_path: Path) -> None:
     path = tmp_path / "shared"
     store = Storage(StorageConfig(path=str(path), initial_map_size=1 << 20))
     try:
-        meta = store.dbs["meta"]
-        store.writer.submit(_put(b"mine", b"1", meta)).result()
+        store.writer.submit(_put(b"mine", b"1")).result()
         grown = subprocess.run(
             [sys.executable, "-c", _GROW_FROM_ANOTHER_PROCESS, str(path)], capture_output=True
         )
@@ -145,10 +155,10 @@ def test_a_map_grown_by_another_process_is_followed(tmp_path: Path) -> None:
 
         def read() -> None:
             with store.read() as txn:
-                found.append((txn.get(b"mine", db=meta), txn.get(b"other39", db=meta)))
+                found.append((_get(txn, b"mine"), txn.refs.get("t", "other39")))
 
         readers = [threading.Thread(target=read) for _ in range(8)]
-        writes = [store.writer.submit(_put(b"w%d" % i, b"x", meta)) for i in range(8)]
+        writes = [store.writer.submit(_put(b"w%d" % i, b"x")) for i in range(8)]
         for reader in readers:
             reader.start()
         for reader in readers:
@@ -156,7 +166,7 @@ def test_a_map_grown_by_another_process_is_followed(tmp_path: Path) -> None:
         for write in writes:
             write.result(30)  # raises if a write failed
         assert len(found) == 8
-        assert all(mine == b"1" and len(other) == 256 * 1024 for mine, other in found)
+        assert all(mine == b"1" and other and len(other) == 256 * 1024 for mine, other in found)
         assert store.map_size >= 64 << 20
     finally:
         store.close()
@@ -169,10 +179,25 @@ def test_writes_after_close_are_refused(tmp_path: Path) -> None:
         store.writer.submit(lambda txn: None)
 
 
-def _repo(storage: Storage, repo_id: str = "r") -> tuple[Registry, Blobs]:
-    repos = Registry(storage)
-    repos.create(repo_id, "", "", {}).result()
-    return repos, Blobs(storage, repos)
+class _Repos:
+    """The registry over a storage, as the tests below use it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, repo_id: str) -> None:
+        info = self._db.registry.new_info(repo_id, "", "", {})
+        self._db.write(None, lambda txn: self._db.registry.create(txn, info)).result()
+
+    def delete(self, repo_id: str) -> None:
+        self._db.write(None, lambda txn: self._db.registry.delete(txn, repo_id)).result()
+
+
+def _repo(storage: Storage, repo_id: str = "r") -> tuple[_Repos, Blobs]:
+    db = Database(storage, Registry())
+    repos = _Repos(db)
+    repos.create(repo_id)
+    return repos, Blobs(db)
 
 
 def _text(lines: int, seed: int = 0) -> bytes:
@@ -211,7 +236,7 @@ def test_chunked_blob_reads_piece_by_piece(storage: Storage) -> None:
     prepared = blobs.prepare(content)
     blobs.store("r", prepared).result()
     with storage.read(buffers=True) as txn:
-        pieces = list(ObjectStore(storage.dbs).iter_chunks(txn, "r", prepared.oid))
+        pieces = list(txn.objects.iter_chunks("r", prepared.oid))
     assert [len(p) for p in pieces] == [CHUNK_SIZE, CHUNK_SIZE, 10]
     assert b"".join(pieces) == content
 
@@ -247,8 +272,8 @@ def test_a_delta_whose_base_went_with_its_repository_is_not_stored(storage: Stor
     edited = base.replace(b"line 5 ", b"LINE 5 ", 1)
     prepared = blobs.prepare_with_delta("d", edited, True)
     assert prepared.encoding == DELTA
-    repos.delete("d").result()
-    repos.create("d", "", "", {}).result()
+    repos.delete("d")
+    repos.create("d")
     with pytest.raises(NotFound, match="deleted while the blob was stored"):
         blobs.store_delta_candidate("d", prepared).result()
     with pytest.raises(NotFound):
@@ -265,12 +290,15 @@ def test_delete_repository_removes_objects_and_chunks(storage: Storage) -> None:
     for target in ("gone", "kept"):
         (blobs if target == "gone" else other).store(target, blobs.prepare(big)).result()
         blobs.store(target, blobs.prepare(b"small")).result()
-    repos.delete("gone").result()
+    repos.delete("gone")
+    big_id = bytes.fromhex(blob_id(big))
     with storage.read() as txn:
-        for db in ("objects", "chunks", "refs"):
-            with txn.cursor(db=storage.dbs[db]) as cursor:
-                keys = [bytes(k) for k in cursor.iternext(values=False)]
-            assert keys and all(k.startswith(b"kept/") for k in keys), db
+        assert list(txn.objects.all_objects("gone")) == []
+        assert txn.refs.list("gone", "") == []
+        with pytest.raises(NotFound):  # the chunks went too, not just the object's header
+            txn.objects.read_chunk("gone", big_id, 0)
+        assert len(list(txn.objects.all_objects("kept"))) == 2
+        assert txn.objects.read_chunk("kept", big_id, 0) == big[:CHUNK_SIZE]
     with pytest.raises(NotFound):
         blobs.read("gone", bytes.fromhex(blob_id(b"small")))
     assert other.read("kept", bytes.fromhex(blob_id(big)))[0] == big

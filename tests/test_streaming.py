@@ -28,8 +28,10 @@ from generated.govc import (
 )
 from govc.client import GovcClient, GovcRpcError
 from govc.core.gitformat import blob_id
-from govc.server import GovcServer, ServerConfig
-from govc.storage.objectstore import ObjectStore, encode_chunk
+from govc.server import GovcServer
+from govc.storage.objectstore import encode_chunk
+from tests.conftest import server_config
+from tests.polling import poll_until
 
 REPO = "streaming"
 KIB = 1024
@@ -335,12 +337,13 @@ class Footprint:
 def footprint(server: GovcServer) -> Footprint:
     storage = server.storage
     assert storage is not None
+    stats = storage.stats()
+    entries = {name: stats[name] for name in COUNTED_DBS}
     with storage.read() as txn:
-        entries = {name: txn.stat(storage.dbs[name])["entries"] for name in COUNTED_DBS}
-        uploads = len(ObjectStore(storage.dbs).unfinished_uploads(txn))
+        uploads = len(txn.objects.unfinished_uploads())
     return Footprint(
         entries=entries,
-        last_page=int(storage.env.info()["last_pgno"]),
+        last_page=stats["last_page"],
         uploads_in_progress=uploads,
     )
 
@@ -454,8 +457,7 @@ CAP = MIB + 512 * KIB
 
 @pytest.fixture
 async def capped(tmp_path: Path) -> AsyncIterator[tuple[GovcServer, GovcClient]]:
-    config = ServerConfig(data_dir=str(tmp_path / "capped"), grpc_port=0, max_upload_bytes=CAP)
-    server = GovcServer(config)
+    server = GovcServer(server_config(tmp_path / "capped", max_upload_bytes=CAP))
     await server.start()
     try:
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
@@ -527,21 +529,19 @@ async def _cancel_mid_upload(
     task = asyncio.create_task(repo.upload(REPO, stalls(), chunk_size=256 * KIB))
     await asyncio.wait_for(produced.wait(), 10)
     # The server is receiving: its upload worker runs (it starts with the first MiB).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not _upload_worker_running():
-        assert loop.time() < deadline, "the upload never reached its worker"
-        await asyncio.sleep(0.02)
-    while server is not None and footprint(server).uploads_in_progress == 0:
-        assert loop.time() < deadline, "no chunks were committed"
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)
+    await poll_until(_upload_worker_running, message="the upload never reached its worker")
+    if server is not None:
+        await poll_until(
+            lambda: footprint(server).uploads_in_progress > 0, message="no chunks were committed"
+        )
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = loop.time() + 10
-    while _upload_worker_running() and loop.time() < deadline:
-        await asyncio.sleep(0.02)
+    # The server has removed what the upload wrote once its worker is gone.
+    await poll_until(
+        lambda: not _upload_worker_running(),
+        message="the upload's worker never finished after the client cancelled",
+    )
 
 
 async def test_client_cancel_mid_upload_leaves_nothing(
@@ -632,8 +632,7 @@ async def test_repository_recreated_during_chunked_commit_leaves_no_broken_blob(
     except GovcRpcError:
         storage = server.storage
         assert storage is not None
-        with storage.read() as txn:
-            assert txn.stat(storage.dbs["chunks"])["entries"] == 0
+        assert storage.stats()["chunks"] == 0
         with pytest.raises(GovcRpcError) as missing:
             await repo.get_blob(REPO, blob_id(data))
         assert missing.value.status == Status.NOT_FOUND

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -28,15 +28,17 @@ from hypothesis.stateful import (
     rule,
 )
 
+from govc.core.database import Database
 from govc.core.gitio import export_repository
+from govc.core.objects import prepare_blob
 from govc.core.registry import Registry
 from govc.core.versioncontrol import VersionControl
 from govc.errors import AlreadyExists, FailedPrecondition, GovcError, NotFound
-from govc.storage import Storage, StorageConfig
-from govc.storage.objectstore import prepare_blob
+from govc.storage import Storage, StorageConfig, Txn
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
 
+T = TypeVar("T")
 REPO = "model"
 # No file path is a directory of another, so file/directory conflicts cannot arise.
 FILES = ("a", "b", "d/c", "d/e/f", "g/e/f")
@@ -214,10 +216,11 @@ class VcsMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="govc-model-"))
         self.storage = Storage(StorageConfig(path=str(self.tmp / "data"), durable=False))
-        repos = Registry(self.storage)
-        repos.create(REPO, "", "", {}).result()
+        self.db = Database(self.storage, Registry())
+        info = self.db.registry.new_info(REPO, "", "", {})
+        self.db.write(None, lambda txn: self.db.registry.create(txn, info)).result()
         seconds = itertools.count(1_700_000_000)
-        self.vc = VersionControl(self.storage, repos, clock=lambda: float(next(seconds)))
+        self.vc = VersionControl(clock=lambda: float(next(seconds)))
         self.model = Model()
         self.messages = itertools.count(1)
 
@@ -230,6 +233,15 @@ class VcsMachine(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- helpers ----
+
+    def in_write(self, fn: Callable[[Txn], T]) -> T:
+        return self.db.write(REPO, fn).result()
+
+    def in_read(self, fn: Callable[[Txn], T]) -> T:
+        return self.db.read(REPO, fn)
+
+    def read_file(self, path: str, rev: str) -> bytes:
+        return self.in_read(lambda txn: self.vc.read_file(txn, REPO, path, rev)).content
 
     def expect(self, name: str, model_op: Callable[[], Any], real_op: Callable[[], Any]) -> Any:
         """Run the model's operation and the real one; both fail alike or both succeed."""
@@ -261,13 +273,15 @@ class VcsMachine(RuleBasedStateMachine):
 
     @rule(path=st.sampled_from(FILES), content=st.sampled_from(CONTENTS))
     def add(self, path: str, content: bytes) -> None:
-        entry = self.vc.write_file(REPO, path, prepare_blob(content), True).result()
+        entry = self.in_write(
+            lambda txn: self.vc.write_file(txn, REPO, path, prepare_blob(content), True)
+        )
         assert entry.oid.hex() == git_blob_id(content)
         self.model.index[path] = self.model.work[path] = content
 
     @rule(path=st.sampled_from(FILES), content=st.sampled_from(CONTENTS))
     def write(self, path: str, content: bytes) -> None:
-        self.vc.write_file(REPO, path, prepare_blob(content), False).result()
+        self.in_write(lambda txn: self.vc.write_file(txn, REPO, path, prepare_blob(content), False))
         self.model.work[path] = content
 
     @rule(path=st.sampled_from(FILES + DIRS))
@@ -275,7 +289,7 @@ class VcsMachine(RuleBasedStateMachine):
         self.expect(
             "remove",
             lambda: self.model.remove(path),
-            lambda: self.vc.remove_file(REPO, path).result(),
+            lambda: self.in_write(lambda txn: self.vc.remove_file(txn, REPO, path)),
         )
 
     @rule(pair=st.sampled_from(MOVES))
@@ -284,7 +298,7 @@ class VcsMachine(RuleBasedStateMachine):
         self.expect(
             "move",
             lambda: self.model.move(source, target),
-            lambda: self.vc.move_file(REPO, source, target).result(),
+            lambda: self.in_write(lambda txn: self.vc.move_file(txn, REPO, source, target)),
         )
 
     @rule(
@@ -298,7 +312,9 @@ class VcsMachine(RuleBasedStateMachine):
         outcome = self.expect(
             "commit" if files else "commit -a",
             lambda: self.model.commit_tree(files),
-            lambda: self.vc.commit(REPO, message, ("T", "t@x"), files).result(),
+            lambda: self.in_write(
+                lambda txn: self.vc.commit(txn, REPO, message, ("T", "t@x"), files)
+            ),
         )
         if outcome is None:
             return
@@ -315,7 +331,7 @@ class VcsMachine(RuleBasedStateMachine):
         outcome = self.expect(
             "create_branch",
             lambda: self.model.create_branch(name, start),
-            lambda: self.vc.create_branch(REPO, name, start).result(),
+            lambda: self.in_write(lambda txn: self.vc.create_branch(txn, REPO, name, start)),
         )
         if outcome is not None:
             tip, real_tip = outcome
@@ -328,14 +344,14 @@ class VcsMachine(RuleBasedStateMachine):
         self.expect(
             "checkout with local changes" if dirty else "checkout",
             lambda: self.model.checkout(name),
-            lambda: self.vc.checkout(REPO, name).result(),
+            lambda: self.in_write(lambda txn: self.vc.checkout(txn, REPO, name)),
         )
 
     # ---- invariants ----
 
     @invariant()
     def status_matches(self) -> None:
-        status = self.vc.status(REPO)
+        status = self.in_read(lambda txn: self.vc.status(txn, REPO))
         assert status.branch == self.model.head
         assert status.entries == self.model.status()
 
@@ -345,13 +361,13 @@ class VcsMachine(RuleBasedStateMachine):
             expected = self.model.read(path)
             if expected is None:
                 with pytest.raises(NotFound):
-                    self.vc.read_file(REPO, path, "")
+                    self.read_file(path, "")
             else:
-                assert self.vc.read_file(REPO, path, "").content == expected, path
+                assert self.read_file(path, "") == expected, path
 
     @invariant()
     def branches_match(self) -> None:
-        branches, current = self.vc.list_branches(REPO)
+        branches, current = self.in_read(lambda txn: self.vc.list_branches(txn, REPO))
         assert current == self.model.head
         assert {b.name: b.commit_id for b in branches} == self.model.branches
 
@@ -361,16 +377,16 @@ class VcsMachine(RuleBasedStateMachine):
         tree = self.model.head_tree()
         for path in FILES:
             if path in tree:
-                assert self.vc.read_file(REPO, path, "HEAD").content == tree[path], path
+                assert self.read_file(path, "HEAD") == tree[path], path
             else:
                 with pytest.raises(NotFound):
-                    self.vc.read_file(REPO, path, "HEAD")
+                    self.read_file(path, "HEAD")
 
     # ---- export ----
 
     def check_export(self) -> None:
         dest = self.tmp / "export.git"
-        export_repository(self.vc, self.storage, REPO, dest)
+        export_repository(self.db, self.vc, REPO, dest)
 
         def git(*args: str) -> str:
             done = subprocess.run(

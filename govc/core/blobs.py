@@ -5,17 +5,17 @@ caller's thread; only the prepared bytes travel to the writer thread.
 """
 
 import contextlib
+import functools
 import hashlib
 import os
-import struct
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
+from govc.core.database import Database
 from govc.core.gitformat import BLOB, object_header
-from govc.core.registry import Registry
+from govc.core.objects import prepare_blob
 from govc.errors import NotFound
-from govc.storage import Storage
+from govc.storage import Txn
 from govc.storage.objectstore import (
     CHUNK_SIZE,
     CHUNKED,
@@ -23,36 +23,20 @@ from govc.storage.objectstore import (
     MAX_DELTA_DEPTH,
     MAX_DELTA_SIZE,
     ObjectInfo,
-    ObjectStore,
     PreparedObject,
     delta_against,
     encode_chunk,
-    prepare_blob,
 )
 
 # Delta base candidates: the most recent delta-eligible blobs of each repository.
 RECENT_BLOBS = 8
 DELTA_TRIES = 4
 CHUNKS_PER_TRANSACTION = 16  # bounds a write transaction's dirty pages to ~16 MiB
-_RECENT_ENTRY = struct.Struct(">20sQ")  # object id, size
-
-
-def _recent_entries(raw: bytes | memoryview | None) -> list[tuple[bytes, int]]:
-    if raw is None:
-        return []
-    data = bytes(raw)
-    return [
-        _RECENT_ENTRY.unpack_from(data, offset)
-        for offset in range(0, len(data), _RECENT_ENTRY.size)
-    ]
 
 
 class Blobs:
-    def __init__(self, storage: Storage, repositories: Registry) -> None:
-        self._storage = storage
-        self._repositories = repositories
-        self._objects = ObjectStore(storage.dbs)
-        self._recent = storage.dbs["recent"]
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     # ---- preparing (caller's thread) ----
 
@@ -65,26 +49,29 @@ class Blobs:
         prepared = prepare_blob(content, compress)
         if not compress or not content or len(content) > MAX_DELTA_SIZE:
             return prepared
-        best = prepared
-        with self._storage.read() as txn:
-            self._repositories.require(txn, repo_id)
-            if self._objects.info(txn, repo_id, prepared.oid) is not None:
+
+        def best_encoding(txn: Txn) -> PreparedObject:
+            objects = txn.objects
+            if objects.info(repo_id, prepared.oid) is not None:
                 return prepared  # already stored; storing again is a no-op
             candidates = [
                 (oid, size)
-                for oid, size in _recent_entries(txn.get(repo_id.encode(), db=self._recent))
+                for oid, size in txn.recent.get(repo_id)
                 if oid != prepared.oid and size // 2 <= len(content) <= size * 2
             ]
             candidates.sort(key=lambda entry: abs(entry[1] - len(content)))
+            best = prepared
             for oid, _ in candidates[:DELTA_TRIES]:
-                info = self._objects.info(txn, repo_id, oid)
+                info = objects.info(repo_id, oid)
                 if info is None or info.depth >= MAX_DELTA_DEPTH:
                     continue
-                base = self._objects.read(txn, repo_id, oid)
+                base = objects.read(repo_id, oid)
                 delta = delta_against(prepared, content, oid, base, info.depth)
                 if delta is not None and delta.stored_size < best.stored_size:
                     best = delta
-        return best
+            return best
+
+        return self._db.read(repo_id, best_encoding)
 
     # ---- writing (resolved by the writer once durable) ----
 
@@ -96,106 +83,99 @@ class Blobs:
         Large blobs should arrive prepared (by a worker thread) to keep the writer moving.
         """
 
-        def op(txn: Any) -> tuple[str, ObjectInfo]:
-            self._repositories.require(txn, repo_id)
+        def op(txn: Txn) -> tuple[str, ObjectInfo]:
             prepared = prepare_blob(blob) if isinstance(blob, bytes) else blob
-            return prepared.hex, self._objects.put_prepared(txn, repo_id, prepared)
+            return prepared.hex, txn.objects.put_prepared(repo_id, prepared)
 
-        return self._storage.writer.submit(op)
+        return self._db.write(repo_id, op)
 
     def store_delta_candidate(self, repo_id: str, prepared: PreparedObject) -> Future[ObjectInfo]:
         """Store, and remember the blob as a delta base for later versions."""
 
-        def op(txn: Any) -> ObjectInfo:
-            self._repositories.require(txn, repo_id)
-            if (
-                prepared.base is not None
-                and self._objects.info(txn, repo_id, prepared.base) is None
-            ):
+        def op(txn: Txn) -> ObjectInfo:
+            if prepared.base is not None and txn.objects.info(repo_id, prepared.base) is None:
                 # Its base was read from a repository deleted since (and maybe created again
                 # under its id): stored, the delta could never be read.
                 raise NotFound(f"repository {repo_id!r} was deleted while the blob was stored")
-            info = self._objects.put_prepared(txn, repo_id, prepared)
+            info = txn.objects.put_prepared(repo_id, prepared)
             if 0 < prepared.size <= MAX_DELTA_SIZE:
-                key = repo_id.encode()
-                recent = [
-                    entry
-                    for entry in _recent_entries(txn.get(key, db=self._recent))
-                    if entry[0] != prepared.oid
-                ]
-                recent = [*recent, (prepared.oid, prepared.size)][-RECENT_BLOBS:]
-                txn.put(key, b"".join(_RECENT_ENTRY.pack(*e) for e in recent), db=self._recent)
+                recent = [e for e in txn.recent.get(repo_id) if e[0] != prepared.oid]
+                txn.recent.put(repo_id, [*recent, (prepared.oid, prepared.size)][-RECENT_BLOBS:])
             return info
 
-        return self._storage.writer.submit(op)
+        return self._db.write(repo_id, op)
 
-    # ---- reading (any thread) ----
+    # ---- reading (blocking: the caller chooses the thread) ----
 
     def info(self, repo_id: str, oid: bytes) -> ObjectInfo:
-        with self._storage.read(buffers=True) as txn:
-            return self._info(txn, repo_id, oid)
-
-    def _info(self, txn: Any, repo_id: str, oid: bytes) -> ObjectInfo:
-        self._repositories.require(txn, repo_id)
-        info = self._objects.info(txn, repo_id, oid)
-        if info is None or info.kind != "blob":
-            raise NotFound(f"blob {oid.hex()} not found in repository {repo_id!r}")
-        return info
+        return self._db.read(repo_id, lambda txn: _blob_info(txn, repo_id, oid), buffers=True)
 
     def read_if_small(
         self, repo_id: str, oid: bytes, max_bytes: int
     ) -> tuple[ObjectInfo, bytes | None]:
         """The content when it is plain and at most `max_bytes` (one transaction), else None."""
-        with self._storage.read(buffers=True) as txn:
-            info = self._info(txn, repo_id, oid)
+
+        def read(txn: Txn) -> tuple[ObjectInfo, bytes | None]:
+            info = _blob_info(txn, repo_id, oid)
             if info.size > max_bytes or info.encoding in (DELTA, CHUNKED):
                 return info, None
-            return info, self._objects.read(txn, repo_id, oid)
+            return info, txn.objects.read(repo_id, oid)
+
+        return self._db.read(repo_id, read, buffers=True)
+
+    def read(self, repo_id: str, oid: bytes) -> tuple[bytes, ObjectInfo]:
+        def read(txn: Txn) -> tuple[bytes, ObjectInfo]:
+            info = _blob_info(txn, repo_id, oid)
+            return txn.objects.read(repo_id, oid), info
+
+        return self._db.read(repo_id, read, buffers=True)
 
     def read_piece(self, repo_id: str, oid: bytes, index: int) -> bytes:
         """Piece `index` (CHUNK_SIZE bytes each) of a blob, in its own short transaction."""
-        with self._storage.read(buffers=True) as txn:
-            return self._objects.read_piece(txn, repo_id, oid, index)
+        return self._db.read(None, lambda txn: txn.objects.read_piece(repo_id, oid, index), True)
 
     def release_read_pages(self) -> None:
         """After reading a lot (a long stream), let go of the mapped pages it touched."""
-        self._storage.drop_mapped_pages()
+        self._db.storage.drop_mapped_pages()
 
-    def piece_count(self, info: ObjectInfo) -> int:
-        return self._objects.piece_count(info)
+    @staticmethod
+    def piece_count(info: ObjectInfo) -> int:
+        """How many pieces `read_piece` serves."""
+        return -(-info.size // CHUNK_SIZE) if info.encoding == CHUNKED else 1
 
     def sha256(self, repo_id: str, oid: bytes) -> bytes | None:
-        with self._storage.read() as txn:
-            return self._objects.sha256(txn, repo_id, oid)
+        return self._db.read(None, lambda txn: txn.objects.sha256(repo_id, oid))
 
     def remember_sha256(self, repo_id: str, oid: bytes, digest: bytes) -> Future[None]:
-        return self._storage.writer.submit(
-            lambda txn: self._objects.remember_sha256(txn, repo_id, oid, digest)
-        )
+        return self._db.write(None, lambda txn: txn.objects.remember_sha256(repo_id, oid, digest))
 
     def upload(self, repo_id: str, declared_size: int) -> "UploadSink":
         """A sink for a blob that arrives in pieces (blocking: reads the repository)."""
-        return UploadSink(
-            self._storage, self._repositories, self._objects, self.store, repo_id, declared_size
-        )
+        return UploadSink(self._db, self.store, repo_id, declared_size)
 
     def discard_unfinished_uploads(self) -> int:
         """Remove the chunks of uploads a crash interrupted (blocking); returns how many."""
-        objects = self._objects
 
-        def op(txn: Any) -> int:
-            unfinished = objects.unfinished_uploads(txn)
+        def op(txn: Txn) -> int:
+            objects = txn.objects
+            unfinished = objects.unfinished_uploads()
             for repo_id, chunk_id in unfinished:
-                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
-                objects.unmark_upload(txn, chunk_id)
+                objects.delete_unnamed_chunks(repo_id, chunk_id)
+                objects.unmark_upload(chunk_id)
             return len(unfinished)
 
-        return self._storage.writer.submit(op).result()
+        return self._db.write(None, op).result()
 
-    def read(self, repo_id: str, oid: bytes) -> tuple[bytes, ObjectInfo]:
-        with self._storage.read(buffers=True) as txn:
-            info = self._info(txn, repo_id, oid)
-            return self._objects.read(txn, repo_id, oid), info
+
+def _read_chunk(repo_id: str, chunk_id: bytes, index: int, txn: Txn) -> bytes:
+    return txn.objects.read_chunk(repo_id, chunk_id, index)
+
+
+def _blob_info(txn: Txn, repo_id: str, oid: bytes) -> ObjectInfo:
+    info = txn.objects.info(repo_id, oid)
+    if info is None or info.kind != BLOB:
+        raise NotFound(f"blob {oid.hex()} not found in repository {repo_id!r}")
+    return info
 
 
 class UploadSink:
@@ -213,20 +193,16 @@ class UploadSink:
 
     def __init__(
         self,
-        storage: Storage,
-        repositories: Registry,
-        objects: ObjectStore,
+        db: Database,
         store_whole: Callable[[str, bytes], Future[tuple[str, ObjectInfo]]],
         repo_id: str,
         declared_size: int,
     ) -> None:
-        self._storage = storage
-        self._repositories = repositories
-        self._objects = objects
+        self._db = db
         self._store_whole = store_whole  # Blobs.store, for a blob of at most one chunk
         self._repo_id = repo_id
         # Every transaction checks it is still the same repository (not one re-created).
-        self._incarnation = repositories.get(repo_id).created_at_us
+        self._incarnation = db.read(None, lambda txn: db.registry.get(txn, repo_id).created_at_us)
         self._chunk_id = os.urandom(20)
         self._sha256 = hashlib.sha256()
         self._git = hashlib.sha1(object_header(BLOB, declared_size)) if declared_size else None
@@ -275,23 +251,22 @@ class UploadSink:
         self._flush()
         self._settle()
         oid = self._git.digest() if self._git is not None else self._hash_written()
-        objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
+        repo_id, chunk_id = self._repo_id, self._chunk_id
         size, count, stored = self._size, self._written, self._stored
 
-        def name(txn: Any) -> ObjectInfo:
-            self._repositories.require(txn, repo_id, self._incarnation)
-            objects.unmark_upload(txn, chunk_id)
-            existing = objects.info(txn, repo_id, oid)
+        def name(txn: Txn) -> ObjectInfo:
+            self._db.registry.require(txn, repo_id, self._incarnation)
+            objects = txn.objects
+            objects.unmark_upload(chunk_id)
+            existing = objects.info(repo_id, oid)
             if existing is not None:  # already stored: these chunks are not needed
-                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
+                objects.delete_unnamed_chunks(repo_id, chunk_id)
                 return existing
-            info = objects.put_chunked_header(
-                txn, repo_id, oid, BLOB, size, count, stored, chunk_id
-            )
-            objects.remember_sha256(txn, repo_id, oid, sha256)
+            info = objects.put_chunked_header(repo_id, oid, BLOB, size, count, stored, chunk_id)
+            objects.remember_sha256(repo_id, oid, sha256)
             return info
 
-        info = self._storage.writer.submit(name).result()
+        info = self._db.write(None, name).result()
         self._marked = False
         return oid.hex(), info, sha256.hex()
 
@@ -300,13 +275,13 @@ class UploadSink:
         with contextlib.suppress(Exception):  # a failed transaction wrote nothing
             self._settle()
         if self._marked:
-            objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
+            repo_id, chunk_id = self._repo_id, self._chunk_id
 
-            def remove(txn: Any) -> None:
-                objects.delete_unnamed_chunks(txn, repo_id, chunk_id)
-                objects.unmark_upload(txn, chunk_id)
+            def remove(txn: Txn) -> None:
+                txn.objects.delete_unnamed_chunks(repo_id, chunk_id)
+                txn.objects.unmark_upload(chunk_id)
 
-            self._storage.writer.submit(remove).result()
+            self._db.write(None, remove).result()
             self._marked = False
 
     def _flush(self) -> None:
@@ -318,18 +293,18 @@ class UploadSink:
         self._stored += sum(len(c) - 1 for c in chunks)
         mark = not self._marked
         self._marked = True
-        objects, repo_id, chunk_id = self._objects, self._repo_id, self._chunk_id
-        repositories, incarnation = self._repositories, self._incarnation
+        repo_id, chunk_id = self._repo_id, self._chunk_id
+        registry, incarnation = self._db.registry, self._incarnation
 
-        def put(txn: Any) -> None:
-            repositories.require(txn, repo_id, incarnation)
+        def put(txn: Txn) -> None:
+            registry.require(txn, repo_id, incarnation)
             if mark:
-                objects.mark_upload(txn, repo_id, chunk_id)
+                txn.objects.mark_upload(repo_id, chunk_id)
             for offset, chunk in enumerate(chunks):
-                objects.put_chunk(txn, repo_id, chunk_id, first + offset, chunk)
+                txn.objects.put_chunk(repo_id, chunk_id, first + offset, chunk)
 
         self._settle()  # at most one transaction in flight
-        self._in_flight = self._storage.writer.submit(put)
+        self._in_flight = self._db.write(None, put)
 
     def _settle(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
@@ -339,8 +314,9 @@ class UploadSink:
     def _hash_written(self) -> bytes:
         """The git id when the size was not declared: one more pass, over the stored chunks."""
         sha = hashlib.sha1(object_header(BLOB, self._size))
-        storage, objects = self._storage, self._objects
+        repo_id, chunk_id = self._repo_id, self._chunk_id
         for index in range(self._written):
-            with storage.read(buffers=True) as txn:
-                sha.update(objects.read_chunk(txn, self._repo_id, self._chunk_id, index))
+            sha.update(
+                self._db.read(None, functools.partial(_read_chunk, repo_id, chunk_id, index))
+            )
         return sha.digest()

@@ -41,10 +41,8 @@ def validate_object_id(value: str, field: str = "hash") -> bytes:
 
 # ---- trees ----
 
-FILE_MODE = "100644"
-EXEC_MODE = "100755"
-LINK_MODE = "120000"
-DIR_MODE = "40000"
+FILE_MODE = 0o100644  # the mode of every file govc writes (modes of imported files are kept)
+DIR_MODE = "40000"  # a subdirectory's mode as a tree entry spells it
 
 
 def _tree_sort_key(entry: tuple[str, str, bytes]) -> bytes:

@@ -5,33 +5,33 @@ no git binary; import reads with the real git (`git cat-file --batch`), so whate
 read, govc can take in. Object ids are identical on both sides by construction.
 """
 
+import functools
 import os
 import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from govc.core.database import Database
 from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TREE, object_header
-from govc.core.registry import Registry
-from govc.core.versioncontrol import HEADS, VersionControl
+from govc.core.objects import prepare_object
+from govc.core.registry import HEADS
+from govc.core.versioncontrol import VersionControl
 from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from govc.storage import Storage
-from govc.storage.objectstore import ObjectStore, prepare_object
-from govc.storage.tables import Entry, EntryTable, RefTable
+from govc.storage import Entry, Txn
+from govc.storage.objectstore import PreparedObject
 
 IMPORT_BATCH_BYTES = 64 * 1024 * 1024
 
 
-def export_repository(vc: VersionControl, storage: Storage, repo_id: str, dest: Path) -> int:
+def export_repository(db: Database, vc: VersionControl, repo_id: str, dest: Path) -> int:
     """Write `repo_id` as a bare git repository at `dest`; returns the number of objects."""
     if dest.exists() and any(dest.iterdir()):
         raise FailedPrecondition(f"destination {dest} exists and is not empty")
-    refs = RefTable(storage.dbs)
-    with storage.read() as txn:
-        Registry(storage).require(txn, repo_id)
-        branches = refs.list(txn, repo_id, HEADS)
-        head = refs.get(txn, repo_id, "HEAD") or f"ref: {HEADS}main"
+
+    def export(txn: Txn) -> tuple[list[tuple[str, str]], str, int]:
+        branches = txn.refs.list(repo_id, HEADS)
+        head = txn.refs.get(repo_id, "HEAD") or f"ref: {HEADS}main"
         tips = [tip for _, tip in branches]
         if not head.startswith("ref: "):
             tips.append(head)
@@ -41,6 +41,9 @@ def export_repository(vc: VersionControl, storage: Storage, repo_id: str, dest: 
         for kind, oid, content in _reachable(vc, txn, repo_id, tips):
             _write_loose(dest, kind, oid, content)
             count += 1
+        return branches, head, count
+
+    branches, head, count = db.read(repo_id, export)
     for name, tip in branches:
         ref_path = dest / name
         ref_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +57,11 @@ def export_repository(vc: VersionControl, storage: Storage, repo_id: str, dest: 
 
 
 def _reachable(
-    vc: VersionControl, txn: Any, repo_id: str, tips: list[str]
+    vc: VersionControl, txn: Txn, repo_id: str, tips: list[str]
 ) -> Iterator[tuple[str, bytes, bytes]]:
     """(kind, id, content) of every object reachable from `tips`, each once."""
     seen: set[bytes] = set()
-    store = vc.objects.store
+    store = txn.objects
     for tip in tips:
         for commit_id, _ in vc.walk(txn, repo_id, tip):
             oid = bytes.fromhex(commit_id)
@@ -74,13 +77,13 @@ def _reachable(
                 if tree_oid in seen:
                     continue
                 seen.add(tree_oid)
-                yield TREE, tree_oid, store.read(txn, repo_id, tree_oid)
+                yield TREE, tree_oid, store.read(repo_id, tree_oid)
                 for mode, _, child in vc.objects.tree(txn, repo_id, tree_oid):
                     if mode == DIR_MODE:
                         stack.append(child)
                     elif child not in seen and mode != "160000":  # submodules point elsewhere
                         seen.add(child)
-                        yield BLOB, child, store.read(txn, repo_id, child)
+                        yield BLOB, child, store.read(repo_id, child)
 
 
 def _write_loose(dest: Path, kind: str, oid: bytes, content: bytes) -> None:
@@ -92,72 +95,62 @@ def _write_loose(dest: Path, kind: str, oid: bytes, content: bytes) -> None:
         path.write_bytes(zlib.compress(object_header(kind, len(content)) + content, 1))
 
 
-def import_repository(storage: Storage, source: Path, repo_id: str) -> int:
+def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: str) -> int:
     """Create `repo_id` from the git repository at `source` (all objects, branches, HEAD)."""
     git_dir = _git_dir(source)
-    repositories = Registry(storage)
-    with storage.read() as txn:
-        if txn.get(repo_id.encode(), db=storage.dbs["repos"]) is not None:
-            raise AlreadyExists(f"repository {repo_id!r} already exists")
+    if db.read(None, lambda txn: txn.repos.exists(repo_id)):
+        raise AlreadyExists(f"repository {repo_id!r} already exists")
     # Objects first, into a repository that does not exist yet: invisible until it is created.
     count = 0
-    batch: list[Any] = []
+    batch: list[PreparedObject] = []
     batch_bytes = 0
-    store = ObjectStore(storage.dbs)
     try:
         for kind, content in _git_objects(git_dir):
             batch.append(prepare_object(kind, content))
             batch_bytes += len(content)
             count += 1
             if batch_bytes >= IMPORT_BATCH_BYTES:
-                storage.writer.submit(_put_all(store, repo_id, batch)).result()
+                db.write(None, functools.partial(_put_all, repo_id, batch)).result()
                 batch, batch_bytes = [], 0
         if batch:
-            storage.writer.submit(_put_all(store, repo_id, batch)).result()
+            db.write(None, functools.partial(_put_all, repo_id, batch)).result()
     except BaseException:
         # A failed import must not leave objects that a later repository of this id would see.
-        def discard(txn: Any) -> None:
-            if txn.get(repo_id.encode(), db=storage.dbs["repos"]) is None:
-                store.delete_repo(txn, repo_id)
+        def discard(txn: Txn) -> None:
+            if not txn.repos.exists(repo_id):
+                txn.objects.delete_repo(repo_id)
 
-        storage.writer.submit(discard).result()
+        db.write(None, discard).result()
         raise
     branches = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
     head = _git(git_dir, "symbolic-ref", "-q", "HEAD", check=False).strip()
     if not head:
         head = _git(git_dir, "rev-parse", "-q", "--verify", "HEAD", check=False).strip()
-    repositories.create(repo_id, "", f"imported from {source.name}", {}).result()
-    vc = VersionControl(storage, repositories)
-    refs = RefTable(storage.dbs)
-    index = EntryTable(storage.dbs, "index")
-    worktree = EntryTable(storage.dbs, "worktree")
+    info = db.registry.new_info(repo_id, "", f"imported from {source.name}", {})
 
-    def set_refs(txn: Any) -> None:
+    def create(txn: Txn) -> None:
+        db.registry.create(txn, info)
         for line in branches.splitlines():
             tip, ref = line.split(" ", 1)
-            refs.put(txn, repo_id, ref, tip)
+            txn.refs.put(repo_id, ref, tip)
         if head.startswith("refs/"):
-            refs.put(txn, repo_id, "HEAD", f"ref: {head}")
+            txn.refs.put(repo_id, "HEAD", f"ref: {head}")
         elif head:
-            refs.put(txn, repo_id, "HEAD", head)
-        files = vc.head_files(txn, repo_id)
+            txn.refs.put(repo_id, "HEAD", head)
         entries = {}
-        for path, (mode, oid) in files.items():
-            info = store.info(txn, repo_id, oid)
-            entries[path] = Entry(oid, mode, info.size if info else 0, 0)
-        index.replace_all(txn, repo_id, entries)
-        worktree.replace_all(txn, repo_id, entries)
+        for path, (mode, oid) in vc.head_files(txn, repo_id).items():
+            found = txn.objects.info(repo_id, oid)
+            entries[path] = Entry(oid, mode, found.size if found else 0, 0)
+        txn.index.replace_all(repo_id, entries)
+        txn.worktree.replace_all(repo_id, entries)
 
-    storage.writer.submit(set_refs).result()
+    db.write(None, create).result()
     return count
 
 
-def _put_all(store: Any, repo_id: str, batch: list[Any]) -> Any:
-    def op(txn: Any) -> None:
-        for prepared in batch:
-            store.put_prepared(txn, repo_id, prepared)
-
-    return op
+def _put_all(repo_id: str, batch: list[PreparedObject], txn: Txn) -> None:
+    for prepared in batch:
+        txn.objects.put_prepared(repo_id, prepared)
 
 
 def _git_dir(source: Path) -> Path:

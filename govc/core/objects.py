@@ -1,14 +1,26 @@
-"""Reading and writing git trees and commits of a repository, with caches.
+"""Git objects of a repository: hashing and preparing them, and reading and writing trees and
+commits, with caches.
 
 Objects are content-addressed and immutable, so decoded commits and trees are cached by id.
 A flattened tree maps each file path to (mode, 20-byte blob id).
 """
 
+import hashlib
 from typing import Any
 
-from govc.core.gitformat import COMMIT, DIR_MODE, TREE, Commit, decode_tree, encode_tree
+from govc.core.gitformat import (
+    BLOB,
+    COMMIT,
+    DIR_MODE,
+    TREE,
+    Commit,
+    decode_tree,
+    encode_tree,
+    object_header,
+)
 from govc.errors import NotFound
-from govc.storage.objectstore import ObjectStore, prepare_object
+from govc.storage import Txn
+from govc.storage.objectstore import PreparedObject, encode_object
 
 FileMap = dict[str, tuple[int, bytes]]  # path -> (mode, blob id)
 
@@ -26,11 +38,20 @@ def file_extension(path: str) -> str:
 _CACHE_LIMIT = 200_000
 
 
-class ObjectReader:
-    """Typed access to the objects of repositories inside a transaction."""
+def prepare_object(kind: str, content: bytes, compress: bool = True) -> PreparedObject:
+    """Hash `content` as git does and encode it for storage (a plain, non-delta object)."""
+    oid = hashlib.sha1(object_header(kind, len(content)) + content).digest()
+    return encode_object(oid, kind, content, compress)
 
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+
+def prepare_blob(content: bytes, compress: bool = True) -> PreparedObject:
+    return prepare_object(BLOB, content, compress)
+
+
+class ObjectReader:
+    """Typed access to commits and trees of repositories inside a transaction."""
+
+    def __init__(self) -> None:
         self._commits: dict[bytes, Commit] = {}
         self._trees: dict[bytes, list[tuple[str, str, bytes]]] = {}
 
@@ -39,13 +60,13 @@ class ObjectReader:
             cache.clear()
         cache[key] = value
 
-    def read_kind(self, txn: Any, repo_id: str, oid: bytes, kind: str) -> bytes:
-        info = self.store.info(txn, repo_id, oid)
+    def read_kind(self, txn: Txn, repo_id: str, oid: bytes, kind: str) -> bytes:
+        info = txn.objects.info(repo_id, oid)
         if info is None or info.kind != kind:
             raise NotFound(f"{kind} {oid.hex()} not found in repository {repo_id!r}")
-        return self.store.read(txn, repo_id, oid)
+        return txn.objects.read(repo_id, oid)
 
-    def commit(self, txn: Any, repo_id: str, commit_id: str) -> Commit:
+    def commit(self, txn: Txn, repo_id: str, commit_id: str) -> Commit:
         oid = bytes.fromhex(commit_id)
         cached = self._commits.get(oid)
         if cached is None:
@@ -53,20 +74,20 @@ class ObjectReader:
             self._remember(self._commits, oid, cached)
         return cached
 
-    def tree(self, txn: Any, repo_id: str, oid: bytes) -> list[tuple[str, str, bytes]]:
+    def tree(self, txn: Txn, repo_id: str, oid: bytes) -> list[tuple[str, str, bytes]]:
         cached = self._trees.get(oid)
         if cached is None:
             cached = decode_tree(self.read_kind(txn, repo_id, oid, TREE))
             self._remember(self._trees, oid, cached)
         return cached
 
-    def flatten(self, txn: Any, repo_id: str, tree_id: str | None) -> FileMap:
+    def flatten(self, txn: Txn, repo_id: str, tree_id: str | None) -> FileMap:
         files: FileMap = {}
         if tree_id:
             self._flatten_into(txn, repo_id, bytes.fromhex(tree_id), "", files)
         return files
 
-    def _flatten_into(self, txn: Any, repo_id: str, oid: bytes, prefix: str, out: FileMap) -> None:
+    def _flatten_into(self, txn: Txn, repo_id: str, oid: bytes, prefix: str, out: FileMap) -> None:
         for mode, name, child in self.tree(txn, repo_id, oid):
             if mode == DIR_MODE:
                 self._flatten_into(txn, repo_id, child, f"{prefix}{name}/", out)
@@ -74,7 +95,7 @@ class ObjectReader:
                 out[prefix + name] = (int(mode, 8), child)
 
     def lookup(
-        self, txn: Any, repo_id: str, tree_id: str | None, path: str
+        self, txn: Txn, repo_id: str, tree_id: str | None, path: str
     ) -> tuple[int, bytes] | None:
         """The (mode, id) of a file in a tree, or None."""
         if not tree_id:
@@ -95,7 +116,7 @@ class ObjectReader:
                 return None
         return None
 
-    def write_tree(self, txn: Any, repo_id: str, files: FileMap) -> str:
+    def write_tree(self, txn: Txn, repo_id: str, files: FileMap) -> str:
         """Store the nested trees for `files`; returns the root tree id."""
         root: dict[str, Any] = {}
         for path, entry in files.items():
@@ -106,7 +127,7 @@ class ObjectReader:
             node[name] = entry
         return self._write_node(txn, repo_id, root).hex()
 
-    def _write_node(self, txn: Any, repo_id: str, node: dict[str, Any]) -> bytes:
+    def _write_node(self, txn: Txn, repo_id: str, node: dict[str, Any]) -> bytes:
         entries: list[tuple[str, str, bytes]] = []
         for name, value in node.items():
             if isinstance(value, dict):
@@ -115,7 +136,7 @@ class ObjectReader:
                 mode, oid = value
                 entries.append((f"{mode:o}", name, oid))
         prepared = prepare_object(TREE, encode_tree(entries))
-        self.store.put_prepared(txn, repo_id, prepared)
+        txn.objects.put_prepared(repo_id, prepared)
         return prepared.oid
 
 

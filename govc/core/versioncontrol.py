@@ -1,31 +1,25 @@
 """Version control of one repository at a time: work tree, index, commits, branches, merges.
 
-Every mutation is one writer operation (a function of the write transaction), so it is atomic
-and serialized with all other writes; reads are plain read transactions. Blob contents are
-hashed and compressed by the caller's thread before the operation is queued.
+Every operation is a function of a transaction (`Txn`): a mutation runs as one writer operation,
+so it is atomic and serialized with every other write; a read runs in a read transaction. The
+caller chooses the transaction and the thread (see `govc.core.database.Database`); blob contents
+are hashed and compressed by the caller before a write is queued.
 """
 
 import heapq
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from govc.core.gitformat import BLOB, COMMIT, Commit, Signature, blob_id, clean_message
+from govc.core.gitformat import BLOB, COMMIT, FILE_MODE, Commit, Signature, clean_message
 from govc.core.merge import merge_trees
-from govc.core.objects import FileMap, ObjectReader, diff_files
-from govc.core.registry import DEFAULT_BRANCH, Registry
+from govc.core.objects import FileMap, ObjectReader, diff_files, prepare_blob, prepare_object
+from govc.core.registry import DEFAULT_BRANCH, HEADS
 from govc.core.revisions import looks_like_hash, split_revision
 from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from govc.storage import Storage
-from govc.storage.objectstore import ObjectStore, PreparedObject, prepare_blob, prepare_object
-from govc.storage.tables import Entry, EntryTable, RefTable
+from govc.storage import Entry, Txn
+from govc.storage.objectstore import PreparedObject
 
-T = TypeVar("T")
-
-FILE_MODE = 0o100644
-HEADS = "refs/heads/"
 DEFAULT_IDENTITY = ("govc", "govc@localhost")
 
 
@@ -71,82 +65,71 @@ class Status:
 @dataclass(frozen=True)
 class MergeResult:
     commit_id: str
-    conflicts: list[str]
     fast_forward: bool = False
+
+
+class MergeConflict(FailedPrecondition):
+    """The merge conflicts in `paths`; raised inside the write, so whatever it stored is
+    rolled back with it."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"merge conflicts in {', '.join(paths)}")
+        self.paths = paths
 
 
 class VersionControl:
     def __init__(
         self,
-        storage: Storage,
-        repositories: Registry,
         clock: Callable[[], float] = time.time,
         identity: tuple[str, str] = DEFAULT_IDENTITY,
     ) -> None:
-        self._storage = storage
-        self._repositories = repositories
         self._clock = clock
         self.identity = identity
-        self.objects = ObjectReader(ObjectStore(storage.dbs))
-        self._refs = RefTable(storage.dbs)
-        self._index = EntryTable(storage.dbs, "index")
-        self._worktree = EntryTable(storage.dbs, "worktree")
-
-    # ---- plumbing ----
-
-    def _write(self, repo_id: str, op: Callable[[Any], T]) -> Future[T]:
-        def guarded(txn: Any) -> T:
-            self._repositories.require(txn, repo_id)
-            return op(txn)
-
-        return self._storage.writer.submit(guarded)
-
-    def _read(self, repo_id: str, op: Callable[[Any], T]) -> T:
-        with self._storage.read() as txn:
-            self._repositories.require(txn, repo_id)
-            return op(txn)
+        self.objects = ObjectReader()
 
     def _now_us(self) -> int:
         return int(self._clock() * 1_000_000)
 
-    def head(self, txn: Any, repo_id: str) -> tuple[str | None, str | None]:
+    # ---- refs ----
+
+    def head(self, txn: Txn, repo_id: str) -> tuple[str | None, str | None]:
         """(current branch or None when detached, commit id or None when unborn)."""
-        value = self._refs.get(txn, repo_id, "HEAD") or f"ref: {HEADS}{DEFAULT_BRANCH}"
+        value = txn.refs.get(repo_id, "HEAD") or f"ref: {HEADS}{DEFAULT_BRANCH}"
         if value.startswith("ref: "):
             ref = value[5:]
-            return ref.removeprefix(HEADS), self._refs.get(txn, repo_id, ref)
+            return ref.removeprefix(HEADS), txn.refs.get(repo_id, ref)
         return None, value
 
-    def _set_head_commit(self, txn: Any, repo_id: str, commit_id: str) -> None:
+    def _set_head_commit(self, txn: Txn, repo_id: str, commit_id: str) -> None:
         branch, _ = self.head(txn, repo_id)
         if branch is None:
-            self._refs.put(txn, repo_id, "HEAD", commit_id)
+            txn.refs.put(repo_id, "HEAD", commit_id)
         else:
-            self._refs.put(txn, repo_id, HEADS + branch, commit_id)
+            txn.refs.put(repo_id, HEADS + branch, commit_id)
 
-    def branch_tip(self, txn: Any, repo_id: str, name: str) -> str | None:
-        return self._refs.get(txn, repo_id, HEADS + name)
+    def branch_tip(self, txn: Txn, repo_id: str, name: str) -> str | None:
+        return txn.refs.get(repo_id, HEADS + name)
 
-    def head_files(self, txn: Any, repo_id: str) -> FileMap:
+    def head_files(self, txn: Txn, repo_id: str) -> FileMap:
         _, commit_id = self.head(txn, repo_id)
         return self.commit_files(txn, repo_id, commit_id)
 
-    def commit_files(self, txn: Any, repo_id: str, commit_id: str | None) -> FileMap:
+    def commit_files(self, txn: Txn, repo_id: str, commit_id: str | None) -> FileMap:
         if commit_id is None:
             return {}
         return self.objects.flatten(txn, repo_id, self.objects.commit(txn, repo_id, commit_id).tree)
 
-    def _blob(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
+    def _blob(self, txn: Txn, repo_id: str, oid: bytes) -> bytes:
         return self.objects.read_kind(txn, repo_id, oid, BLOB)
 
-    def _store_blob_in_txn(self, txn: Any, repo_id: str, content: bytes) -> bytes:
+    def _store_blob(self, txn: Txn, repo_id: str, content: bytes) -> bytes:
         prepared = prepare_blob(content)
-        self.objects.store.put_prepared(txn, repo_id, prepared)
+        txn.objects.put_prepared(repo_id, prepared)
         return prepared.oid
 
     # ---- revisions ----
 
-    def resolve(self, txn: Any, repo_id: str, rev: str, field: str = "revision") -> str:
+    def resolve(self, txn: Txn, repo_id: str, rev: str, field: str = "revision") -> str:
         """A commit id for `rev` (HEAD, branch, full or abbreviated id, with ~N and ^N)."""
         base, steps = split_revision(rev, field)
         commit_id = self._resolve_base(txn, repo_id, base, field)
@@ -166,13 +149,13 @@ class VersionControl:
                 commit_id = parents[n - 1]
         return commit_id
 
-    def _resolve_base(self, txn: Any, repo_id: str, base: str, field: str) -> str:
+    def _resolve_base(self, txn: Txn, repo_id: str, base: str, field: str) -> str:
         if base in ("HEAD", "@"):
             _, commit_id = self.head(txn, repo_id)
             if commit_id is None:
                 raise FailedPrecondition(f"{field}: HEAD has no commits yet")
             return commit_id
-        tip = self.branch_tip(txn, repo_id, base.removeprefix("refs/heads/"))
+        tip = self.branch_tip(txn, repo_id, base.removeprefix(HEADS))
         if tip is not None:
             return tip
         if looks_like_hash(base):
@@ -185,161 +168,127 @@ class VersionControl:
                 )
         raise NotFound(f"{field} {base!r:.80} is not a branch or commit of repository {repo_id!r}")
 
-    def _commits_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[str]:
-        store = self.objects.store
+    def _commits_with_prefix(self, txn: Txn, repo_id: str, hex_prefix: str) -> list[str]:
+        store = txn.objects
         if len(hex_prefix) == 40:
-            info = store.info(txn, repo_id, bytes.fromhex(hex_prefix))
+            info = store.info(repo_id, bytes.fromhex(hex_prefix))
             return [hex_prefix] if info is not None and info.kind == COMMIT else []
         return [
             oid.hex()
-            for oid in store.ids_with_prefix(txn, repo_id, hex_prefix)
-            if (info := store.info(txn, repo_id, oid)) is not None and info.kind == COMMIT
+            for oid in store.ids_with_prefix(repo_id, hex_prefix)
+            if (info := store.info(repo_id, oid)) is not None and info.kind == COMMIT
         ]
 
     # ---- files ----
 
-    def _check_file_dir_conflicts(self, txn: Any, repo_id: str, path: str) -> None:
+    def _check_file_dir_conflicts(self, txn: Txn, repo_id: str, path: str) -> None:
+        worktree, index = txn.worktree, txn.index
         parts = path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
-            if self._worktree.get(txn, repo_id, parent) or self._index.get(txn, repo_id, parent):
+            if worktree.get(repo_id, parent) or index.get(repo_id, parent):
                 raise FailedPrecondition(f"path {path!r}: {parent!r} is a file, not a directory")
-        for table in (self._worktree, self._index):
-            if table.has_prefix(txn, repo_id, path + "/"):
+        for table in (worktree, index):
+            if table.has_prefix(repo_id, path + "/"):
                 raise FailedPrecondition(f"path {path!r} is a directory")
 
     def write_file(
-        self, repo_id: str, path: str, prepared: PreparedObject, stage: bool
-    ) -> Future[Entry]:
-        return self._write(repo_id, self.write_file_op(repo_id, path, prepared, stage))
-
-    def write_file_op(
-        self, repo_id: str, path: str, prepared: PreparedObject, stage: bool
-    ) -> Callable[[Any], Entry]:
+        self, txn: Txn, repo_id: str, path: str, prepared: PreparedObject, stage: bool
+    ) -> Entry:
         """Write to the work tree (WriteFile) and, with `stage`, to the index too (AddFile)."""
+        self._check_file_dir_conflicts(txn, repo_id, path)
+        txn.objects.put_prepared(repo_id, prepared)
+        entry = Entry(prepared.oid, FILE_MODE, prepared.size, self._now_us())
+        txn.worktree.put(repo_id, path, entry)
+        if stage:
+            txn.index.put(repo_id, path, entry)
+        return entry
 
-        def op(txn: Any) -> Entry:
-            self._check_file_dir_conflicts(txn, repo_id, path)
-            self.objects.store.put_prepared(txn, repo_id, prepared)
-            entry = Entry(prepared.oid, FILE_MODE, prepared.size, self._now_us())
-            self._worktree.put(txn, repo_id, path, entry)
-            if stage:
-                self._index.put(txn, repo_id, path, entry)
-            return entry
+    def read_file(
+        self, txn: Txn, repo_id: str, path: str, rev: str, field: str = "commit"
+    ) -> FileContent:
+        """A file of commit `rev`, or of the work tree when `rev` is empty (`field` names `rev`
+        in errors)."""
+        objects = self.objects
+        if rev:
+            commit_id = self.resolve(txn, repo_id, rev, field)
+            found = objects.lookup(txn, repo_id, objects.commit(txn, repo_id, commit_id).tree, path)
+            if found is None:
+                raise NotFound(f"path {path!r} not found in commit {commit_id[:12]}")
+            content = self._blob(txn, repo_id, found[1])
+            return FileContent(
+                content, found[1], self._last_change_us(txn, repo_id, commit_id, path)
+            )
+        entry = txn.worktree.get(repo_id, path) or txn.index.get(repo_id, path)
+        _, head_id = self.head(txn, repo_id)
+        head_tree = objects.commit(txn, repo_id, head_id).tree if head_id else None
+        committed = objects.lookup(txn, repo_id, head_tree, path)
+        if entry is None:
+            if committed is None or head_id is None:
+                raise NotFound(f"path {path!r} not found in repository {repo_id!r}")
+            content = self._blob(txn, repo_id, committed[1])
+            return FileContent(
+                content, committed[1], self._last_change_us(txn, repo_id, head_id, path)
+            )
+        content = self._blob(txn, repo_id, entry.oid)
+        if committed is not None and committed[1] == entry.oid and head_id is not None:
+            return FileContent(
+                content, entry.oid, self._last_change_us(txn, repo_id, head_id, path)
+            )
+        return FileContent(content, entry.oid, entry.modified_us)
 
-        return op
-
-    def read_file(self, repo_id: str, path: str, rev: str) -> FileContent:
-        return self._read(repo_id, self.read_file_op(repo_id, path, rev))
-
-    def read_file_op(
-        self, repo_id: str, path: str, rev: str, field: str = "commit"
-    ) -> Callable[[Any], FileContent]:
-        """(`field` names `rev` in errors.)"""
-
-        def op(txn: Any) -> FileContent:
-            if rev:
-                commit_id = self.resolve(txn, repo_id, rev, field)
-                found = self.objects.lookup(
-                    txn, repo_id, self.objects.commit(txn, repo_id, commit_id).tree, path
-                )
-                if found is None:
-                    raise NotFound(f"path {path!r} not found in commit {commit_id[:12]}")
-                content = self._blob(txn, repo_id, found[1])
-                return FileContent(
-                    content, found[1], self._last_change_us(txn, repo_id, commit_id, path)
-                )
-            entry = self._worktree.get(txn, repo_id, path) or self._index.get(txn, repo_id, path)
-            _, head_id = self.head(txn, repo_id)
-            head_tree = self.objects.commit(txn, repo_id, head_id).tree if head_id else None
-            committed = self.objects.lookup(txn, repo_id, head_tree, path)
-            if entry is None:
-                if committed is None or head_id is None:
-                    raise NotFound(f"path {path!r} not found in repository {repo_id!r}")
-                content = self._blob(txn, repo_id, committed[1])
-                return FileContent(
-                    content, committed[1], self._last_change_us(txn, repo_id, head_id, path)
-                )
-            content = self._blob(txn, repo_id, entry.oid)
-            if committed is not None and committed[1] == entry.oid and head_id is not None:
-                return FileContent(
-                    content, entry.oid, self._last_change_us(txn, repo_id, head_id, path)
-                )
-            return FileContent(content, entry.oid, entry.modified_us)
-
-        return op
-
-    def _last_change_us(self, txn: Any, repo_id: str, start: str, path: str) -> int:
+    def _last_change_us(self, txn: Txn, repo_id: str, start: str, path: str) -> int:
         """Committer time of the newest commit reachable from `start` that changed `path`."""
+        objects = self.objects
         for _, commit in self.walk(txn, repo_id, start):
-            mine = self.objects.lookup(txn, repo_id, commit.tree, path)
-            parents = [self.objects.commit(txn, repo_id, p) for p in commit.parents]
+            mine = objects.lookup(txn, repo_id, commit.tree, path)
+            parents = [objects.commit(txn, repo_id, p) for p in commit.parents]
             if not parents or all(
-                self.objects.lookup(txn, repo_id, p.tree, path) != mine for p in parents
+                objects.lookup(txn, repo_id, p.tree, path) != mine for p in parents
             ):
                 return commit.committer.time * 1_000_000
         return 0
 
-    def remove_file(self, repo_id: str, path: str) -> Future[None]:
-        return self._write(repo_id, self.remove_file_op(repo_id, path))
-
-    def remove_file_op(self, repo_id: str, path: str) -> Callable[[Any], None]:
+    def remove_file(self, txn: Txn, repo_id: str, path: str) -> None:
         """`git rm`: the path leaves the index and the work tree (a directory: all below it)."""
+        for p in self._tracked_paths(txn, repo_id, path, "path"):
+            txn.index.delete(repo_id, p)
+            txn.worktree.delete(repo_id, p)
 
-        def op(txn: Any) -> None:
-            paths = self._tracked_paths(txn, repo_id, path, "path")
-            for p in paths:
-                self._index.delete(txn, repo_id, p)
-                self._worktree.delete(txn, repo_id, p)
-
-        return op
-
-    def _tracked_paths(self, txn: Any, repo_id: str, path: str, field: str) -> list[str]:
-        index = self._index.all(txn, repo_id)
+    def _tracked_paths(self, txn: Txn, repo_id: str, path: str, field: str) -> list[str]:
+        index = txn.index.all(repo_id)
         paths = [p for p in index if p == path or p.startswith(path + "/")]
         if not paths:
             raise NotFound(f"{field} {path!r} is not tracked in repository {repo_id!r}")
         return paths
 
-    def move_file(self, repo_id: str, source: str, target: str) -> Future[None]:
+    def move_file(self, txn: Txn, repo_id: str, source: str, target: str) -> None:
         """`git mv`: index and work tree entries move; a directory moves with its contents."""
-
-        def op(txn: Any) -> None:
-            paths = self._tracked_paths(txn, repo_id, source, "from_path")
-            if source == target or target.startswith(source + "/"):
-                raise InvalidArgument(f"to_path {target!r} is inside from_path {source!r}")
-            occupied = self._worktree.get(txn, repo_id, target) or self._index.get(
-                txn, repo_id, target
-            )
-            if (
-                occupied
-                or self._index.has_prefix(txn, repo_id, target + "/")
-                or self._worktree.has_prefix(txn, repo_id, target + "/")
-            ):
-                raise AlreadyExists(f"to_path {target!r} already exists")
-            # A directory moves whole, as on disk: its untracked files go with it.
-            tracked = set(paths)
-            untracked = [
-                p
-                for p in self._worktree.under(txn, repo_id, source)
-                if p != source and p not in tracked
-            ]
-            moves = [(p, target + p[len(source) :]) for p in [*paths, *untracked]]
-            entries = [
-                (self._index.get(txn, repo_id, old), self._worktree.get(txn, repo_id, old))
-                for old, _ in moves
-            ]
-            for (old, _), _entries in zip(moves, entries, strict=True):
-                self._index.delete(txn, repo_id, old)
-                self._worktree.delete(txn, repo_id, old)
-            for (_, new), (staged, working) in zip(moves, entries, strict=True):
-                self._check_file_dir_conflicts(txn, repo_id, new)
-                if staged is not None:
-                    self._index.put(txn, repo_id, new, staged)
-                if working is not None:
-                    self._worktree.put(txn, repo_id, new, working)
-
-        return self._write(repo_id, op)
+        index, worktree = txn.index, txn.worktree
+        paths = self._tracked_paths(txn, repo_id, source, "from_path")
+        if source == target or target.startswith(source + "/"):
+            raise InvalidArgument(f"to_path {target!r} is inside from_path {source!r}")
+        occupied = worktree.get(repo_id, target) or index.get(repo_id, target)
+        if (
+            occupied
+            or index.has_prefix(repo_id, target + "/")
+            or worktree.has_prefix(repo_id, target + "/")
+        ):
+            raise AlreadyExists(f"to_path {target!r} already exists")
+        # A directory moves whole, as on disk: its untracked files go with it.
+        tracked = set(paths)
+        untracked = [p for p in worktree.under(repo_id, source) if p != source and p not in tracked]
+        moves = [(p, target + p[len(source) :]) for p in [*paths, *untracked]]
+        entries = [(index.get(repo_id, old), worktree.get(repo_id, old)) for old, _ in moves]
+        for old, _ in moves:
+            index.delete(repo_id, old)
+            worktree.delete(repo_id, old)
+        for (_, new), (staged, working) in zip(moves, entries, strict=True):
+            self._check_file_dir_conflicts(txn, repo_id, new)
+            if staged is not None:
+                index.put(repo_id, new, staged)
+            if working is not None:
+                worktree.put(repo_id, new, working)
 
     # ---- commits ----
 
@@ -348,73 +297,56 @@ class VersionControl:
         return Signature(name, email, int(self._clock()))
 
     def commit(
-        self, repo_id: str, message: str, author: tuple[str, str] | None, files: list[str]
-    ) -> Future[CommitInfo]:
-        return self._write(repo_id, self.commit_op(repo_id, message, author, files))
-
-    def commit_op(
         self,
+        txn: Txn,
         repo_id: str,
         message: str,
         author: tuple[str, str] | None,
         files: list[str],
         message_field: str = "message",
-    ) -> Callable[[Any], CommitInfo]:
+    ) -> CommitInfo:
         cleaned = clean_message(message, message_field)
         if not cleaned:
             raise InvalidArgument(f"{message_field} is required (and must not be only whitespace)")
+        _, head_id = self.head(txn, repo_id)
+        head_files = self.commit_files(txn, repo_id, head_id)
+        if files:
+            tree_files = dict(head_files)
+            worktree = txn.worktree.all(repo_id)
+            known = head_files.keys() | txn.index.all(repo_id).keys()
+            for spec in files:
+                # Like `git commit -- paths`: only paths git knows (tracked or staged).
+                matched = [p for p in known if p == spec or p.startswith(spec + "/")]
+                if not matched:
+                    raise NotFound(f"files: {spec!r} did not match any file known to git")
+                for p in matched:
+                    entry = worktree.get(p)
+                    if entry is None:
+                        tree_files.pop(p, None)
+                        txn.index.delete(repo_id, p)
+                    else:
+                        tree_files[p] = (entry.mode, entry.oid)
+                        txn.index.put(repo_id, p, entry)
+        else:
+            tree_files = {p: (e.mode, e.oid) for p, e in txn.index.all(repo_id).items()}
+        if tree_files == head_files:
+            raise FailedPrecondition("nothing to commit: the index matches HEAD")
+        tree_id = self.objects.write_tree(txn, repo_id, tree_files)
+        signature = self.signature(author)
+        commit = Commit(tree_id, (head_id,) if head_id else (), signature, signature, cleaned)
+        commit_id = self._put_commit(txn, repo_id, commit)
+        self._set_head_commit(txn, repo_id, commit_id)
+        return CommitInfo(commit_id, commit)
 
-        def op(txn: Any) -> CommitInfo:
-            _, head_id = self.head(txn, repo_id)
-            head_files = self.commit_files(txn, repo_id, head_id)
-            if files:
-                tree_files = dict(head_files)
-                worktree = self._worktree.all(txn, repo_id)
-                known = head_files.keys() | self._index.all(txn, repo_id).keys()
-                for spec in files:
-                    # Like `git commit -- paths`: only paths git knows (tracked or staged).
-                    matched = [p for p in known if p == spec or p.startswith(spec + "/")]
-                    if not matched:
-                        raise NotFound(f"files: {spec!r} did not match any file known to git")
-                    for p in matched:
-                        entry = worktree.get(p)
-                        if entry is None:
-                            tree_files.pop(p, None)
-                            self._index.delete(txn, repo_id, p)
-                        else:
-                            tree_files[p] = (entry.mode, entry.oid)
-                            self._index.put(txn, repo_id, p, entry)
-            else:
-                tree_files = {p: (e.mode, e.oid) for p, e in self._index.all(txn, repo_id).items()}
-            if tree_files == head_files:
-                raise FailedPrecondition("nothing to commit: the index matches HEAD")
-            tree_id = self.objects.write_tree(txn, repo_id, tree_files)
-            signature = self.signature(author)
-            commit = Commit(tree_id, (head_id,) if head_id else (), signature, signature, cleaned)
-            commit_id = self._put_commit(txn, repo_id, commit)
-            self._set_head_commit(txn, repo_id, commit_id)
-            return CommitInfo(commit_id, commit)
-
-        return op
-
-    def _put_commit(self, txn: Any, repo_id: str, commit: Commit) -> str:
+    def _put_commit(self, txn: Txn, repo_id: str, commit: Commit) -> str:
         prepared = prepare_object(COMMIT, commit.encode())
-        self.objects.store.put_prepared(txn, repo_id, prepared)
+        txn.objects.put_prepared(repo_id, prepared)
         return prepared.hex
 
-    def get_commit(self, repo_id: str, rev: str) -> CommitInfo:
-        return self._read(repo_id, self.get_commit_op(repo_id, rev))
+    def get_commit(self, txn: Txn, repo_id: str, rev: str, field: str = "hash") -> CommitInfo:
+        return self._with_changes(txn, repo_id, self.resolve(txn, repo_id, rev, field))
 
-    def get_commit_op(
-        self, repo_id: str, rev: str, field: str = "hash"
-    ) -> Callable[[Any], CommitInfo]:
-        def op(txn: Any) -> CommitInfo:
-            commit_id = self.resolve(txn, repo_id, rev, field)
-            return self._with_changes(txn, repo_id, commit_id)
-
-        return op
-
-    def _with_changes(self, txn: Any, repo_id: str, commit_id: str) -> CommitInfo:
+    def _with_changes(self, txn: Txn, repo_id: str, commit_id: str) -> CommitInfo:
         commit = self.objects.commit(txn, repo_id, commit_id)
         parent = commit.parents[0] if commit.parents else None
         changes = diff_files(
@@ -423,7 +355,7 @@ class VersionControl:
         )
         return CommitInfo(commit_id, commit, changes)
 
-    def walk(self, txn: Any, repo_id: str, start: str) -> Iterator[tuple[str, Commit]]:
+    def walk(self, txn: Txn, repo_id: str, start: str) -> Iterator[tuple[str, Commit]]:
         """Every commit reachable from `start` once, newest (committer time) first."""
         seen = {start}
         order = 0
@@ -440,105 +372,88 @@ class VersionControl:
                     heapq.heappush(queue, (-parent.committer.time, order, parent_id, parent))
 
     def list_commits(
-        self, repo_id: str, branch: str, author: str, limit: int, offset: int
-    ) -> tuple[list[CommitInfo], int]:
-        return self._read(repo_id, self.list_commits_op(repo_id, branch, author, limit, offset))
-
-    def list_commits_op(
         self,
+        txn: Txn,
         repo_id: str,
         branch: str,
         author: str,
         limit: int,
         offset: int,
         branch_field: str = "branch",
-    ) -> Callable[[Any], tuple[list[CommitInfo], int]]:
-        def op(txn: Any) -> tuple[list[CommitInfo], int]:
-            if branch:
-                start: str | None = self.resolve(txn, repo_id, branch, branch_field)
-            else:
-                _, start = self.head(txn, repo_id)
-            if start is None:
-                return [], 0
-            needle = author.lower()
-            matches = [
-                commit_id
-                for commit_id, commit in self.walk(txn, repo_id, start)
-                if not needle
-                or needle in commit.author.name.lower()
-                or needle in commit.author.email.lower()
-            ]
-            page = matches[offset:] if limit <= 0 else matches[offset : offset + limit]
-            return [self._with_changes(txn, repo_id, c) for c in page], len(matches)
-
-        return op
+    ) -> tuple[list[CommitInfo], int]:
+        """A page of the history from `branch` (or HEAD), newest first, and how many commits
+        match `author` (a substring of name or email) in all."""
+        if branch:
+            start: str | None = self.resolve(txn, repo_id, branch, branch_field)
+        else:
+            _, start = self.head(txn, repo_id)
+        if start is None:
+            return [], 0
+        needle = author.lower()
+        matches = [
+            commit_id
+            for commit_id, commit in self.walk(txn, repo_id, start)
+            if not needle
+            or needle in commit.author.name.lower()
+            or needle in commit.author.email.lower()
+        ]
+        page = matches[offset:] if limit <= 0 else matches[offset : offset + limit]
+        return [self._with_changes(txn, repo_id, c) for c in page], len(matches)
 
     # ---- branches ----
 
-    def create_branch(self, repo_id: str, name: str, from_rev: str) -> Future[str]:
-        def op(txn: Any) -> str:
-            if self.branch_tip(txn, repo_id, name) is not None:
-                raise AlreadyExists(f"branch {name!r} already exists")
-            if self._refs.list(txn, repo_id, HEADS + name + "/") or any(
-                self.branch_tip(txn, repo_id, "/".join(name.split("/")[:i]))
-                for i in range(1, name.count("/") + 1)
-            ):
-                raise AlreadyExists(f"branch {name!r} conflicts with an existing branch path")
-            commit_id = self.resolve(txn, repo_id, from_rev or "HEAD", "from_commit")
-            self._refs.put(txn, repo_id, HEADS + name, commit_id)
-            return commit_id
+    def create_branch(self, txn: Txn, repo_id: str, name: str, from_rev: str) -> str:
+        if self.branch_tip(txn, repo_id, name) is not None:
+            raise AlreadyExists(f"branch {name!r} already exists")
+        if txn.refs.list(repo_id, HEADS + name + "/") or any(
+            self.branch_tip(txn, repo_id, "/".join(name.split("/")[:i]))
+            for i in range(1, name.count("/") + 1)
+        ):
+            raise AlreadyExists(f"branch {name!r} conflicts with an existing branch path")
+        commit_id = self.resolve(txn, repo_id, from_rev or "HEAD", "from_commit")
+        txn.refs.put(repo_id, HEADS + name, commit_id)
+        return commit_id
 
-        return self._write(repo_id, op)
+    def branch_tips(self, txn: Txn, repo_id: str) -> tuple[list[tuple[str, str]], str]:
+        """(branch name, tip) sorted by name, and the current branch ("" when detached)."""
+        tips = [(ref.removeprefix(HEADS), tip) for ref, tip in txn.refs.list(repo_id, HEADS)]
+        current, _ = self.head(txn, repo_id)
+        return tips, current or ""
 
-    def list_branches(self, repo_id: str) -> tuple[list[BranchInfo], str]:
-        def op(txn: Any) -> tuple[list[BranchInfo], str]:
-            branches = [
-                BranchInfo(ref.removeprefix(HEADS), tip, self.objects.commit(txn, repo_id, tip))
-                for ref, tip in self._refs.list(txn, repo_id, HEADS)
-            ]
-            current, _ = self.head(txn, repo_id)
-            return branches, current or ""
+    def list_branches(self, txn: Txn, repo_id: str) -> tuple[list[BranchInfo], str]:
+        tips, current = self.branch_tips(txn, repo_id)
+        branches = [
+            BranchInfo(name, tip, self.objects.commit(txn, repo_id, tip)) for name, tip in tips
+        ]
+        return branches, current
 
-        return self._read(repo_id, op)
+    def delete_branch(self, txn: Txn, repo_id: str, name: str) -> None:
+        if self.branch_tip(txn, repo_id, name) is None:
+            raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
+        current, _ = self.head(txn, repo_id)
+        if current == name:
+            raise FailedPrecondition(f"branch {name!r} is checked out; check out another first")
+        txn.refs.delete(repo_id, HEADS + name)
 
-    def delete_branch(self, repo_id: str, name: str) -> Future[None]:
-        def op(txn: Any) -> None:
-            if self.branch_tip(txn, repo_id, name) is None:
-                raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
-            current, _ = self.head(txn, repo_id)
-            if current == name:
-                raise FailedPrecondition(f"branch {name!r} is checked out; check out another first")
-            self._refs.delete(txn, repo_id, HEADS + name)
+    def checkout(self, txn: Txn, repo_id: str, name: str) -> None:
+        tip = self.branch_tip(txn, repo_id, name)
+        if tip is None:
+            raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
+        current, _ = self.head(txn, repo_id)
+        if current == name:
+            return
+        old, new = self.head_files(txn, repo_id), self.commit_files(txn, repo_id, tip)
+        self._switch_tree(txn, repo_id, old, new, "check out")
+        txn.refs.put(repo_id, "HEAD", f"ref: {HEADS}{name}")
 
-        return self._write(repo_id, op)
-
-    def checkout(self, repo_id: str, name: str) -> Future[None]:
-        def op(txn: Any) -> None:
-            tip = self.branch_tip(txn, repo_id, name)
-            if tip is None:
-                raise NotFound(f"branch {name!r} not found in repository {repo_id!r}")
-            current, _ = self.head(txn, repo_id)
-            if current == name:
-                return
-            self._switch_tree(
-                txn,
-                repo_id,
-                self.head_files(txn, repo_id),
-                self.commit_files(txn, repo_id, tip),
-                "check out",
-            )
-            self._refs.put(txn, repo_id, "HEAD", f"ref: {HEADS}{name}")
-
-        return self._write(repo_id, op)
-
-    def _switch_tree(self, txn: Any, repo_id: str, old: FileMap, new: FileMap, action: str) -> None:
+    def _switch_tree(self, txn: Txn, repo_id: str, old: FileMap, new: FileMap, action: str) -> None:
         """Make index and work tree show `new`, carrying local changes git would carry.
 
         A local change (staged, unstaged or untracked) survives when `old` and `new` agree on
         that path; otherwise the switch would lose it and is refused with nothing changed.
         """
-        index = self._index.all(txn, repo_id)
-        worktree = self._worktree.all(txn, repo_id)
+        index = txn.index.all(repo_id)
+        worktree = txn.worktree.all(repo_id)
         blocked = []
         for path in sorted(index.keys() | worktree.keys() | old.keys()):
             staged, working = index.get(path), worktree.get(path)
@@ -562,7 +477,7 @@ class VersionControl:
         new_index: dict[str, Entry] = {}
         new_worktree: dict[str, Entry] = {}
         for path, (mode, oid) in new.items():
-            info = self.objects.store.info(txn, repo_id, oid)
+            info = txn.objects.info(repo_id, oid)
             entry = Entry(oid, mode, info.size if info else 0, now)
             new_index[path] = new_worktree[path] = entry
         for path in index.keys() | worktree.keys() | old.keys():
@@ -580,51 +495,38 @@ class VersionControl:
                     new_worktree.pop(path, None)
             elif staged is None and old.get(path) is None and working is not None:
                 new_worktree[path] = working  # untracked, same as incoming
-        self._index.replace_all(txn, repo_id, new_index)
-        self._worktree.replace_all(txn, repo_id, new_worktree)
+        txn.index.replace_all(repo_id, new_index)
+        txn.worktree.replace_all(repo_id, new_worktree)
 
-    def require_repository(self, txn: Any, repo_id: str) -> None:
-        self._repositories.require(txn, repo_id)
+    # ---- the work tree, as search and SQL read it ----
 
-    def branch_tips(self, txn: Any, repo_id: str) -> tuple[list[tuple[str, str]], str]:
-        """(branch name, tip) sorted by name, and the current branch ("" when detached)."""
-        tips = [(ref.removeprefix(HEADS), tip) for ref, tip in self._refs.list(txn, repo_id, HEADS)]
-        current, _ = self.head(txn, repo_id)
-        return tips, current or ""
+    def worktree_entries(self, txn: Txn, repo_id: str) -> dict[str, Entry]:
+        return txn.worktree.all(repo_id)
 
-    def worktree_entries(self, txn: Any, repo_id: str) -> dict[str, Entry]:
-        return self._worktree.all(txn, repo_id)
-
-    def worktree_under(self, txn: Any, repo_id: str, path: str) -> dict[str, Entry]:
+    def worktree_under(self, txn: Txn, repo_id: str, path: str) -> dict[str, Entry]:
         """Work-tree entries at `path` or below it."""
-        return self._worktree.under(txn, repo_id, path)
+        return txn.worktree.under(repo_id, path)
 
-    def blob_rows(self, txn: Any, repo_id: str) -> list[tuple[str, int, int]]:
+    def blob_rows(self, txn: Txn, repo_id: str) -> list[tuple[str, int, int]]:
         """(id, size, stored size) of every blob stored in the repository."""
         return [
             (oid.hex(), info.size, info.stored_size)
-            for oid, info in self.objects.store.all_objects(txn, repo_id)
-            if info.kind == "blob"
+            for oid, info in txn.objects.all_objects(repo_id)
+            if info.kind == BLOB
         ]
 
-    def current_files(self, txn: Any, repo_id: str) -> dict[str, tuple[bytes, int]]:
+    def current_files(self, txn: Txn, repo_id: str) -> dict[str, tuple[bytes, int]]:
         """path -> (blob id, size) of the work tree: what a checkout shows now (the work tree
         holds every file, committed or not)."""
-        return {p: (e.oid, e.size) for p, e in self._worktree.all(txn, repo_id).items()}
+        return {p: (e.oid, e.size) for p, e in txn.worktree.all(repo_id).items()}
 
     # ---- status ----
 
-    def status(self, repo_id: str) -> Status:
-        def op(txn: Any) -> Status:
-            current, _ = self.head(txn, repo_id)
-            return Status(current or "", self._status_entries(txn, repo_id))
-
-        return self._read(repo_id, op)
-
-    def _status_entries(self, txn: Any, repo_id: str) -> list[tuple[str, str]]:
+    def status(self, txn: Txn, repo_id: str) -> Status:
+        current, _ = self.head(txn, repo_id)
         head = self.head_files(txn, repo_id)
-        index = {p: (e.mode, e.oid) for p, e in self._index.all(txn, repo_id).items()}
-        worktree = {p: (e.mode, e.oid) for p, e in self._worktree.all(txn, repo_id).items()}
+        index = {p: (e.mode, e.oid) for p, e in txn.index.all(repo_id).items()}
+        worktree = {p: (e.mode, e.oid) for p, e in txn.worktree.all(repo_id).items()}
         entries = []
         for path in sorted(head.keys() | index.keys() | worktree.keys()):
             h, i, w = head.get(path), index.get(path), worktree.get(path)
@@ -637,11 +539,11 @@ class VersionControl:
                 entries.append((x + y, path))
             if i is None and w is not None:
                 entries.append(("??", path))  # staged deletion, new untracked file in its place
-        return entries
+        return Status(current or "", entries)
 
     # ---- merge ----
 
-    def merge_bases(self, txn: Any, repo_id: str, a: str, b: str) -> list[str]:
+    def merge_bases(self, txn: Txn, repo_id: str, a: str, b: str) -> list[str]:
         """The lowest common ancestors of `a` and `b` (`git merge-base --all`), newest first:
         one, or several in a criss-cross history, or none for unrelated histories."""
         ancestors_a = {c for c, _ in self.walk(txn, repo_id, a)}
@@ -666,99 +568,80 @@ class VersionControl:
             candidates = [c for c in candidates if c not in lower]
         return candidates
 
-    def merge(self, repo_id: str, source: str, target: str, message: str) -> Future[MergeResult]:
-        def op(txn: Any) -> MergeResult:
-            current, _ = self.head(txn, repo_id)
-            into = target or current
-            if into is None:
-                raise FailedPrecondition("HEAD is detached: name target_branch")
-            source_tip = self.branch_tip(txn, repo_id, source)
-            if source_tip is None:
-                raise NotFound(f"source_branch {source!r} not found in repository {repo_id!r}")
-            target_tip = self.branch_tip(txn, repo_id, into)
-            if target_tip is None:
-                raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
-            if source == into:
-                raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
-            bases = self.merge_bases(txn, repo_id, source_tip, target_tip)
-            if source_tip in bases:
-                return MergeResult(target_tip, [])  # already up to date
-            old_files = self.commit_files(txn, repo_id, target_tip)
-            if target_tip in bases:
-                new_files = self.commit_files(txn, repo_id, source_tip)
-                if into == current:
-                    self._switch_tree(txn, repo_id, old_files, new_files, "merge")
-                self._refs.put(txn, repo_id, HEADS + into, source_tip)
-                return MergeResult(source_tip, [], fast_forward=True)
-            source_files = self.commit_files(txn, repo_id, source_tip)
-            # Several lowest common ancestors (a criss-cross history): git merges them into a
-            # virtual base. We merge against each and take the result only when they all agree;
-            # otherwise the paths where they differ are conflicts (never a silent choice).
-            base_files = [self.commit_files(txn, repo_id, base) for base in bases] or [{}]
-            outcomes = [  # (unrelated histories: one empty base)
-                merge_trees(
-                    files,
-                    old_files,
-                    source_files,
-                    lambda oid: self._blob(txn, repo_id, oid),
-                    lambda data: self._store_blob_in_txn(txn, repo_id, data),
-                )
-                for files in base_files
-            ]
-            conflicts = {path for _, found in outcomes for path in found}
-            merged = outcomes[0][0]
-            if not conflicts:
-                conflicts = {
-                    path
-                    for other, _ in outcomes[1:]
-                    for path in merged.keys() | other.keys()
-                    if merged.get(path) != other.get(path)
-                }
-            if conflicts:
-                raise _MergeConflict(sorted(conflicts))
+    def merge(self, txn: Txn, repo_id: str, source: str, target: str, message: str) -> MergeResult:
+        """Merge branch `source` into `target` (default: the current branch). MergeConflict
+        when the trees conflict: raised inside the write, it leaves nothing behind."""
+        current, _ = self.head(txn, repo_id)
+        into = target or current
+        if into is None:
+            raise FailedPrecondition("HEAD is detached: name target_branch")
+        source_tip = self.branch_tip(txn, repo_id, source)
+        if source_tip is None:
+            raise NotFound(f"source_branch {source!r} not found in repository {repo_id!r}")
+        target_tip = self.branch_tip(txn, repo_id, into)
+        if target_tip is None:
+            raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
+        if source == into:
+            raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
+        bases = self.merge_bases(txn, repo_id, source_tip, target_tip)
+        if source_tip in bases:
+            return MergeResult(target_tip)  # already up to date
+        old_files = self.commit_files(txn, repo_id, target_tip)
+        if target_tip in bases:
             if into == current:
-                self._switch_tree(txn, repo_id, old_files, merged, "merge")
-            tree_id = self.objects.write_tree(txn, repo_id, merged)
-            default = f"Merge branch '{source}'" + (
-                "" if into in ("main", "master") else f" into {into}"
+                new_files = self.commit_files(txn, repo_id, source_tip)
+                self._switch_tree(txn, repo_id, old_files, new_files, "merge")
+            txn.refs.put(repo_id, HEADS + into, source_tip)
+            return MergeResult(source_tip, fast_forward=True)
+        merged = self._merge_files(txn, repo_id, bases, old_files, source_tip)
+        if into == current:
+            self._switch_tree(txn, repo_id, old_files, merged, "merge")
+        tree_id = self.objects.write_tree(txn, repo_id, merged)
+        default = f"Merge branch '{source}'" + (
+            "" if into in ("main", "master") else f" into {into}"
+        )
+        signature = self.signature(None)
+        commit = Commit(
+            tree_id,
+            (target_tip, source_tip),
+            signature,
+            signature,
+            clean_message(message or default),
+        )
+        commit_id = self._put_commit(txn, repo_id, commit)
+        txn.refs.put(repo_id, HEADS + into, commit_id)
+        return MergeResult(commit_id)
+
+    def _merge_files(
+        self, txn: Txn, repo_id: str, bases: list[str], ours: FileMap, source_tip: str
+    ) -> FileMap:
+        """The three-way merge of `ours` and the source's files; MergeConflict if they conflict.
+
+        With several lowest common ancestors (a criss-cross history) git merges them into a
+        virtual base. We merge against each and take the result only when they all agree;
+        otherwise the paths where they differ are conflicts (never a silent choice).
+        """
+        theirs = self.commit_files(txn, repo_id, source_tip)
+        base_files = [self.commit_files(txn, repo_id, base) for base in bases] or [{}]
+        outcomes = [  # (unrelated histories: one empty base)
+            merge_trees(
+                files,
+                ours,
+                theirs,
+                lambda oid: self._blob(txn, repo_id, oid),
+                lambda data: self._store_blob(txn, repo_id, data),
             )
-            signature = self.signature(None)
-            commit = Commit(
-                tree_id,
-                (target_tip, source_tip),
-                signature,
-                signature,
-                clean_message(message or default),
-            )
-            commit_id = self._put_commit(txn, repo_id, commit)
-            self._refs.put(txn, repo_id, HEADS + into, commit_id)
-            return MergeResult(commit_id, [])
-
-        future: Future[MergeResult] = Future()
-        inner = self._write(repo_id, op)
-
-        def settle(done: Future[MergeResult]) -> None:
-            error = done.exception()
-            if isinstance(error, _MergeConflict):
-                # A conflict is an answer, not an error; its nested transaction left no trace.
-                future.set_result(MergeResult("", error.paths))
-            elif error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(done.result())
-
-        inner.add_done_callback(settle)
-        return future
-
-
-class _MergeConflict(FailedPrecondition):
-    def __init__(self, paths: list[str]) -> None:
-        super().__init__(f"merge conflicts in {', '.join(paths)}")
-        self.paths = paths
-
-
-def content_blob(content: bytes) -> PreparedObject:
-    return prepare_blob(content)
-
-
-__all__ = ["VersionControl", "blob_id"]
+            for files in base_files
+        ]
+        conflicts = {path for _, found in outcomes for path in found}
+        merged = outcomes[0][0]
+        if not conflicts:
+            conflicts = {
+                path
+                for other, _ in outcomes[1:]
+                for path in merged.keys() | other.keys()
+                if merged.get(path) != other.get(path)
+            }
+        if conflicts:
+            raise MergeConflict(sorted(conflicts))
+        return merged

@@ -96,13 +96,20 @@ class SearchEngine:
         if hits and spec.include_content:
             with self._storage.read() as txn:
                 contents = [self._blob(txn, spec.repo_id, hit) for hit in hits]
-        if hits and spec.highlight_length > 0:
+        if hits and self.wants_highlights(spec):
             highlighter = fulltext.Highlighter(
                 searcher, user_query, spec.query, spec.highlight_length
             )
             texts = self._texts_of(spec.repo_id, hits, contents)
             highlights = [highlighter.snippets(text) for text in texts]
         return [Found(*found) for found in zip(hits, contents, highlights, strict=True)]
+
+    @staticmethod
+    def wants_highlights(spec: SearchSpec) -> bool:
+        """Whether `spec` asks for highlights and its query could have any: a query without
+        words on the text (`path:src`, `size:[0 TO 10]`) gets empty highlights without reading
+        a text."""
+        return spec.highlight_length > 0 and fulltext.highlightable(spec.query)
 
     def _blob(self, txn: Any, repo_id: str, hit: Hit) -> bytes:
         return self._vc.objects.read_kind(txn, repo_id, bytes.fromhex(hit.hash), "blob")

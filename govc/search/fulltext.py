@@ -12,6 +12,11 @@ branch's HEAD tree plus uncommitted changes). Fields, as the query language name
 - `filepath`: the exact path (raw: `filepath:"src/a.py"`); `extension` (raw, no dot, lower case);
   `hash`; `size` (a fast field: `size:[0 TO 1000]`).
 
+`extension` and `hash` hold lower-case values, and queries on them are case-insensitive
+(`extension:PY`, `extension:decTest`): queries are parsed against a twin of the schema whose
+tokenizer for those fields lower-cases (see `parse_query`). `filepath` stays exact (paths are
+case-sensitive), as does `content_type` (indexed as the MIME table spells it).
+
 Default fields for unprefixed terms: content, parts, name. Binary files (a NUL byte in their
 first 8 KiB) and files over `MAX_CONTENT_BYTES` are indexed by path only. The text is not
 stored in the index (storage has it: highlights and `include_content` read the blob), so a
@@ -45,6 +50,10 @@ DEFAULT_FIELDS = ["content", "parts", "name"]
 HIGHLIGHT_MARK = "**"
 
 _PARTS = "parts"  # tokenizer: identifier parts
+_FOLDED = "raw_folded"  # tokenizer: the whole value, lower-cased (queries only)
+# Keyword fields whose indexed values are lower case: a query's values for them are folded
+# to match (`make_document` lower-cases the extension; a hash is lower-case hex).
+FOLDED_FIELDS = ("extension", "hash")
 
 
 def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
@@ -56,27 +65,40 @@ def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
         .filter(tantivy.Filter.lowercase())
         .build()
     )
-    return {_PARTS: parts}
+    folded = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.raw()).filter(tantivy.Filter.lowercase())
+    return {_PARTS: parts, _FOLDED: folded.build()}
 
 
-def build_schema() -> tantivy.Schema:
+def build_schema(for_queries: bool = False) -> tantivy.Schema:
+    """The index's schema; `for_queries`: its twin for parsing queries, the same fields in the
+    same order, the `FOLDED_FIELDS` lower-casing what a query says of them."""
+
+    def keyword(name: str) -> str:
+        return _FOLDED if for_queries and name in FOLDED_FIELDS else "raw"
+
     b = tantivy.SchemaBuilder()
     b.add_text_field("repo", tokenizer_name="raw", index_option="basic")
     b.add_text_field("key", tokenizer_name="raw", index_option="basic")  # repo + "/" + path
     b.add_text_field("filepath", stored=True, fast=True, tokenizer_name="raw", index_option="basic")
     b.add_text_field("path", tokenizer_name=_PARTS)
     b.add_text_field("name", tokenizer_name=_PARTS)
-    b.add_text_field("extension", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field(
+        "extension", stored=True, tokenizer_name=keyword("extension"), index_option="basic"
+    )
     # simple tokenizer, words up to 40 chars, lower case
     b.add_text_field("content", tokenizer_name="default")
     b.add_text_field("parts", tokenizer_name=_PARTS)
-    b.add_text_field("hash", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("hash", stored=True, tokenizer_name=keyword("hash"), index_option="basic")
     b.add_text_field("content_type", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_unsigned_field("size", stored=True, indexed=True, fast=True)
     return b.build()
 
 
 SCHEMA = build_schema()
+# An empty index in memory, only to parse queries with (tantivy's parser tokenizes a query's
+# values with their field's tokenizer: on this twin of the schema the folded fields lower-case
+# them). Its field ids are the real schema's, so what it parses runs on the real index.
+_QUERY_PARSER = tantivy.Index(build_schema(for_queries=True))
 
 
 def open_index(directory: str, reuse: bool) -> tuple[tantivy.Index, bool]:
@@ -101,6 +123,9 @@ def open_index(directory: str, reuse: bool) -> tuple[tantivy.Index, bool]:
 def _register(index: tantivy.Index) -> None:
     for name, analyzer in _analyzers().items():
         index.register_tokenizer(name, analyzer)
+
+
+_register(_QUERY_PARSER)
 
 
 def repo_key(repo_id: str, path: str) -> str:
@@ -167,7 +192,8 @@ MAX_QUERY_NESTING = 100  # parentheses; tantivy's parser recurses, and overflows
 
 
 def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
-    """The user's query in tantivy's query language; an empty query matches every file."""
+    """The user's query in tantivy's query language, for `index` (of `SCHEMA`); an empty query
+    matches every file. Values for the `FOLDED_FIELDS` are lower-cased, as they are indexed."""
     if not text.strip():
         return tantivy.Query.all_query()
     if text.count("(") > MAX_QUERY_NESTING and _nesting(text) > MAX_QUERY_NESTING:
@@ -175,7 +201,7 @@ def parse_query(index: tantivy.Index, text: str) -> tantivy.Query:
         # with a stack overflow in tantivy's parser: refuse them before it sees them.
         raise InvalidArgument(f"query: nested deeper than {MAX_QUERY_NESTING} parentheses")
     try:
-        return index.parse_query(text, DEFAULT_FIELDS)
+        return _QUERY_PARSER.parse_query(text, DEFAULT_FIELDS)
     except ValueError as exc:
         raise InvalidArgument(f"query: {exc}") from None
 
@@ -391,6 +417,48 @@ def _query_words(query_text: str) -> list[str]:
 
 
 _WORD = re.compile(r"[^\W_]+")
+
+
+_TEXT_FIELDS = (None, "content", "parts")  # what highlights mark: unprefixed, content, parts
+
+
+def highlightable(query_text: str) -> bool:
+    """Whether the query has anything a highlight could mark in a file's text: a term, phrase
+    or set of values on `content` or `parts` (or unprefixed) with a word character in it (or
+    any non-ASCII character: tantivy's idea of one is wider). Without, `Highlighter` marks
+    nothing in any file, and neither it nor the texts are worth making. Excluded terms count
+    too (under a negated conjunction they may still be in the matches); so does a query that
+    does not parse here, to be safe."""
+    if query_text.count("(") > MAX_QUERY_NESTING and _nesting(query_text) > MAX_QUERY_NESTING:
+        return True  # (`parse_query` refuses it: tantivy's parser would overflow its stack)
+    try:
+        tree = tantivy.parse_query(query_text)
+    except ValueError:
+        return True
+    pending: list[Any] = [tree]  # a stack, not recursion: queries may nest thousands deep
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "literal":
+                if node.get("field_name") in _TEXT_FIELDS and _has_word(node.get("phrase")):
+                    return True
+            elif kind == "set":
+                if node.get("field") in _TEXT_FIELDS and any(
+                    _has_word(e) for e in node.get("elements") or ()
+                ):
+                    return True
+            elif kind in ("bool", "boost"):
+                pending.extend(node.values())
+            elif kind not in ("all", "range"):  # (a range has no terms to mark)
+                return True  # a kind this does not know: it may have terms
+        elif isinstance(node, (list, tuple)):
+            pending.extend(node)
+    return False
+
+
+def _has_word(value: object) -> bool:
+    return any(char.isalnum() or not char.isascii() for char in str(value or ""))
 
 
 def _marked(snippet: tantivy.Snippet, length: int) -> str | None:

@@ -19,7 +19,13 @@ update it cheaply). After start-up, while the server already serves, `_catch_up`
 every repository and queues those whose fingerprint differs (or is missing), so writes the
 index missed (a crash, an offline import) are caught up; a search for a repository it has not
 reached yet compares that repository first. An index that is missing, unreadable or of another
-format is rebuilt from storage.
+format is rebuilt from storage. `catch_up_progress` tells how far that is until every queued
+repository is indexed (not only compared).
+
+Indexing a repository the index does not hold yet reads all its files: seconds for a big one.
+So the indexer thread takes such repositories one at a time, each batch with the repositories
+whose documents it keeps (cheap to update), and a repository a search waits for comes first:
+a search never waits behind the whole catch-up, only behind the repository in progress.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import tantivy
 
@@ -60,6 +66,18 @@ REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in m
 COMMIT_INTERVAL = 0.25
 RETRIES = 1  # a repository whose indexing failed is tried again this many times, then given up
 UNCOMMITTED_MAX = REPOSITORIES_KEPT // 2  # repositories with uncommitted changes, at most
+
+
+class CatchUpProgress(NamedTuple):
+    """How far catching up with storage is: repositories compared with the index, of how many
+    (while `_catch_up` runs), and of those queued since all were last indexed, how many are."""
+
+    compared: int
+    to_compare: int
+    indexed: int
+    to_index: int
+    comparing: bool  # `_catch_up` is still running
+    rebuilding: bool  # the index was created empty at start (missing, unreadable, old format)
 
 
 class _RepositoryFailed(Exception):
@@ -113,6 +131,16 @@ class Indexer:
         self._committed_early: set[str] = set()
         self._failures: dict[str, int] = {}
         self._stale: set[str] = set()  # found out of step with storage since start
+        # Repositories queued because the index was found out of step with them -> the version
+        # that brings it up to date, until published; and how many were queued since this was
+        # last empty (under `_cond`).
+        self._behind: dict[str, int] = {}
+        self._behind_queued = 0
+        self._rebuilding = False  # the index was created empty at start
+        # Searches waiting per repository (under `_cond`): those repositories go first.
+        self._awaited: dict[str, int] = {}
+        #: Why the indexer thread stopped, if it did (nothing indexes any more).
+        self.failure: BaseException | None = None
         self._scan_total = 0  # repositories `_catch_up` compares, how many it has done...
         self._scanned = 0
         self._scan_done = threading.Event()  # ...and whether it has finished
@@ -149,6 +177,7 @@ class Indexer:
         else:
             log.info("no search index in %s; building it from storage", self._directory)
         index, _ = fulltext.open_index(self._directory, reuse=False)
+        self._rebuilding = True
         return index
 
     def _catch_up(self) -> None:
@@ -169,7 +198,7 @@ class Indexer:
                             self._compare_in(txn, repo_id)
                         self._scanned += 1
             for repo_id in gone:
-                self.touch(repo_id)
+                self._touch(repo_id, None, behind=True)
             if self._stale or gone:
                 log.info(
                     "search index: catching up %d repositories, dropping %d",
@@ -181,11 +210,23 @@ class Indexer:
         finally:
             self._scan_done.set()
 
-    def catch_up_progress(self) -> tuple[int, int] | None:
-        """(Repositories compared, of how many) while catching up after start; None after."""
-        if self._scan_done.is_set():
-            return None
-        return self._scanned, self._scan_total
+    def catch_up_progress(self) -> CatchUpProgress | None:
+        """How far catching up with storage is; None once every repository has been compared
+        and every one found behind is indexed (a search may find another behind later, as
+        after an import beside the running server: then it is not None again until that is
+        indexed)."""
+        with self._cond:
+            comparing = not self._scan_done.is_set()
+            if not comparing and not self._behind:
+                return None
+            return CatchUpProgress(
+                compared=self._scanned,
+                to_compare=self._scan_total,
+                indexed=self._behind_queued - len(self._behind),
+                to_index=self._behind_queued,
+                comparing=comparing,
+                rebuilding=self._rebuilding,
+            )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start indexing, and catching up with storage in the background; searches on `loop`
@@ -214,6 +255,10 @@ class Indexer:
     def touch(self, repo_id: str, paths: Iterable[str] | None = None) -> None:
         """`repo_id`'s files changed (call after the write is durable): the work-tree files at
         or below `paths` only, or (None) anything, HEAD included."""
+        self._touch(repo_id, paths, behind=False)
+
+    def _touch(self, repo_id: str, paths: Iterable[str] | None, behind: bool) -> None:
+        """`touch`; `behind`: the index was found out of step with storage (catching up)."""
         with self._cond:
             version = self._wanted.get(repo_id, 0) + 1
             self._wanted[repo_id] = version
@@ -226,6 +271,12 @@ class Indexer:
             else:
                 pending.update(paths)
                 self._changed[repo_id] = pending
+            if behind:
+                if not self._behind:
+                    self._behind_queued = 0
+                if repo_id not in self._behind:
+                    self._behind_queued += 1
+                self._behind[repo_id] = version
             self._cond.notify()
 
     async def caught_up(self, repo_id: str, timeout: float) -> bool:
@@ -238,13 +289,16 @@ class Indexer:
             return True
         assert self._loop is not None and self._published is not None, "indexer not started"
         deadline = self._loop.time() + timeout
-        with self._cond:  # somebody waits: commit what is applied without delay
+        # Somebody waits: commit what is applied without delay, and take this repository
+        # before any other that is not cheap to index.
+        with self._cond:
             self._waiting += 1
+            self._awaited[repo_id] = self._awaited.get(repo_id, 0) + 1
             self._cond.notify()
         try:
             while self._indexed.get(repo_id, 0) < target:
                 remaining = deadline - self._loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.failure is not None:
                     return False
                 try:
                     await asyncio.wait_for(self._published.wait(), remaining)
@@ -254,6 +308,10 @@ class Indexer:
         finally:
             with self._cond:
                 self._waiting -= 1
+                if self._awaited[repo_id] > 1:
+                    self._awaited[repo_id] -= 1
+                else:
+                    del self._awaited[repo_id]
 
     def _compare(self, repo_id: str) -> None:
         with self._storage.read() as txn:
@@ -265,7 +323,7 @@ class Indexer:
         fingerprint = self._fingerprint(txn, repo_id) if exists else None
         if fingerprint != self._fingerprints.get(repo_id):
             self._stale.add(repo_id)
-            self.touch(repo_id)
+            self._touch(repo_id, None, behind=True)
         elif exists:  # (an id nobody created is compared again when asked: that costs nothing)
             self._known.add(repo_id)
 
@@ -277,6 +335,18 @@ class Indexer:
     # ---- the indexer thread ----
 
     def _run(self) -> None:
+        try:
+            self._index()
+        except BaseException as exc:
+            # (A bug: `_index` handles what indexing raises.) Nothing indexes any more: health
+            # says so, and waiting searches give up now rather than at their time limit.
+            log.critical("search indexer stopped", exc_info=True)
+            self.failure = exc
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self._loop.call_soon_threadsafe(self._publish)
+
+    def _index(self) -> None:
         applied: dict[str, int] = {}  # repository -> version in the writer, not yet committed
         uncommitted = 0  # documents added or deleted since the last commit
         last_commit = 0.0
@@ -291,8 +361,7 @@ class Indexer:
                         break
                     self._cond.wait(due)
                 stopping = self._stopping
-                batch, self._dirty = ({}, self._dirty) if stopping else (self._dirty, {})
-                changed, self._changed = ({}, self._changed) if stopping else (self._changed, {})
+                batch, changed = ({}, {}) if stopping else self._take()
             started = time.perf_counter()
             self._committed_early.clear()
             try:
@@ -355,6 +424,22 @@ class Indexer:
             if stopping:
                 return
 
+    def _take(self) -> tuple[dict[str, int], dict[str, set[str] | None]]:
+        """(Under `_cond`.) The next batch, taken out of `_dirty` (repository -> version) and
+        `_changed` (-> the paths that changed): the repositories searches wait for, first, and
+        those whose documents are kept (cheap to update); and if none of these is expensive,
+        the first other one. Indexing a repository whose documents are not kept reads all its
+        files (or all it holds in the index): one at a time, a search does not wait behind
+        many of them."""
+        dirty = self._dirty
+        awaited = [r for r in dirty if r in self._awaited]
+        kept = [r for r in dirty if r not in self._awaited and r in self._docs]
+        chosen = awaited + kept
+        if all(r in self._docs for r in awaited):
+            chosen += [r for r in dirty if r not in self._awaited and r not in self._docs][:1]
+        batch = {r: dirty.pop(r) for r in chosen}
+        return batch, {r: self._changed.pop(r, None) for r in chosen}
+
     def _apply(self, batch: dict[str, set[str] | None]) -> int:
         """Bring every repository of `batch` up to date in the writer (repository -> the paths
         that changed, or None); returns the documents added or deleted."""
@@ -397,6 +482,8 @@ class Indexer:
             for repo_id, version in versions.items():
                 if version > self._indexed.get(repo_id, 0):
                     self._indexed[repo_id] = version
+                if version >= self._behind.get(repo_id, version + 1):
+                    del self._behind[repo_id]
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._loop.call_soon_threadsafe(self._publish)

@@ -19,7 +19,7 @@ from typing import Any
 from govc.core.gitformat import Commit
 from govc.core.objects import file_extension, file_name
 from govc.core.versioncontrol import VersionControl
-from govc.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from govc.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from govc.search.history import History
 from govc.storage import Storage
 
@@ -138,45 +138,58 @@ class SqlEngine:
             raise InvalidArgument("sql_query is required")
         if _first_word(sql).upper() == "EXPLAIN":  # read-only, but not a SELECT
             raise InvalidArgument("sql_query: only SELECT statements are allowed, not EXPLAIN")
-        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db = _empty_database()
         try:
-            db.executescript(SCHEMA)
-            self._load(db, repo_id, _columns_read(db, sql), txn)
-            # No value the query makes may be longer than an answer can be (a single function
-            # call, such as printf('%.999999999c', 'x'), is out of the time budget's reach), nor
-            # shorter than the longest value loaded, which sqlite would refuse to read. (The
-            # limit also bounds the records sqlite sorts: 16 contents' worth at least.)
-            longest_message = db.execute(
-                "SELECT ifnull(max(length(CAST(message AS BLOB))), 0) FROM commits"
-            ).fetchone()[0]
-            db.setlimit(
-                sqlite3.SQLITE_LIMIT_LENGTH,
-                max(self._max_bytes, 16 * MAX_CONTENT_BYTES, longest_message),
-            )
-            db.set_authorizer(_authorize)
-            deadline = time.monotonic() + self._time_budget
-            db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
-            try:
-                cursor = db.execute(sql)
-                columns = [d[0] for d in cursor.description or []]
-                if len(set(columns)) < len(columns):
-                    twice = next(c for c in columns if columns.count(c) > 1)
-                    raise InvalidArgument(
-                        f"sql_query: the result has two columns named {twice!r}; "
-                        "name them apart with AS"
-                    )
-                rows = self._fetch(cursor, columns)
-            except sqlite3.OperationalError as exc:
-                if "interrupted" in str(exc):
-                    raise DeadlineExceeded(
-                        f"sql_query ran over its time budget of {self._time_budget:g} s"
-                    ) from None
-                raise InvalidArgument(f"sql_query: {exc}") from None
-            except (sqlite3.Warning, sqlite3.DatabaseError) as exc:
-                raise InvalidArgument(f"sql_query: {exc}") from None
-            return QueryResult(columns, rows)
+            reads = _columns_read(db, sql)
+            if reads is None:
+                # It does not compile against the tables, or asks for what is not allowed:
+                # refuse it before loading anything (a repository's files and history may take
+                # far longer to load than the query to refuse). Run on the empty tables, it
+                # fails as it would on the loaded ones.
+                self._run(db, sql)
+                # (It ran after all, though EXPLAIN refused it: run it on the loaded tables.)
+                db.close()
+                db = _empty_database()
+            self._load(db, repo_id, reads, txn)
+            return self._run(db, sql)
         finally:
             db.close()
+
+    def _run(self, db: sqlite3.Connection, sql: str) -> QueryResult:
+        """Run `sql` on `db`, its tables loaded, in the sandbox (which it stays in)."""
+        # No value the query makes may be longer than an answer can be (a single function
+        # call, such as printf('%.999999999c', 'x'), is out of the time budget's reach), nor
+        # shorter than the longest value loaded, which sqlite would refuse to read. (The
+        # limit also bounds the records sqlite sorts: 16 contents' worth at least.)
+        longest_message = db.execute(
+            "SELECT ifnull(max(length(CAST(message AS BLOB))), 0) FROM commits"
+        ).fetchone()[0]
+        db.setlimit(
+            sqlite3.SQLITE_LIMIT_LENGTH,
+            max(self._max_bytes, 16 * MAX_CONTENT_BYTES, longest_message),
+        )
+        db.set_authorizer(_authorize)
+        deadline = time.monotonic() + self._time_budget
+        db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+        try:
+            cursor = db.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            if len(set(columns)) < len(columns):
+                twice = next(c for c in columns if columns.count(c) > 1)
+                raise InvalidArgument(
+                    f"sql_query: the result has two columns named {twice!r}; "
+                    "name them apart with AS"
+                )
+            rows = self._fetch(cursor, columns)
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise DeadlineExceeded(
+                    f"sql_query ran over its time budget of {self._time_budget:g} s"
+                ) from None
+            raise InvalidArgument(f"sql_query: {exc}") from None
+        except (sqlite3.Warning, sqlite3.DatabaseError) as exc:
+            raise InvalidArgument(f"sql_query: {exc}") from None
+        return QueryResult(columns, rows)
 
     def _fetch(self, cursor: sqlite3.Cursor, columns: list[str]) -> list[dict[str, str]]:
         """The rows as text (NULLs left out), within the row cap and the answer's size: every
@@ -217,7 +230,8 @@ class SqlEngine:
             contextlib.nullcontext(txn) if txn is not None else self._storage.read(buffers=True)
         )
         with reading as txn:
-            vc.require_repository(txn, repo_id)
+            if not txn.repos.exists(repo_id):
+                raise NotFound(f"repository {repo_id!r} not found")
             branches, current = vc.branch_tips(txn, repo_id)
             db.executemany(
                 "INSERT INTO branches VALUES (?, ?, ?)",
@@ -287,10 +301,20 @@ def _commit_row(commit_id: str, commit: Commit) -> tuple[Any, ...]:
     )
 
 
+def _empty_database() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    try:
+        db.executescript(SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def _columns_read(db: sqlite3.Connection, sql: str) -> dict[str, set[str]] | None:
     """table -> columns `sql` reads ("" for a table read without columns, as by count(*)),
     learned by compiling it (EXPLAIN: nothing runs) against the empty tables; None when it
-    does not compile, and the real run will report why."""
+    does not compile (or the sandbox refuses it): a run on the empty tables reports why."""
     reads: dict[str, set[str]] = {}
 
     def record(action: int, arg1: str | None, arg2: str | None, *rest: Any) -> int:

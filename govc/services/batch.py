@@ -4,12 +4,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from generated.govc import BatchOperationResult, BatchOperationsRequest, BatchOperationsResponse
-from govc.core.registry import Registry
 from govc.core.validation import validate_repo_id
 from govc.errors import InvalidArgument
+from govc.services.access import Access
 from govc.services.batch_ops import (
     MAX_OPERATIONS,
     BatchAborted,
@@ -20,8 +19,6 @@ from govc.services.batch_ops import (
     run_operations,
     sql_in_writing_batch,
 )
-from govc.services.durable import DurableWaiter
-from govc.storage import Storage
 
 
 def _message(result: OperationResult) -> BatchOperationResult:
@@ -34,16 +31,12 @@ def _message(result: OperationResult) -> BatchOperationResult:
 class BatchService:
     def __init__(
         self,
-        storage: Storage,
-        repositories: Registry,
+        access: Access,
         executor: BatchExecutor,
-        durable: DurableWaiter,
         changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
-        self._storage = storage
-        self._repositories = repositories
+        self._access = access
         self._executor = executor
-        self._durable = durable
         self._changed = changed  # told after writes (the search indexer: read-your-writes)
 
     async def batch_operations(self, message: BatchOperationsRequest) -> BatchOperationsResponse:
@@ -56,7 +49,7 @@ class BatchService:
             )
         if message.transaction and message.parallel:
             raise InvalidArgument("transaction and parallel cannot both be set")
-        self._repositories.get(repo_id)  # NOT_FOUND for the whole call
+        self._access.read_inline(repo_id, lambda txn: None)  # NOT_FOUND for the whole call
         ops = [parse_operation(op.id, op.type, op.params) for op in message.operations]
         if not message.parallel:  # (parallel batches run queries beside, not inside, writes)
             sql_in_writing_batch(ops)
@@ -81,32 +74,16 @@ class BatchService:
     async def _run_sequential(
         self, repo_id: str, ops: list[Operation], transaction: bool
     ) -> list[OperationResult]:
+        """The operations in one transaction: a read in the work pool when none writes, else
+        one write (each operation nested unless `transaction`). The repository must exist in
+        that very transaction, or the whole call is NOT_FOUND."""
         if all(op.read_only or op.error for op in ops):
-            runner = run_operations(self._executor, repo_id, ops, transaction, None)
-            return await asyncio.to_thread(self._read_only, self._guarded(repo_id, runner))
-        runner = run_operations(self._executor, repo_id, ops, transaction, self._storage.nested)
-        results = await self._durable.wait(
-            self._storage.writer.submit(self._guarded(repo_id, runner))
-        )
+            runner = run_operations(self._executor, repo_id, ops, transaction, nested=False)
+            return await self._access.read(repo_id, runner)
+        runner = run_operations(self._executor, repo_id, ops, transaction, nested=True)
+        results = await self._access.write(repo_id, runner)
         self._changed(repo_id, None)
         return results
-
-    def _guarded(
-        self, repo_id: str, runner: Callable[[Any], list[OperationResult]]
-    ) -> Callable[[Any], list[OperationResult]]:
-        """`runner`, NOT_FOUND for the whole call unless the repository exists in the very
-        transaction it runs in (it may have been deleted since the call arrived: writing then
-        would leave orphans that a repository created again under its id inherits)."""
-
-        def guarded(txn: Any) -> list[OperationResult]:
-            self._repositories.require(txn, repo_id)
-            return runner(txn)
-
-        return guarded
-
-    def _read_only(self, runner: Callable[[Any], list[OperationResult]]) -> list[OperationResult]:
-        with self._storage.read() as txn:
-            return runner(txn)
 
     async def _run_parallel(self, repo_id: str, ops: list[Operation]) -> list[OperationResult]:
         """Runs of read-only operations run concurrently; writes between them, in order."""

@@ -1,8 +1,9 @@
 """Batch operations: many repository operations in one call, as JSON in and JSON out.
 
-Each operation runs inside a transaction it is given (the batch decides which: one shared
-transaction for `transaction=true`, a nested one per operation otherwise), so a batch of
-writes costs one commit and one fsync instead of one per operation.
+Each operation is a call of the same core function its RPC calls, inside a transaction it is
+given (the batch decides which: one shared transaction for `transaction=true`, a nested one per
+operation otherwise), so a batch of writes costs one commit and one fsync instead of one per
+operation, and a transactional batch is all or nothing.
 """
 
 import base64
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from govc.core.gitformat import DIR_MODE, parse_author, validate_object_id
+from govc.core.objects import prepare_blob
 from govc.core.validation import validate_path
 from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
-from govc.storage.objectstore import prepare_blob
+from govc.storage import Txn
 
 MAX_OPERATIONS = 1000
 READ_ONLY = frozenset({"get_blob", "read", "get_commit", "list_commits", "get_tree", "query"})
@@ -173,7 +175,7 @@ class ResponseBudget:
 
 
 # (read transaction, repository, SQL) -> the rows, each value as text (ExecuteSQLQuery's engine)
-SqlRunner = Callable[[Any, str, str], list[dict[str, str]]]
+SqlRunner = Callable[[Txn, str, str], list[dict[str, str]]]
 
 
 class BatchExecutor:
@@ -183,7 +185,7 @@ class BatchExecutor:
         self._vc = vc
         self.max_response_bytes = max_response_bytes
         self._run_sql = run_sql
-        self._handlers: dict[str, Callable[[Any, str, Params, ResponseBudget], dict[str, Any]]] = {
+        self._handlers: dict[str, Callable[[Txn, str, Params, ResponseBudget], dict[str, Any]]] = {
             "store_blob": self._store_blob,
             "get_blob": self._get_blob,
             "write": self._write,
@@ -197,19 +199,19 @@ class BatchExecutor:
         }
 
     def execute(
-        self, txn: Any, repo_id: str, op: Operation, budget: ResponseBudget
+        self, txn: Txn, repo_id: str, op: Operation, budget: ResponseBudget
     ) -> dict[str, Any]:
         if op.error:
             raise InvalidArgument(op.error)
         return self._handlers[op.type](txn, repo_id, Params(op.params), budget)
 
-    def _store_blob(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _store_blob(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         prepared = prepare_blob(p.content())
-        self._vc.objects.store.put_prepared(txn, repo_id, prepared)
+        txn.objects.put_prepared(repo_id, prepared)
         return {"hash": prepared.hex, "size": prepared.size}
 
     def _get_blob(
-        self, txn: Any, repo_id: str, p: Params, budget: ResponseBudget
+        self, txn: Txn, repo_id: str, p: Params, budget: ResponseBudget
     ) -> dict[str, Any]:
         hex_id = p.text("hash")
         oid = validate_object_id(hex_id, "params.hash")
@@ -217,52 +219,52 @@ class BatchExecutor:
         fields = budget.content(_content_fields(content), "params.hash")
         return {"hash": hex_id, "size": len(content), **fields}
 
-    def _write(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _write(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         path = p.path()
         prepared = prepare_blob(p.content())
-        self._vc.write_file_op(repo_id, path, prepared, p.flag("stage", True))(txn)
+        self._vc.write_file(txn, repo_id, path, prepared, p.flag("stage", True))
         return {"path": path, "hash": prepared.hex, "size": prepared.size}
 
-    def _read(self, txn: Any, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
+    def _read(self, txn: Txn, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
         path = p.path()
-        found = self._vc.read_file_op(repo_id, path, p.text("ref", required=False), "params.ref")(
-            txn
-        )
+        found = self._vc.read_file(txn, repo_id, path, p.text("ref", required=False), "params.ref")
         fields = budget.content(_content_fields(found.content), "params.path")
         return {"path": path, "hash": found.oid.hex(), "size": len(found.content), **fields}
 
-    def _delete(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _delete(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         path = p.path()
-        self._vc.remove_file_op(repo_id, path)(txn)
+        self._vc.remove_file(txn, repo_id, path)
         return {"path": path}
 
-    def _commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _commit(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         author = parse_author(
             p.text("author", required=False), *self._vc.identity, field="params.author"
         )
         files = [validate_path(f, "params.files") for f in p.strings("files")]
-        info = self._vc.commit_op(repo_id, p.text("message"), author, files, "params.message")(txn)
+        message = p.text("message")
+        info = self._vc.commit(txn, repo_id, message, author, files, "params.message")
         fields = _commit_fields(info)
         return {k: fields[k] for k in ("hash", "message", "author", "timestamp")}
 
-    def _get_commit(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
-        return _commit_fields(self._vc.get_commit_op(repo_id, p.text("hash"), "params.hash")(txn))
+    def _get_commit(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+        return _commit_fields(self._vc.get_commit(txn, repo_id, p.text("hash"), "params.hash"))
 
-    def _list_commits(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _list_commits(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         offset = p.integer("offset")
         if offset < 0:
             raise InvalidArgument("params.offset must not be negative")
-        commits, total = self._vc.list_commits_op(
+        commits, total = self._vc.list_commits(
+            txn,
             repo_id,
             p.text("branch", required=False),
             p.text("author", required=False),
             p.integer("limit"),
             offset,
             "params.branch",
-        )(txn)
+        )
         return {"commits": [_commit_fields(c) for c in commits], "total": total}
 
-    def _get_tree(self, txn: Any, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
+    def _get_tree(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         vc = self._vc
         commit_id = vc.resolve(txn, repo_id, p.text("ref", required=False) or "HEAD", "params.ref")
         tree = bytes.fromhex(vc.objects.commit(txn, repo_id, commit_id).tree)
@@ -275,7 +277,7 @@ class BatchExecutor:
                 tree = match[0][2]
         entries = []
         for mode, name, oid in vc.objects.tree(txn, repo_id, tree):
-            info = vc.objects.store.info(txn, repo_id, oid) if mode != DIR_MODE else None
+            info = txn.objects.info(repo_id, oid) if mode != DIR_MODE else None
             entries.append(
                 {
                     "path": f"{prefix}/{name}" if prefix else name,
@@ -286,7 +288,7 @@ class BatchExecutor:
             )
         return {"entries": entries}
 
-    def _query(self, txn: Any, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
+    def _query(self, txn: Txn, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
         if "sql" in p._params:
             # Only in batches without writes (see `sql_in_writing_batch`): `txn` is a read.
             try:
@@ -333,24 +335,24 @@ def run_operations(
     repo_id: str,
     ops: list[Operation],
     transaction: bool,
-    nested: Callable[[Any], Any] | None,
-) -> Callable[[Any], list[OperationResult]]:
+    nested: bool,
+) -> Callable[[Txn], list[OperationResult]]:
     """A transaction function running `ops` in order.
 
     `transaction`: all in the given transaction; the first failure raises BatchAborted, which
-    aborts it. Otherwise each operation runs in `nested(txn)`, a child transaction, so a failed
-    one leaves no trace and the others still apply (`nested=None`: a read-only batch).
+    aborts it. Otherwise, with `nested`, each operation runs in a child transaction, so a failed
+    one leaves no trace and the others still apply (`nested=False`: a read-only batch).
     """
 
-    def op(txn: Any) -> list[OperationResult]:
+    def op(txn: Txn) -> list[OperationResult]:
         results: list[OperationResult] = []
         budget = ResponseBudget(executor.max_response_bytes)
         for index, operation in enumerate(ops):
             try:
-                if transaction or nested is None:
+                if transaction or not nested:
                     value = executor.execute(txn, repo_id, operation, budget)
                 else:
-                    with nested(txn) as child:
+                    with txn.nested() as child:
                         value = executor.execute(child, repo_id, operation, budget)
             except GovcError as exc:
                 if not transaction:

@@ -1,7 +1,5 @@
 """Blob RPCs: StoreBlob, GetBlob, StoreBlobWithDelta, GetBlobWithDelta."""
 
-import asyncio
-
 from generated.govc import (
     GetBlobRequest,
     GetBlobResponse,
@@ -16,26 +14,33 @@ from govc.core.blobs import Blobs
 from govc.core.gitformat import validate_object_id
 from govc.core.validation import validate_repo_id
 from govc.errors import ResourceExhausted
-from govc.services.durable import DurableWaiter
+from govc.services.access import Access
 from govc.storage.objectstore import ObjectInfo, PreparedObject
 
-# Above this size, hashing, compressing and decoding run in a worker thread, not on the loop.
+# Above this size, hashing, compressing and decoding run in the work pool, not on the loop.
 OFFLOAD_BYTES = 256 * 1024
 
 
+async def prepare_blob(access: Access, content: bytes) -> PreparedObject:
+    """`content` hashed and encoded: on the loop when small, in the work pool when big."""
+    if len(content) > OFFLOAD_BYTES:
+        return await access.run(Blobs.prepare, content)
+    return Blobs.prepare(content)
+
+
 class BlobService:
-    def __init__(self, blobs: Blobs, durable: DurableWaiter, max_message_bytes: int) -> None:
+    def __init__(self, access: Access, blobs: Blobs, max_message_bytes: int) -> None:
+        self._access = access
         self._blobs = blobs
-        self._durable = durable
         self._max_message_bytes = max_message_bytes
 
     async def store_blob(self, message: StoreBlobRequest) -> StoreBlobResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         content = message.content
         blob: bytes | PreparedObject = content
-        if len(content) > OFFLOAD_BYTES:
-            blob = await asyncio.to_thread(Blobs.prepare, content)
-        blob_hash, info = await self._durable.wait(self._blobs.store(repo_id, blob))
+        if len(content) > OFFLOAD_BYTES:  # small ones are prepared by the writer thread
+            blob = await prepare_blob(self._access, content)
+        blob_hash, info = await self._access.durable(self._blobs.store(repo_id, blob))
         return StoreBlobResponse(hash=blob_hash, size=info.size)
 
     async def get_blob(self, message: GetBlobRequest) -> GetBlobResponse:
@@ -48,13 +53,11 @@ class BlobService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         content = message.content
         compress = message.use_compression
-        if len(content) > OFFLOAD_BYTES:
-            prepared = await asyncio.to_thread(
-                self._blobs.prepare_with_delta, repo_id, content, compress
-            )
-        else:
-            prepared = self._blobs.prepare_with_delta(repo_id, content, compress)
-        info = await self._durable.wait(self._blobs.store_delta_candidate(repo_id, prepared))
+        # Reads a few delta bases and compresses against them: the work pool.
+        prepared = await self._access.run(
+            self._blobs.prepare_with_delta, repo_id, content, compress
+        )
+        info = await self._access.durable(self._blobs.store_delta_candidate(repo_id, prepared))
         return StoreBlobWithDeltaResponse(
             hash=prepared.hex,
             size=info.size,
@@ -85,5 +88,5 @@ class BlobService:
             )
         if inline is not None:
             return inline, info, hash_
-        content, info = await asyncio.to_thread(self._blobs.read, repo_id, oid)
+        content, info = await self._access.run(self._blobs.read, repo_id, oid)
         return content, info, hash_

@@ -15,8 +15,8 @@ from generated.govc import (
 from govc.core.registry import Registry, RepositoryInfo
 from govc.core.validation import validate_repo_id
 from govc.errors import InvalidArgument
+from govc.services.access import Access
 from govc.services.convert import timestamp_from_us
-from govc.services.durable import DurableWaiter
 
 MAX_NAME_BYTES = 256
 MAX_DESCRIPTION_BYTES = 4096
@@ -42,12 +42,12 @@ def _check_length(value: str, field: str, limit: int) -> None:
 class RepositoryService:
     def __init__(
         self,
-        repositories: Registry,
-        durable: DurableWaiter,
+        access: Access,
+        registry: Registry,
         changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
-        self._repositories = repositories
-        self._durable = durable
+        self._access = access
+        self._registry = registry
         self._changed = changed  # told when a repository is deleted (the search indexer)
 
     async def create_repository(self, message: CreateRepositoryRequest) -> CreateRepositoryResponse:
@@ -61,27 +61,29 @@ class RepositoryService:
             raise InvalidArgument(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
         if any(not key for key in metadata):
             raise InvalidArgument("metadata keys must not be empty")
-        info = await self._durable.wait(
-            self._repositories.create(repo_id, message.name, message.description, metadata)
-        )
+        new = self._registry.new_info(repo_id, message.name, message.description, metadata)
+        info = await self._access.write(None, lambda txn: self._registry.create(txn, new))
         return CreateRepositoryResponse(
             id=info.id, name=info.name, created_at=timestamp_from_us(info.created_at_us)
         )
 
     async def get_repository(self, message: GetRepositoryRequest) -> GetRepositoryResponse:
         repo_id = validate_repo_id(message.id, "id")
-        return _repository_message(self._repositories.get(repo_id))
+        info = self._access.read_inline(None, lambda txn: self._registry.get(txn, repo_id))
+        return _repository_message(info)
 
     async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
         repo_id = validate_repo_id(message.id, "id")
-        await self._durable.wait(self._repositories.delete(repo_id))
+        await self._access.write(None, lambda txn: self._registry.delete(txn, repo_id))
         self._changed(repo_id, None)
         return Empty()
 
     async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:
         if message.offset < 0:
             raise InvalidArgument(f"offset must not be negative, got {message.offset}")
-        infos, total = self._repositories.list(message.limit, message.offset)
+        infos, total = await self._access.read(
+            None, lambda txn: self._registry.list(txn, message.limit, message.offset)
+        )
         return ListRepositoriesResponse(
             repositories=[_repository_message(info) for info in infos], total=total
         )

@@ -102,6 +102,8 @@ class SearchService:
 
     async def _caught_up(self, repo_id: str) -> None:
         if not await self._indexer.caught_up(repo_id, self._index_wait):
+            if self._indexer.failure is not None:
+                raise Unavailable("the search index no longer follows the writes; retry later")
             raise Unavailable(
                 f"the search index has not caught up with repository {repo_id!r} within "
                 f"{self._index_wait:g} s; retry"
@@ -116,7 +118,7 @@ class SearchService:
             spec.sort == "score"
             and spec.min_score <= 0
             and not spec.include_content
-            and spec.highlight_length == 0
+            and not self._engine.wants_highlights(spec)
             and self._indexer.has_file_times(repo_id)
         ):
             # One top-k collection and a count, nothing read from storage: short enough to run

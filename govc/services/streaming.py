@@ -30,9 +30,9 @@ from generated.govc import (
 )
 from govc.core.blobs import Blobs, UploadSink
 from govc.core.gitformat import validate_object_id
-from govc.core.registry import Registry
 from govc.core.validation import validate_repo_id
 from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
+from govc.services.access import Access
 from govc.services.oneof import set_one_of
 from govc.storage.objectstore import CHUNK_SIZE, ObjectInfo
 
@@ -53,9 +53,9 @@ def _response(field: str, value: object) -> StreamBlobResponse:
 
 
 class StreamingService:
-    def __init__(self, blobs: Blobs, repositories: Registry, max_upload_bytes: int) -> None:
+    def __init__(self, access: Access, blobs: Blobs, max_upload_bytes: int) -> None:
+        self._access = access
         self._blobs = blobs
-        self._repositories = repositories
         self._max_upload_bytes = max_upload_bytes
         # Chunks of uploads a crash interrupted are garbage: no blob names them.
         blobs.discard_unfinished_uploads()
@@ -132,16 +132,16 @@ class StreamingService:
         """The bytes of [start, end) in storage pieces, each read off the loop when big."""
         if self._blobs.piece_count(info) == 1:
             content = (
-                await asyncio.to_thread(self._blobs.read_piece, repo_id, oid, 0)
+                await self._access.run(self._blobs.read_piece, repo_id, oid, 0)
                 if info.size > 256 * 1024
                 else self._blobs.read_piece(repo_id, oid, 0)
             )
             yield content[start:end]
             return
         for index in range(start // CHUNK_SIZE, -(-end // CHUNK_SIZE)):
-            piece = await asyncio.to_thread(self._blobs.read_piece, repo_id, oid, index)
+            piece = await self._access.run(self._blobs.read_piece, repo_id, oid, index)
             if index % RELEASE_EVERY_PIECES == RELEASE_EVERY_PIECES - 1:
-                await asyncio.to_thread(self._blobs.release_read_pages)
+                await self._access.run(self._blobs.release_read_pages)
             base = index * CHUNK_SIZE
             yield piece[max(start - base, 0) : end - base]
 
@@ -197,7 +197,7 @@ class StreamingService:
                 f"metadata.total_size {declared} is over the upload limit of "
                 f"{self._max_upload_bytes} bytes"
             )
-        sink = await asyncio.to_thread(self._blobs.upload, repo_id, declared)
+        sink = await self._access.run(self._blobs.upload, repo_id, declared)
         worker = ThreadPoolExecutor(1, thread_name_prefix="govc-upload")
         try:
             chunks = await self._receive(messages, sink, worker, declared)

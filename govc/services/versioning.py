@@ -2,7 +2,6 @@
 (Commit, GetCommit, ListCommits), branches (CreateBranch, ListBranches, DeleteBranch,
 CheckoutBranch, MergeBranch) and GetStatus."""
 
-import asyncio
 import datetime
 from collections.abc import Callable, Iterable
 
@@ -37,13 +36,13 @@ from generated.govc import (
 )
 from govc.core.gitformat import parse_author
 from govc.core.validation import validate_branch_name, validate_path, validate_repo_id
-from govc.core.versioncontrol import CommitInfo, VersionControl
+from govc.core.versioncontrol import CommitInfo, MergeConflict, VersionControl
 from govc.errors import InvalidArgument
+from govc.services.access import Access
+from govc.services.blobs import prepare_blob
 from govc.services.convert import timestamp_from_us
-from govc.services.durable import DurableWaiter
-from govc.storage.objectstore import PreparedObject, prepare_blob
+from govc.storage.objectstore import PreparedObject
 
-OFFLOAD_BYTES = 256 * 1024
 MAX_FILES_IN_COMMIT = 10_000
 
 
@@ -66,21 +65,15 @@ def commit_message(info: CommitInfo) -> GetCommitResponse:
     )
 
 
-async def _prepare(content: bytes) -> PreparedObject:
-    if len(content) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(prepare_blob, content)
-    return prepare_blob(content)
-
-
 class VersioningService:
     def __init__(
         self,
+        access: Access,
         vc: VersionControl,
-        durable: DurableWaiter,
         changed: Callable[[str, Iterable[str] | None], None],
     ) -> None:
+        self._access = access
         self._vc = vc
-        self._durable = durable
         # Told, once durable and before the reply, that a repository's files may have changed
         # (the search indexer: read-your-writes).
         self._changed = changed
@@ -100,15 +93,19 @@ class VersioningService:
     ) -> PreparedObject:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        prepared = await _prepare(message.content)
-        await self._durable.wait(self._vc.write_file(repo_id, path, prepared, stage=stage))
+        prepared = await prepare_blob(self._access, message.content)
+        await self._access.write(
+            repo_id, lambda txn: self._vc.write_file(txn, repo_id, path, prepared, stage)
+        )
         self._changed(repo_id, [path])
         return prepared
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        found = self._vc.read_file(repo_id, path, message.commit)
+        found = await self._access.read(
+            repo_id, lambda txn: self._vc.read_file(txn, repo_id, path, message.commit)
+        )
         return ReadFileResponse(
             content=found.content,
             hash=found.oid.hex(),
@@ -119,7 +116,7 @@ class VersioningService:
     async def remove_file(self, message: RemoveFileRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        await self._durable.wait(self._vc.remove_file(repo_id, path))
+        await self._access.write(repo_id, lambda txn: self._vc.remove_file(txn, repo_id, path))
         self._changed(repo_id, [path])
         return Empty()
 
@@ -127,7 +124,9 @@ class VersioningService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         source = validate_path(message.from_path, "from_path")
         target = validate_path(message.to_path, "to_path")
-        await self._durable.wait(self._vc.move_file(repo_id, source, target))
+        await self._access.write(
+            repo_id, lambda txn: self._vc.move_file(txn, repo_id, source, target)
+        )
         self._changed(repo_id, [source, target])
         return Empty()
 
@@ -139,7 +138,9 @@ class VersioningService:
         if len(message.files) > MAX_FILES_IN_COMMIT:
             raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
         files = [validate_path(p, "files") for p in message.files]
-        info = await self._durable.wait(self._vc.commit(repo_id, message.message, author, files))
+        info = await self._access.write(
+            repo_id, lambda txn: self._vc.commit(txn, repo_id, message.message, author, files)
+        )
         self._changed(repo_id, None)
         return CommitResponse(
             hash=info.id,
@@ -152,14 +153,20 @@ class VersioningService:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         if not message.hash:
             raise InvalidArgument("hash is required")
-        return commit_message(self._vc.get_commit(repo_id, message.hash))
+        info = await self._access.read(
+            repo_id, lambda txn: self._vc.get_commit(txn, repo_id, message.hash)
+        )
+        return commit_message(info)
 
     async def list_commits(self, message: ListCommitsRequest) -> ListCommitsResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         if message.offset < 0:
             raise InvalidArgument(f"offset must not be negative, got {message.offset}")
-        commits, total = self._vc.list_commits(
-            repo_id, message.branch, message.author, message.limit, message.offset
+        commits, total = await self._access.read(
+            repo_id,
+            lambda txn: self._vc.list_commits(
+                txn, repo_id, message.branch, message.author, message.limit, message.offset
+            ),
         )
         return ListCommitsResponse(commits=[commit_message(c) for c in commits], total=total)
 
@@ -168,14 +175,16 @@ class VersioningService:
     async def create_branch(self, message: CreateBranchRequest) -> CreateBranchResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        commit_id = await self._durable.wait(
-            self._vc.create_branch(repo_id, name, message.from_commit)
+        commit_id = await self._access.write(
+            repo_id, lambda txn: self._vc.create_branch(txn, repo_id, name, message.from_commit)
         )
         return CreateBranchResponse(name=name, commit_hash=commit_id)
 
     async def list_branches(self, message: ListBranchesRequest) -> ListBranchesResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
-        branches, current = self._vc.list_branches(repo_id)
+        branches, current = await self._access.read(
+            repo_id, lambda txn: self._vc.list_branches(txn, repo_id)
+        )
         return ListBranchesResponse(
             branches=[
                 Branch(
@@ -192,13 +201,13 @@ class VersioningService:
     async def delete_branch(self, message: DeleteBranchRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        await self._durable.wait(self._vc.delete_branch(repo_id, name))
+        await self._access.write(repo_id, lambda txn: self._vc.delete_branch(txn, repo_id, name))
         return Empty()
 
     async def checkout_branch(self, message: CheckoutBranchRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        await self._durable.wait(self._vc.checkout(repo_id, name))
+        await self._access.write(repo_id, lambda txn: self._vc.checkout(txn, repo_id, name))
         self._changed(repo_id, None)
         return Empty()
 
@@ -210,19 +219,21 @@ class VersioningService:
             if message.target_branch
             else ""
         )
-        result = await self._durable.wait(self._vc.merge(repo_id, source, target, message.message))
+        try:
+            result = await self._access.write(
+                repo_id,
+                lambda txn: self._vc.merge(txn, repo_id, source, target, message.message),
+            )
+        except MergeConflict as conflict:  # an answer, not an error; nothing was written
+            return MergeBranchResponse(conflicts=True, conflict_files=conflict.paths)
         self._changed(repo_id, None)
-        return MergeBranchResponse(
-            commit_hash=result.commit_id,
-            conflicts=bool(result.conflicts),
-            conflict_files=result.conflicts,
-        )
+        return MergeBranchResponse(commit_hash=result.commit_id, conflicts=False)
 
     # ---- status ----
 
     async def get_status(self, message: GetStatusRequest) -> GetStatusResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
-        status = self._vc.status(repo_id)
+        status = await self._access.read(repo_id, lambda txn: self._vc.status(txn, repo_id))
         return GetStatusResponse(
             repository_id=repo_id,
             current_branch=status.branch,

@@ -18,12 +18,13 @@ from typing import Any
 import lmdb
 
 from govc.errors import Unavailable
+from govc.storage.txn import FORMAT_KEY, Txn
 
 log = logging.getLogger(__name__)
 
 # Named databases, opened once at start-up (LMDB wants them opened before concurrent use).
 DATABASES = (
-    "meta",  # storage-level facts (format version, health probe)
+    "meta",  # storage-level facts (format version, unfinished uploads)
     "repos",  # repo id -> JSON metadata
     "repos_by_time",  # created_at (8 bytes BE ns) + repo id -> b""; ListRepositories order
     "refs",  # repo id + "/" + ref name -> value
@@ -49,31 +50,6 @@ class StorageConfig:
     durable: bool = True
     initial_map_size: int = 1 << 30
     max_readers: int = 1024
-
-
-def scan_prefix(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of every key of `db` that starts with `prefix`, in key order (copied)."""
-    with txn.cursor(db=db) as cursor:
-        if not cursor.set_range(prefix):
-            return
-        for key, value in cursor:
-            key = bytes(key)
-            if not key.startswith(prefix):
-                return
-            yield key, bytes(value)
-
-
-def delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
-    """Delete every key of `db` that starts with `prefix`; returns how many."""
-    count = 0
-    with txn.cursor(db=db) as cursor:
-        if not cursor.set_range(prefix):
-            return 0
-        while bytes(cursor.key()).startswith(prefix):
-            count += 1
-            if not cursor.delete():
-                break
-    return count
 
 
 class _ReadGate:
@@ -122,7 +98,8 @@ class _ReadGate:
 
 
 class Storage:
-    """The LMDB environment of one data dir. Writes go through `self.writer` only."""
+    """The LMDB environment of one data dir. Reads: `read()`, a `Txn`. Writes go through
+    `self.writer` only: functions of a write `Txn`, applied by the writer thread."""
 
     def __init__(self, config: StorageConfig) -> None:
         from govc.storage.writer import Writer  # writer needs a constructed Storage
@@ -143,9 +120,9 @@ class Storage:
         self._gate = _ReadGate()
         self._closed = False
         with self.env.begin(write=True) as txn:
-            version = txn.get(b"format", db=self.dbs["meta"])
+            version = txn.get(FORMAT_KEY, db=self.dbs["meta"])
             if version is None:
-                txn.put(b"format", FORMAT_VERSION, db=self.dbs["meta"])
+                txn.put(FORMAT_KEY, FORMAT_VERSION, db=self.dbs["meta"])
             elif version != FORMAT_VERSION:
                 raise RuntimeError(
                     f"data dir {config.path} has storage format {version!r}, "
@@ -153,12 +130,42 @@ class Storage:
                 )
         self.writer = Writer(self)
 
+    def health(self) -> dict[str, str]:
+        """Checks of this storage for GetHealth: a real read, the writer's state, its counts.
+        A value not "ok" under `storage_read` or `storage_write` means the check failed."""
+        checks: dict[str, str] = {}
+        try:
+            with self.read() as txn:
+                txn.format_version()
+            checks["storage_read"] = "ok"
+        except Exception as exc:
+            checks["storage_read"] = f"failed: {exc or type(exc).__name__}"
+        writer = self.writer
+        if not writer.alive:
+            checks["storage_write"] = "failed: the writer is not running"
+        elif writer.last_failure is not None:
+            checks["storage_write"] = f"failed: {writer.last_failure}"
+        else:
+            checks["storage_write"] = "ok"
+        checks["writer_commits"] = str(writer.commits)
+        checks["writer_operations"] = str(writer.operations)
+        return checks
+
+    def stats(self) -> dict[str, int]:
+        """Entries in each database (by name), and `last_page`: the highest page in use, which
+        grows only when the data file does (for operators, and for tests that check nothing
+        was left behind)."""
+        with self.read() as txn:
+            counts = txn.entry_counts()
+        counts["last_page"] = int(self.env.info()["last_pgno"])
+        return counts
+
     @property
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
 
     @contextmanager
-    def read(self, buffers: bool = False) -> Iterator[Any]:
+    def read(self, buffers: bool = False) -> Iterator["Txn"]:
         """A read transaction. With `buffers=True` values are views valid only inside it."""
         if self._closed:
             raise Unavailable("storage is closed")
@@ -173,13 +180,9 @@ class Storage:
             break
         try:
             with txn:
-                yield txn
+                yield Txn(self.env, txn, self.dbs, write=False)
         finally:
             self._gate.leave()
-
-    def nested(self, txn: Any) -> Any:
-        """A child write transaction of `txn` (writer thread): commits into it, or aborts alone."""
-        return self.env.begin(write=True, parent=txn, buffers=True)
 
     def grow_map(self) -> None:
         """Double the map. Called by the writer thread only, with no write transaction open."""

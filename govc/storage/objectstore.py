@@ -17,14 +17,13 @@ An upload in progress is named in the `meta` database (`upload/` + chunk id -> r
 from its first chunk transaction until its header is written or its chunks are removed, so
 chunks a crash left unnamed are found and removed at the next start.
 
-Hashing and compression happen in `prepare_object`; `put_prepared` only copies prepared bytes
+Compression happens in `encode_object`; `put_prepared` only copies prepared bytes
 into a transaction. Callers choose the thread: big blobs are prepared by a worker thread, small
 ones by the writer itself (see `Blobs.store`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 from collections.abc import Iterator
@@ -33,9 +32,9 @@ from typing import Any
 
 import zstandard
 
-from govc.core.gitformat import BLOB, object_header
 from govc.errors import NotFound
-from govc.storage.env import delete_prefix, scan_prefix
+from govc.storage.scan import delete_prefix, scan_prefix
+from govc.storage.tables import repo_prefix
 
 KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
@@ -60,10 +59,6 @@ DELTA_WINDOW_LOG = 22  # covers base + content for blobs up to MAX_DELTA_SIZE
 
 def object_key(repo_id: str, oid: bytes) -> bytes:
     return repo_id.encode() + b"/" + oid
-
-
-def repo_prefix(repo_id: str) -> bytes:
-    return repo_id.encode() + b"/"
 
 
 @dataclass(frozen=True)
@@ -150,10 +145,10 @@ def encode_chunk(data: bytes | memoryview, compress: bool = True) -> bytes:
     return b"".join((_RAW_TAG, data))  # one copy, also of a memoryview
 
 
-def prepare_object(kind: str, content: bytes, compress: bool = True) -> PreparedObject:
-    """Hash and encode `content` as a plain (non-delta) object."""
+def encode_object(oid: bytes, kind: str, content: bytes, compress: bool = True) -> PreparedObject:
+    """Encode `content`, the object `oid` (its git id, computed by the caller), as a plain
+    (non-delta) object."""
     size = len(content)
-    oid = hashlib.sha1(object_header(kind, size) + content).digest()
     if size > CHUNK_SIZE:
         view = memoryview(content)
         chunks = [
@@ -167,10 +162,6 @@ def prepare_object(kind: str, content: bytes, compress: bool = True) -> Prepared
         if _worth_it(len(packed), size):
             return PreparedObject(oid, kind, size, ZSTD, packed)
     return PreparedObject(oid, kind, size, RAW, content)
-
-
-def prepare_blob(content: bytes, compress: bool = True) -> PreparedObject:
-    return prepare_object(BLOB, content, compress)
 
 
 def delta_against(
@@ -201,9 +192,10 @@ def delta_against(
 
 
 class ObjectStore:
-    """Reads and writes the objects of every repository in one LMDB environment."""
+    """The objects of every repository, read and written inside one transaction."""
 
-    def __init__(self, dbs: dict[str, Any]) -> None:
+    def __init__(self, raw: Any, dbs: dict[str, Any]) -> None:
+        self._raw = raw  # the LMDB transaction this store is bound to
         self._objects = dbs["objects"]
         self._chunks = dbs["chunks"]
         self._checksums = dbs["checksums"]
@@ -211,26 +203,25 @@ class ObjectStore:
 
     # ---- writes (writer thread, inside its transaction) ----
 
-    def put_prepared(self, txn: Any, repo_id: str, obj: PreparedObject) -> ObjectInfo:
+    def put_prepared(self, repo_id: str, obj: PreparedObject) -> ObjectInfo:
         """Store `obj` unless the repository already has it; return what is stored."""
         key = object_key(repo_id, obj.oid)
-        existing = self._info_from_value(txn.get(key, db=self._objects))
+        existing = self._info_from_value(self._raw.get(key, db=self._objects))
         if existing is not None:
             return existing
         header = HEADER.pack(KIND_CODES[obj.kind], obj.encoding, obj.size)
-        txn.put(key, header + obj.payload, db=self._objects)
+        self._raw.put(key, header + obj.payload, db=self._objects)
         for index, chunk in enumerate(obj.chunks):
-            txn.put(key + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
+            self._raw.put(key + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
         return ObjectInfo(obj.kind, obj.encoding, obj.size, obj.stored_size, obj.base, obj.depth)
 
-    def put_chunk(self, txn: Any, repo_id: str, oid: bytes, index: int, chunk: bytes) -> None:
+    def put_chunk(self, repo_id: str, oid: bytes, index: int, chunk: bytes) -> None:
         """One encoded chunk of a big object that is written in several transactions; it stays
         invisible until `put_chunked_header` names the object."""
-        txn.put(object_key(repo_id, oid) + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
+        self._raw.put(object_key(repo_id, oid) + CHUNK_INDEX.pack(index), chunk, db=self._chunks)
 
     def put_chunked_header(
         self,
-        txn: Any,
         repo_id: str,
         oid: bytes,
         kind: str,
@@ -241,64 +232,64 @@ class ObjectStore:
     ) -> ObjectInfo:
         """Name a chunked object whose chunks were written under `chunk_id` (default: `oid`)."""
         key = object_key(repo_id, oid)
-        existing = self._info_from_value(txn.get(key, db=self._objects))
+        existing = self._info_from_value(self._raw.get(key, db=self._objects))
         if existing is not None:
             return existing
         payload = CHUNK_HEADER.pack(CHUNK_SIZE, count, stored)
         if chunk_id is not None and chunk_id != oid:
             payload += chunk_id
         header = HEADER.pack(KIND_CODES[kind], CHUNKED, size)
-        txn.put(key, header + payload, db=self._objects)
+        self._raw.put(key, header + payload, db=self._objects)
         return ObjectInfo(kind, CHUNKED, size, stored)
 
-    def mark_upload(self, txn: Any, repo_id: str, chunk_id: bytes) -> None:
-        txn.put(_UPLOAD_PREFIX + chunk_id, repo_id.encode(), db=self._meta)
+    def mark_upload(self, repo_id: str, chunk_id: bytes) -> None:
+        self._raw.put(_UPLOAD_PREFIX + chunk_id, repo_id.encode(), db=self._meta)
 
-    def unmark_upload(self, txn: Any, chunk_id: bytes) -> None:
-        txn.delete(_UPLOAD_PREFIX + chunk_id, db=self._meta)
+    def unmark_upload(self, chunk_id: bytes) -> None:
+        self._raw.delete(_UPLOAD_PREFIX + chunk_id, db=self._meta)
 
-    def unfinished_uploads(self, txn: Any) -> list[tuple[str, bytes]]:
+    def unfinished_uploads(self) -> list[tuple[str, bytes]]:
         """(repository id, chunk id) of every upload that was never named or removed."""
         return [
             (bytes(value).decode(), bytes(key[len(_UPLOAD_PREFIX) :]))
-            for key, value in scan_prefix(txn, self._meta, _UPLOAD_PREFIX)
+            for key, value in scan_prefix(self._raw, self._meta, _UPLOAD_PREFIX)
         ]
 
-    def delete_unnamed_chunks(self, txn: Any, repo_id: str, oid: bytes) -> None:
+    def delete_unnamed_chunks(self, repo_id: str, oid: bytes) -> None:
         """Remove chunks written for an object whose header never followed."""
         key = object_key(repo_id, oid)
-        if txn.get(key, db=self._objects) is None:
-            delete_prefix(txn, self._chunks, key)
+        if self._raw.get(key, db=self._objects) is None:
+            delete_prefix(self._raw, self._chunks, key)
 
-    def delete_repo(self, txn: Any, repo_id: str) -> int:
+    def delete_repo(self, repo_id: str) -> int:
         """Delete every object and chunk of a repository; returns the number of objects."""
         prefix = repo_prefix(repo_id)
-        count = delete_prefix(txn, self._objects, prefix)
-        delete_prefix(txn, self._chunks, prefix)
-        delete_prefix(txn, self._checksums, prefix)
+        count = delete_prefix(self._raw, self._objects, prefix)
+        delete_prefix(self._raw, self._chunks, prefix)
+        delete_prefix(self._raw, self._checksums, prefix)
         return count
 
-    def sha256(self, txn: Any, repo_id: str, oid: bytes) -> bytes | None:
+    def sha256(self, repo_id: str, oid: bytes) -> bytes | None:
         """The remembered SHA-256 of an object's content, if any."""
-        value = txn.get(object_key(repo_id, oid), db=self._checksums)
+        value = self._raw.get(object_key(repo_id, oid), db=self._checksums)
         return None if value is None else bytes(value)
 
-    def remember_sha256(self, txn: Any, repo_id: str, oid: bytes, digest: bytes) -> None:
+    def remember_sha256(self, repo_id: str, oid: bytes, digest: bytes) -> None:
         key = object_key(repo_id, oid)
-        if txn.get(key, db=self._objects) is not None:
-            txn.put(key, digest, db=self._checksums)
+        if self._raw.get(key, db=self._objects) is not None:
+            self._raw.put(key, digest, db=self._checksums)
 
     # ---- reads (any thread, inside a read transaction) ----
 
-    def info(self, txn: Any, repo_id: str, oid: bytes) -> ObjectInfo | None:
+    def info(self, repo_id: str, oid: bytes) -> ObjectInfo | None:
         key = object_key(repo_id, oid)
-        return self._info_from_value(txn.get(key, db=self._objects))
+        return self._info_from_value(self._raw.get(key, db=self._objects))
 
-    def all_objects(self, txn: Any, repo_id: str) -> Iterator[tuple[bytes, ObjectInfo]]:
-        """(id, info) of every object of the repository (reads headers only when `txn` returns
-        buffers)."""
+    def all_objects(self, repo_id: str) -> Iterator[tuple[bytes, ObjectInfo]]:
+        """(id, info) of every object of the repository (reads headers only when the
+        transaction returns buffers)."""
         prefix = repo_prefix(repo_id)
-        with txn.cursor(db=self._objects) as cursor:
+        with self._raw.cursor(db=self._objects) as cursor:
             if not cursor.set_range(prefix):
                 return
             for key, value in cursor:
@@ -309,12 +300,12 @@ class ObjectStore:
                 if info is not None:
                     yield key[len(prefix) :], info
 
-    def ids_with_prefix(self, txn: Any, repo_id: str, hex_prefix: str) -> list[bytes]:
+    def ids_with_prefix(self, repo_id: str, hex_prefix: str) -> list[bytes]:
         """Ids of the repository's objects whose hex form starts with `hex_prefix`."""
         prefix = repo_prefix(repo_id)
         low = bytes.fromhex(hex_prefix.ljust(40, "0"))
         found = []
-        with txn.cursor(db=self._objects) as cursor:
+        with self._raw.cursor(db=self._objects) as cursor:
             if cursor.set_range(prefix + low):
                 for key in cursor.iternext(values=False):
                     key = bytes(key)
@@ -326,35 +317,37 @@ class ObjectStore:
                     found.append(oid)
         return found
 
-    def read(self, txn: Any, repo_id: str, oid: bytes) -> bytes:
+    def read(self, repo_id: str, oid: bytes) -> bytes:
         """The whole content of an object (use `iter_chunks` for big blobs)."""
-        return b"".join(self.iter_chunks(txn, repo_id, oid))
+        return b"".join(self.iter_chunks(repo_id, oid))
 
     def piece_count(self, info: ObjectInfo) -> int:
         """How many pieces `read_piece` serves: chunks of a chunked object, else one."""
         return -(-info.size // CHUNK_SIZE) if info.encoding == CHUNKED else 1
 
-    def read_piece(self, txn: Any, repo_id: str, oid: bytes, index: int) -> bytes:
+    def read_piece(self, repo_id: str, oid: bytes, index: int) -> bytes:
         """Piece `index` of an object's content: pieces are CHUNK_SIZE bytes (the last shorter),
         so a big blob can be read piece by piece, each in a short transaction."""
-        value = txn.get(object_key(repo_id, oid), db=self._objects)
+        value = self._raw.get(object_key(repo_id, oid), db=self._objects)
         if value is None:
             raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
         if HEADER.unpack_from(value)[1] != CHUNKED:
-            return self.read(txn, repo_id, oid)
-        return self.read_chunk(txn, repo_id, _chunk_id(oid, value), index)
+            return self.read(repo_id, oid)
+        return self.read_chunk(repo_id, _chunk_id(oid, value), index)
 
-    def read_chunk(self, txn: Any, repo_id: str, chunk_id: bytes, index: int) -> bytes:
+    def read_chunk(self, repo_id: str, chunk_id: bytes, index: int) -> bytes:
         """Chunk `index` of the chunks stored under `chunk_id`, decoded."""
-        chunk = txn.get(object_key(repo_id, chunk_id) + CHUNK_INDEX.pack(index), db=self._chunks)
+        chunk = self._raw.get(
+            object_key(repo_id, chunk_id) + CHUNK_INDEX.pack(index), db=self._chunks
+        )
         if chunk is None:
             raise NotFound(f"chunk {index} of object {chunk_id.hex()} is missing")
         return _decode_chunk(chunk)
 
-    def iter_chunks(self, txn: Any, repo_id: str, oid: bytes) -> Iterator[bytes]:
+    def iter_chunks(self, repo_id: str, oid: bytes) -> Iterator[bytes]:
         """The content in storage-sized pieces, decoded one at a time."""
         key = object_key(repo_id, oid)
-        value = txn.get(key, db=self._objects)
+        value = self._raw.get(key, db=self._objects)
         if value is None:
             raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
         _, encoding, size = HEADER.unpack_from(value)
@@ -364,17 +357,17 @@ class ObjectStore:
         elif encoding == ZSTD:
             yield _unzstd(payload, size)
         elif encoding == DELTA:
-            yield self._undelta(txn, repo_id, payload, size)
+            yield self._undelta(repo_id, payload, size)
         elif encoding == CHUNKED:
             _, count, _ = CHUNK_HEADER.unpack_from(payload)
             chunk_id = _chunk_id(oid, value)
             for index in range(count):
-                yield self.read_chunk(txn, repo_id, chunk_id, index)
+                yield self.read_chunk(repo_id, chunk_id, index)
         else:
             raise ValueError(f"unknown object encoding {encoding} for {oid.hex()}")
 
-    def _undelta(self, txn: Any, repo_id: str, payload: memoryview, size: int) -> bytes:
-        base = self.read(txn, repo_id, bytes(payload[:20]))
+    def _undelta(self, repo_id: str, payload: memoryview, size: int) -> bytes:
+        base = self.read(repo_id, bytes(payload[:20]))
         dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(
             payload[21:], max_output_size=size

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lmdb
 
 from govc.errors import GovcError, Unavailable
+from govc.storage.txn import Txn
 
 if TYPE_CHECKING:
     from govc.storage.env import Storage
@@ -28,10 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # An operation receives the write transaction and returns its result. It must not touch any
-# state outside the transaction: the whole batch is re-run if the map has to grow. The
-# transaction returns values as buffers (no copy of big values just to look at a header), so an
-# operation copies whatever it returns.
-WriteOp = Callable[[Any], T]
+# state outside the transaction: the whole batch is re-run if the map has to grow.
+WriteOp = Callable[[Txn], T]
 
 MAX_BATCH = 1024
 _STOP = object()
@@ -54,6 +53,8 @@ class Writer:
         #: Number of committed write transactions and of operations in them (tests, metrics).
         self.commits = 0
         self.operations = 0
+        #: Why the last write transaction failed to commit, until one commits again (health).
+        self.last_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="govc-writer", daemon=True)
         self._thread.start()
 
@@ -75,6 +76,11 @@ class Writer:
                 raise Unavailable("storage is closing; no more writes are accepted")
             self._queue.put(item)
         return item.future
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs and takes writes."""
+        return self._thread.is_alive() and not self._closed
 
     def is_current_thread(self) -> bool:
         return threading.current_thread() is self._thread
@@ -125,13 +131,13 @@ class Writer:
         live = [(op, fut) for op, fut in batch if fut.set_running_or_notify_cancel()]
         if not live:
             return
-        env = self._storage.env
+        env, dbs = self._storage.env, self._storage.dbs
         while True:
             outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
             try:
                 with env.begin(write=True, buffers=True) as txn:
                     for op, fut in live:
-                        outcomes.append((fut, *self._apply(env, txn, op)))
+                        outcomes.append((fut, *self._apply(env, dbs, txn, op)))
             except lmdb.MapFullError:
                 self._storage.grow_map()
                 continue
@@ -140,12 +146,14 @@ class Writer:
                 continue
             except Exception as exc:  # the commit itself failed: nothing of the batch is stored
                 log.exception("write transaction failed")
+                self.last_failure = str(exc) or type(exc).__name__
                 for _, fut in live:
                     fut.set_exception(Unavailable(f"storage write failed: {exc}"))
                 return
             break
         self.commits += 1
         self.operations += len(live)
+        self.last_failure = None
         for fut, result, error in outcomes:
             if error is None:
                 fut.set_result(result)
@@ -153,10 +161,12 @@ class Writer:
                 fut.set_exception(error)
 
     @staticmethod
-    def _apply(env: Any, txn: Any, op: WriteOp[Any]) -> tuple[Any, BaseException | None]:
+    def _apply(
+        env: Any, dbs: dict[str, Any], txn: Any, op: WriteOp[Any]
+    ) -> tuple[Any, BaseException | None]:
         try:
             with env.begin(write=True, parent=txn, buffers=True) as child:
-                return op(child), None
+                return op(Txn(env, child, dbs, write=True)), None
         except lmdb.MapFullError:
             raise
         except GovcError as exc:

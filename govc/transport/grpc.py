@@ -20,13 +20,11 @@ from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
-from generated.govc import GoVcServiceBase
+from govc.services.handlers import Handlers
 from govc.transport.codec import GovcCodec
 from govc.transport.errors import to_grpc_error
 
 log = logging.getLogger(__name__)
-
-_RPC_PREFIX = "__rpc_"
 
 
 class CallTracker:
@@ -131,23 +129,18 @@ def limit_request_size(stream: Stream[Any, Any], max_bytes: int) -> None:
     transport_stream.recv_data = limited_recv_data  # type: ignore[method-assign]
 
 
-class GovcService(GoVcServiceBase):
-    """GoVCService over grpclib, delegating each RPC to the handler object that defines it."""
+class GuardedService:
+    """The handler table as grpclib serves it: every RPC of `handlers` through one guard."""
 
-    def __init__(self, handlers: list[object], tracker: CallTracker, max_message_bytes: int):
+    def __init__(self, handlers: Handlers, tracker: CallTracker, max_message_bytes: int):
+        self._handlers = handlers
         self._tracker = tracker
         self._max_message_bytes = max_message_bytes
-        for path, handler in super().__mapping__().items():
-            method = handler.func.__name__.removeprefix(_RPC_PREFIX)
-            impl = next((getattr(h, method) for h in handlers if hasattr(h, method)), None)
-            if impl is None:
-                raise TypeError(f"no handler serves {path}")
-            setattr(self, method, impl)
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
             path: Handler(self._guard(path, h.func), h.cardinality, h.request_type, h.reply_type)
-            for path, h in super().__mapping__().items()
+            for path, h in self._handlers.__mapping__().items()
         }
 
     def _guard(

@@ -5,36 +5,39 @@ A BatchOperations call carries up to 1,000 small sub-messages, a streamed blob i
 microseconds on each in pure Python, more than the storage or index work behind them. These
 messages have a simple shape (strings, bytes, integers, bools, doubles, timestamps, nested and
 repeated messages, repeated strings), so they are encoded and decoded here, by functions
-generated from a layout table; the bytes are exactly betterproto2's (property tests check both
+generated from their layouts; the bytes are exactly betterproto2's (property tests check both
 directions). Anything unexpected on decode (an unknown wire type, bad UTF-8, two members of a
 oneof) falls back to betterproto2, which decides.
+
+Only the list of root messages (ROOTS) is written by hand. Each layout is derived, at import, from
+the generated betterproto2 classes (their dataclass fields' metadata), so a field added to the
+contract is encoded without anyone editing this module. A message with a field the fast path
+cannot write exactly as betterproto2 does (a map, an enum, an optional scalar, ...), or one
+nesting such a message, is refused (REFUSED, with the reason, and a warning in the log) and goes
+through betterproto2: slower, never a dropped field.
 """
 
+import dataclasses
 import datetime
+import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+import betterproto2
+
+from generated.google.protobuf import Timestamp
 from generated.govc import (
-    BatchOperation,
-    BatchOperationResult,
     BatchOperationsRequest,
     BatchOperationsResponse,
     FullTextSearchRequest,
     FullTextSearchResponse,
     GetBlobRequest,
     GetBlobResponse,
-    SearchDocument,
-    SearchResult,
     StoreBlobRequest,
     StoreBlobResponse,
     StreamBlobResponse,
-    StreamChunk,
-    StreamError,
-    StreamMetadata,
-    StreamProgress,
     UploadBlobStreamRequest,
-    UploadMetadata,
 )
 from govc.errors import InvalidArgument
 
@@ -61,112 +64,179 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-# How each fast-path message is laid out: (field number, attribute, kind), in field order.
-# Kinds: str, bytes, bool, int (int32/int64 alike on the wire), double, timestamp (a
-# google.protobuf.Timestamp held as an aware datetime, absent when None), strs (repeated
-# string), a message class (a nested message, encoded even when empty, as a oneof member or
-# optional field is), or a one-element list holding a message class (a repeated message field).
-Spec = list[tuple[int, str, Any]]
-SPECS: dict[type, Spec] = {
-    BatchOperation: [(1, "id", "str"), (2, "type", "str"), (3, "params", "bytes")],
-    BatchOperationsRequest: [
-        (1, "repository_id", "str"),
-        (2, "operations", [BatchOperation]),
-        (3, "parallel", "bool"),
-        (4, "transaction", "bool"),
-    ],
-    BatchOperationResult: [
-        (1, "id", "str"),
-        (2, "success", "bool"),
-        (3, "result", "bytes"),
-        (4, "error", "str"),
-    ],
-    BatchOperationsResponse: [
-        (1, "results", [BatchOperationResult]),
-        (2, "success", "bool"),
-        (3, "error", "str"),
-        (4, "execution_time_ms", "double"),
-    ],
-    StreamChunk: [
-        (1, "stream_id", "str"),
-        (2, "sequence_num", "int32"),
-        (3, "data", "bytes"),
-        (4, "checksum", "str"),
-        (5, "is_last", "bool"),
-    ],
-    StreamMetadata: [
-        (1, "stream_id", "str"),
-        (2, "total_size", "int64"),
-        (3, "chunk_count", "int32"),
-        (4, "content_type", "str"),
-        (5, "checksum", "str"),
-    ],
-    StreamProgress: [
-        (1, "stream_id", "str"),
-        (2, "bytes_streamed", "int64"),
-        (3, "total_bytes", "int64"),
-        (4, "chunks_streamed", "int32"),
-        (5, "total_chunks", "int32"),
-        (6, "transfer_rate_mbps", "double"),
-        (7, "status", "str"),
-    ],
-    StreamError: [(1, "stream_id", "str"), (2, "error", "str"), (3, "error_code", "int32")],
-    StreamBlobResponse: [
-        (1, "metadata", StreamMetadata),
-        (2, "chunk", StreamChunk),
-        (3, "progress", StreamProgress),
-        (4, "error", StreamError),
-    ],
-    UploadMetadata: [
-        (1, "filename", "str"),
-        (2, "total_size", "int64"),
-        (3, "chunk_size", "int32"),
-        (4, "content_type", "str"),
-    ],
-    UploadBlobStreamRequest: [
-        (1, "repository_id", "str"),
-        (2, "metadata", UploadMetadata),
-        (3, "chunk", StreamChunk),
-    ],
-    StoreBlobRequest: [(1, "repository_id", "str"), (2, "content", "bytes")],
-    StoreBlobResponse: [(1, "hash", "str"), (2, "size", "int64")],
-    GetBlobRequest: [(1, "repository_id", "str"), (2, "hash", "str")],
-    GetBlobResponse: [(1, "content", "bytes"), (2, "hash", "str"), (3, "size", "int64")],
-    FullTextSearchRequest: [
-        (1, "repository_id", "str"),
-        (2, "query", "str"),
-        (3, "file_types", "strs"),
-        (4, "max_size", "int64"),
-        (5, "min_score", "double"),
-        (6, "include_content", "bool"),
-        (7, "highlight_length", "int32"),
-        (8, "limit", "int32"),
-        (9, "offset", "int32"),
-        (10, "sort_by", "str"),
-    ],
-    SearchDocument: [
-        (1, "path", "str"),
-        (2, "hash", "str"),
-        (3, "size", "int64"),
-        (4, "last_modified", "timestamp"),
-        (5, "content", "bytes"),
-        (6, "content_type", "str"),
-    ],
-    SearchResult: [
-        (1, "document", SearchDocument),
-        (2, "score", "double"),
-        (3, "highlights", "strs"),
-    ],
-    FullTextSearchResponse: [
-        (1, "results", [SearchResult]),
-        (2, "total", "int32"),
-        (3, "query_time_ms", "double"),
-    ],
-}
-# The fields of each message that form a oneof: at most one may come on the wire.
-ONEOFS: dict[type, set[int]] = {StreamBlobResponse: {1, 2, 3, 4}, UploadBlobStreamRequest: {2, 3}}
+# The messages served by the fast path: the only hand-written part. Everything else, the layout of
+# each of these messages and of every message nested in them, is read from the generated
+# betterproto2 classes (their dataclass fields' metadata) when this module is imported.
+ROOTS: tuple[type, ...] = (
+    StoreBlobRequest,
+    StoreBlobResponse,
+    GetBlobRequest,
+    GetBlobResponse,
+    BatchOperationsRequest,
+    BatchOperationsResponse,
+    StreamBlobResponse,
+    UploadBlobStreamRequest,
+    FullTextSearchRequest,
+    FullTextSearchResponse,
+)
 
-# SPECS compiled once, at import, into an encoder and a decoder function per message, written out
+# Kinds of field the fast path reads and writes, by betterproto2 proto type (singular, not in a
+# oneof, not proto3 `optional`: zero values are not written); int32 and int64 differ only in how
+# a negative value read back is sign-extended.
+_SCALAR_KINDS = {
+    betterproto2.TYPE_STRING: "str",
+    betterproto2.TYPE_BYTES: "bytes",
+    betterproto2.TYPE_BOOL: "bool",
+    betterproto2.TYPE_INT32: "int32",
+    betterproto2.TYPE_INT64: "int64",
+    betterproto2.TYPE_DOUBLE: "double",
+}
+_ZERO: dict[str, object] = {
+    "str": "",
+    "bytes": b"",
+    "bool": False,
+    "int32": 0,
+    "int64": 0,
+    "double": 0.0,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """How one field of a fast-path message is read and written.
+
+    kind: one of the scalar kinds above; "timestamp" (a google.protobuf.Timestamp held as an
+    aware datetime, absent when None); "strs" (repeated string); "message" (a nested message,
+    `message`, written whenever it is not None, even when empty); "messages" (a repeated
+    `message`). `oneof` names the oneof the field belongs to (only message and timestamp fields
+    may): at most one member of a oneof may come on the wire.
+    """
+
+    number: int
+    name: str
+    kind: str
+    message: type | None = None
+    oneof: str | None = None
+
+
+class Unsupported(Exception):
+    """A message has a field the fast path cannot read or write exactly as betterproto2 does."""
+
+
+def field_layout(cls: type, field: dataclasses.Field[Any]) -> Field:
+    """The layout of one dataclass field of the betterproto2 message `cls`; Unsupported if the
+    fast path does not know its kind (a map, an enum, a packed or optional scalar, ...)."""
+    where = f"{cls.__name__}.{field.name}"
+    meta = field.metadata.get("betterproto")
+    if not isinstance(meta, betterproto2.FieldMetadata):
+        raise Unsupported(f"{where}: no betterproto2 field metadata")
+    if field.default_factory is dataclasses.MISSING:
+        raise Unsupported(f"{where}: no default factory")
+    default = field.default_factory()
+    proto_type, number, group = meta.proto_type, meta.number, meta.group
+    if not (isinstance(number, int) and 1 <= number < 1 << 29):
+        raise Unsupported(f"{where}: bad field number {number!r}")
+    message: type | None = None
+    if meta.map_meta is not None or proto_type == betterproto2.TYPE_MAP:
+        raise Unsupported(f"{where}: map fields are not supported")
+    if meta.repeated:
+        if group is not None or meta.unwrap is not None or default != []:
+            raise Unsupported(f"{where}: unexpected repeated field shape")
+        if proto_type == betterproto2.TYPE_STRING:
+            kind = "strs"
+        elif proto_type == betterproto2.TYPE_MESSAGE:
+            kind, message = "messages", _nested_class(cls, field, where)
+        else:
+            raise Unsupported(f"{where}: repeated {proto_type} is not supported")
+    elif proto_type == betterproto2.TYPE_MESSAGE:
+        if default is not None:
+            raise Unsupported(f"{where}: message field whose default is not None")
+        if meta.unwrap is None:
+            kind, message = "message", _nested_class(cls, field, where)
+        elif meta.unwrap() is Timestamp:
+            kind = "timestamp"
+        else:
+            raise Unsupported(f"{where}: wrapped {meta.unwrap().__name__} is not supported")
+    elif proto_type in _SCALAR_KINDS:
+        kind = _SCALAR_KINDS[proto_type]
+        if group is not None or meta.optional:  # presence: a zero value would be written
+            raise Unsupported(f"{where}: {proto_type} in a oneof or optional is not supported")
+        zero = _ZERO[kind]
+        if type(default) is not type(zero) or default != zero:
+            raise Unsupported(f"{where}: default {default!r} is not the zero value")
+    else:
+        raise Unsupported(f"{where}: {proto_type} fields are not supported")
+    return Field(number, field.name, kind, message, group)
+
+
+def _nested_class(cls: type, field: dataclasses.Field[Any], where: str) -> type:
+    try:
+        nested = cast(Any, cls)._betterproto.cls_by_field[field.name]
+    except Exception as exc:  # an annotation that does not resolve
+        raise Unsupported(f"{where}: cannot resolve its message class ({exc})") from None
+    if not (isinstance(nested, type) and issubclass(nested, betterproto2.Message)):
+        raise Unsupported(f"{where}: {nested!r} is not a betterproto2 message")
+    return nested
+
+
+def message_layout(cls: type) -> tuple[Field, ...]:
+    """The layout of every field of the betterproto2 message `cls` (not of the messages nested
+    in it), in field-number order; Unsupported if any field is unknown to the fast path."""
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, betterproto2.Message)
+        and dataclasses.is_dataclass(cls)
+    ):
+        raise Unsupported(f"{cls!r} is not a betterproto2 message dataclass")
+    if hasattr(cls, "__pydantic_validator__"):  # betterproto2 validates these on encode
+        raise Unsupported(f"{cls.__name__}: pydantic messages are not supported")
+    layout = sorted((field_layout(cls, f) for f in dataclasses.fields(cls)), key=_number)
+    numbers = [f.number for f in layout]
+    if len(set(numbers)) != len(numbers):
+        raise Unsupported(f"{cls.__name__}: a field number is used twice")
+    return tuple(layout)
+
+
+def _number(field: Field) -> int:
+    return field.number
+
+
+def derive(roots: Iterable[type]) -> tuple[dict[type, tuple[Field, ...]], dict[type, str]]:
+    """The layouts of `roots` and of every message nested in them, and the messages refused
+    (with the reason): one with a field the fast path does not know, or containing one."""
+    layouts: dict[type, tuple[Field, ...]] = {}
+    refused: dict[type, str] = {}
+    pending = list(roots)
+    while pending:
+        cls = pending.pop()
+        if cls in layouts or cls in refused:
+            continue
+        try:
+            layouts[cls] = message_layout(cls)
+        except Unsupported as exc:
+            refused[cls] = str(exc)
+            continue
+        pending += [f.message for f in layouts[cls] if f.message is not None]
+    changed = True
+    while changed:  # a message containing a refused one is refused
+        changed = False
+        for cls, layout in list(layouts.items()):
+            for f in layout:
+                if f.message in refused:
+                    refused[cls] = f"{cls.__name__}.{f.name}: {refused[f.message]}"
+                    del layouts[cls]
+                    changed = True
+                    break
+    return layouts, refused
+
+
+LAYOUTS, REFUSED = derive(ROOTS)
+for _cls, _reason in REFUSED.items():  # still correct (betterproto2 encodes them), only slower
+    logging.getLogger(__name__).warning(
+        "fast codec: %s goes through betterproto2: %s", _cls.__name__, _reason
+    )
+
+# LAYOUTS compiled once, at import, into an encoder and a decoder function per message, written out
 # as Python source and executed (as `dataclasses` and `namedtuple` do). A generic loop over the
 # table paid for a lookup, a tuple unpacking and a chain of kind comparisons on every field; the
 # generated functions have each field's tag and conversion written in, about twice as fast. The
@@ -227,58 +297,61 @@ def _indent(text: str, depth: int) -> str:
     return "\n".join("    " * depth + line for line in text.splitlines())
 
 
-def _wire(kind: Any) -> int:
+def _wire(kind: str) -> int:
     """The wire type of a field of `kind`: a scalar's own, else length-delimited."""
-    return _SCALARS[kind][0] if isinstance(kind, str) and kind in _SCALARS else 2
+    return _SCALARS[kind][0] if kind in _SCALARS else 2
 
 
-def _encoder_source(cls: type) -> str:
-    lines = [f"def _encode_{cls.__name__}(m):", "    out = []"]
-    for number, name, kind in SPECS[cls]:
-        tag = repr(_varint(number << 3 | _wire(kind)))
-        if isinstance(kind, list) or kind == "strs":  # repeated message or string
-            item = f"_encode_{kind[0].__name__}(v)" if isinstance(kind, list) else "v.encode()"
+def _encoder_source(cls: type, layout: tuple[Field, ...], names: dict[type, str]) -> str:
+    lines = [f"def _encode_{names[cls]}(m):", "    out = []"]
+    for f in layout:
+        tag = repr(_varint(f.number << 3 | _wire(f.kind)))
+        if f.kind in ("messages", "strs"):
+            item = f"_encode_{names[f.message]}(v)" if f.message is not None else "v.encode()"
             body = f"b = {item}\nout += ({tag}, _varint(len(b)), b)"
-            lines += [f"    for v in m.{name}:", _indent(body, 2)]
-        elif isinstance(kind, type):  # nested message: present even when empty
-            body = f"if v is not None:\n    b = _encode_{kind.__name__}(v)\n"
+            lines += [f"    for v in m.{f.name}:", _indent(body, 2)]
+        elif f.kind == "message":  # present even when empty
+            body = f"if v is not None:\n    b = _encode_{names[cast(type, f.message)]}(v)\n"
             body += f"    out += ({tag}, _varint(len(b)), b)"
-            lines += [f"    v = m.{name}", _indent(body, 1)]
+            lines += [f"    v = m.{f.name}", _indent(body, 1)]
         else:
-            lines += [f"    v = m.{name}", _indent(_SCALARS[kind][1].format(tag=tag), 1)]
+            lines += [f"    v = m.{f.name}", _indent(_SCALARS[f.kind][1].format(tag=tag), 1)]
     lines += ["    if m._unknown_fields:", "        out.append(m._unknown_fields)"]
     lines.append("    return b''.join(out)")
     return "\n".join(lines)
 
 
-def _decoder_source(cls: type) -> str:
-    oneof = ONEOFS.get(cls, set())
-    repeated = [name for _, name, kind in SPECS[cls] if isinstance(kind, list) or kind == "strs"]
+def _decoder_source(cls: type, layout: tuple[Field, ...], names: dict[type, str]) -> str:
+    oneofs = list(dict.fromkeys(f.oneof for f in layout if f.oneof is not None))
+    repeated = [f.name for f in layout if f.kind in ("messages", "strs")]
     branches = []
-    for number, name, kind in SPECS[cls]:
-        wire = _wire(kind)
-        if isinstance(kind, list) or kind == "strs":
-            item = f"_decode_{kind[0].__name__}(v)" if isinstance(kind, list) else "v.decode()"
-            store = f"if r_{name} is None:\n    r_{name} = [{item}]\nelse:\n"
-            store += f"    r_{name}.append({item})"
-        elif isinstance(kind, type):
-            store = f"m.{name} = _decode_{kind.__name__}(v)"
+    for f in layout:
+        wire = _wire(f.kind)
+        if f.kind in ("messages", "strs"):
+            item = f"_decode_{names[f.message]}(v)" if f.message is not None else "v.decode()"
+            store = f"if r_{f.name} is None:\n    r_{f.name} = [{item}]\nelse:\n"
+            store += f"    r_{f.name}.append({item})"
+        elif f.kind == "message":
+            store = f"m.{f.name} = _decode_{names[cast(type, f.message)]}(v)"
         else:
-            store = _SCALARS[kind][2].format(name=name)
+            store = _SCALARS[f.kind][2].format(name=f.name)
         read = {0: _READ_VARINT, 1: _READ_DOUBLE, 2: _READ_LENGTH}[wire]
-        if number in oneof:  # at most one member on the wire, else betterproto2 decides
-            read += f"\nif member and member != {number}:\n    raise _Fallback\nmember = {number}"
-        branches.append(f"if key == {number << 3 | wire}:  # {name}\n{_indent(read, 1)}\n")
+        if f.oneof is not None:  # at most one member on the wire, else betterproto2 decides
+            member = f"member{oneofs.index(f.oneof)}"
+            read += f"\nif {member} and {member} != {f.number}:\n    raise _Fallback\n"
+            read += f"{member} = {f.number}"
+        branches.append(f"if key == {f.number << 3 | wire}:  # {f.name}\n{_indent(read, 1)}\n")
         branches[-1] += _indent(store, 1)
-    dispatch = "\nel".join(branches) + "\nelse:  # unknown: kept, as betterproto2 keeps it\n"
-    dispatch += f"    pos = _skip(data, pos, end, key, _KNOWN_{cls.__name__})\n"
-    dispatch += "    unknown += data[start:pos]"
+    unknown = f"pos = _skip(data, pos, end, key, _KNOWN_{names[cls]})\nunknown += data[start:pos]"
+    if branches:  # else: unknown, kept as betterproto2 keeps it
+        unknown = "se:  # unknown: kept, as betterproto2 keeps it\n" + _indent(unknown, 1)
+    dispatch = "\nel".join([*branches, unknown])
     lines = [
-        f"def _decode_{cls.__name__}(data):",
-        f"    m = {cls.__name__}()",
+        f"def _decode_{names[cls]}(data):",
+        f"    m = {names[cls]}()",
         "    pos = 0",
         "    end = len(data)",
-        "    member = 0",
+        *[f"    member{i} = 0" for i in range(len(oneofs))],
         "    unknown = b''",
         *[f"    r_{name} = None" for name in repeated],
         "    try:",
@@ -320,12 +393,16 @@ def _skip(data: bytes, pos: int, end: int, key: int, known: frozenset[int]) -> i
     return pos
 
 
-SOURCES: dict[type, str] = {}
-_ENCODE: dict[type, Callable[[Any], bytes]] = {}
-_DECODE: dict[type, Callable[[bytes], Any]] = {}
+Encoders = dict[type, Callable[[Any], bytes]]
+Decoders = dict[type, Callable[[bytes], Any]]
 
 
-def _generate() -> None:
+def generate(layouts: dict[type, tuple[Field, ...]]) -> tuple[dict[type, str], Encoders, Decoders]:
+    """An encoder and a decoder function for each message of `layouts` (which must hold every
+    message nested in them, as `derive` returns), and the source of each message's functions."""
+    sources: dict[type, str] = {}
+    encoders: Encoders = {}
+    decoders: Decoders = {}
     namespace: dict[str, Any] = {
         "_Fallback": _Fallback,
         "_varint": _varint,
@@ -338,14 +415,27 @@ def _generate() -> None:
         "_unpack_double": _DOUBLE.unpack_from,
         "_MASK64": _MASK64,
     }
-    for cls in SPECS:
-        namespace[cls.__name__] = cls
-        namespace[f"_KNOWN_{cls.__name__}"] = frozenset(number for number, _, _ in SPECS[cls])
-        SOURCES[cls] = _encoder_source(cls) + "\n\n\n" + _decoder_source(cls) + "\n"
-        exec(compile(SOURCES[cls], f"<codec {cls.__name__}>", "exec"), namespace)
-    for cls in SPECS:
-        _ENCODE[cls] = namespace[f"_encode_{cls.__name__}"]
-        _DECODE[cls] = namespace[f"_decode_{cls.__name__}"]
+    names: dict[type, str] = {}  # a distinct identifier per class (two packages may share names)
+    for cls in sorted(layouts, key=_qualified_name):
+        name = cls.__name__
+        while name in namespace or f"_KNOWN_{name}" in namespace:
+            name += "_"
+        namespace[name] = cls
+        names[cls] = name
+    for cls in sorted(layouts, key=_qualified_name):
+        layout = layouts[cls]
+        namespace[f"_KNOWN_{names[cls]}"] = frozenset(f.number for f in layout)
+        sources[cls] = _encoder_source(cls, layout, names) + "\n\n\n"
+        sources[cls] += _decoder_source(cls, layout, names) + "\n"
+        exec(compile(sources[cls], f"<codec {cls.__name__}>", "exec"), namespace)
+    for cls in layouts:
+        encoders[cls] = namespace[f"_encode_{names[cls]}"]
+        decoders[cls] = namespace[f"_decode_{names[cls]}"]
+    return sources, encoders, decoders
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def encode(message: Any) -> bytes:
@@ -417,34 +507,26 @@ def _signed(value: int, bits: int) -> int:
     return int(value - (1 << bits) if value >> (bits - 1) else value)
 
 
-_generate()
-
-ROOTS = (
-    StoreBlobRequest,
-    StoreBlobResponse,
-    GetBlobRequest,
-    GetBlobResponse,
-    BatchOperationsRequest,
-    BatchOperationsResponse,
-    StreamBlobResponse,
-    UploadBlobStreamRequest,
-    FullTextSearchRequest,
-    FullTextSearchResponse,
-)
+SOURCES, _ENCODE, _DECODE = generate(LAYOUTS)
+# The roots served by the fast path: all of ROOTS unless one was refused.
+_ROOT_ENCODE = {cls: _ENCODE[cls] for cls in ROOTS if cls in LAYOUTS}
+_ROOT_DECODE = {cls: _DECODE[cls] for cls in ROOTS if cls in LAYOUTS}
 
 
 def encode_message(message: Any, message_type: type) -> bytes:
     """`message` on the wire: the fast path for its type, else betterproto2."""
-    if message_type in ROOTS and type(message) is message_type:
-        return encode(message)
+    encoder = _ROOT_ENCODE.get(message_type)
+    if encoder is not None and type(message) is message_type:
+        return encoder(message)
     return bytes(message.SerializeToString())
 
 
 def decode_message(data: bytes, message_type: type) -> Any:
     """A `message_type` from `data`; InvalidArgument when the bytes are not one."""
-    if message_type in ROOTS:
+    decoder = _ROOT_DECODE.get(message_type)
+    if decoder is not None:
         try:
-            return decode(data, message_type)
+            return decoder(data)
         except _Fallback:
             pass
     try:

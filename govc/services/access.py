@@ -1,0 +1,95 @@
+"""The one place where handlers reach storage and where blocking work leaves the event loop.
+
+One event loop serves every client, so nothing that can take long runs on it:
+
+* `read` runs a function of a read transaction in the work pool: anything that may walk
+  history, flatten trees or read big values (ReadFile, ListCommits, GetStatus, ...).
+* `read_inline` runs it on the loop: only for point reads of a few keys (GetRepository, the
+  header and content of a small blob), which take microseconds; the thread hop would cost more.
+* `write` queues a function of a write transaction to the single writer and completes when it
+  is durable (group commit: many writes, one fsync).
+* `run` runs any other blocking call (hashing a big blob, a search, SQL) in the work pool.
+
+The work pool is small on purpose: its threads share the GIL with the loop, and every thread
+that competes for it delays the loop's next turn, so a few threads keep small calls fast while
+long reads queue.
+"""
+
+import asyncio
+import functools
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from govc.core.database import Database
+from govc.storage import Txn
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+WORK_THREADS = 4
+
+
+class Access:
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
+        self.db = db
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="govc-work")
+        self._pending: dict[Future[Any], asyncio.Future[Any]] = {}
+        self._done: deque[Future[Any]] = deque()  # appended from the writer thread
+        self._scheduled = False
+
+    async def read(self, repo_id: str | None, fn: Callable[[Txn], T]) -> T:
+        """`fn` in a read transaction, in the work pool (NOT_FOUND unless `repo_id` exists)."""
+        return await self.run(self.db.read, repo_id, fn)
+
+    def read_inline(self, repo_id: str | None, fn: Callable[[Txn], T]) -> T:
+        """`fn` in a read transaction on the loop: for point reads only."""
+        return self.db.read(repo_id, fn)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any blocking call, in the work pool."""
+        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
+        return await self._loop.run_in_executor(self._pool, call)
+
+    def write(self, repo_id: str | None, fn: Callable[[Txn], T]) -> asyncio.Future[T]:
+        """`fn` in the writer's next transaction; completes once that is durable."""
+        return self.durable(self.db.write(repo_id, fn))
+
+    def durable(self, future: Future[T]) -> asyncio.Future[T]:
+        """An awaitable for a writer future, completed on this loop.
+
+        `asyncio.wrap_future` wakes the loop once per write; under load the writer commits
+        dozens of writes at a time, so finished writes are collected here and the loop is
+        woken once for all of those that finish before it gets to run.
+        """
+        waiter: asyncio.Future[T] = self._loop.create_future()
+        self._pending[future] = waiter
+        future.add_done_callback(self._on_done)  # runs at once if already done
+        return waiter
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _on_done(self, future: Future[Any]) -> None:  # usually the writer thread
+        self._done.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        while self._done:
+            future = self._done.popleft()
+            waiter = self._pending.pop(future)
+            if waiter.cancelled():
+                continue
+            error = future.exception()
+            if error is None:
+                waiter.set_result(future.result())
+            else:
+                waiter.set_exception(error)
