@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PROTOC_OPTS := client_generation=async,server_generation=async,google_protobuf_descriptors
 
-.PHONY: serve test lint typecheck unit proto bench clean
+.PHONY: serve test test-slow lint typecheck unit proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/govc serve $(ARGS)
 
+# The checks, and every test not marked slow; the slow ones (long-running) run in test-slow.
 test: $(STAMP) lint typecheck unit
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check govc tests benchmarks
@@ -28,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
 
 # Regenerate generated/ from protos/ (betterproto2; protoc from grpcio-tools).
 proto: $(STAMP)

@@ -176,6 +176,7 @@ class GovcServer:
             ),
             versioning=VersioningService(access, vc, changed),
             search=SearchService(
+                access,
                 sql,
                 SearchEngine(storage, registry, vc, indexer),
                 indexer,

@@ -3,7 +3,7 @@ text of highlights and for `include_content`."""
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import tantivy
 
@@ -14,7 +14,7 @@ from govc.errors import NotFound
 from govc.search import fulltext
 from govc.search.fulltext import Hit
 from govc.search.indexer import Indexer
-from govc.storage import Storage
+from govc.storage import Storage, Txn
 
 # Highlights need a hit's text: its blob decompressed and decoded. Texts are kept by blob id
 # (content-addressed: never stale), the small ones only, so a page shown again costs no reads.
@@ -111,7 +111,7 @@ class SearchEngine:
         a text."""
         return spec.highlight_length > 0 and fulltext.highlightable(spec.query)
 
-    def _blob(self, txn: Any, repo_id: str, hit: Hit) -> bytes:
+    def _blob(self, txn: Txn, repo_id: str, hit: Hit) -> bytes:
         return self._vc.objects.read_kind(txn, repo_id, bytes.fromhex(hit.hash), "blob")
 
     def _texts_of(self, repo_id: str, hits: list[Hit], contents: list[bytes | None]) -> list[str]:

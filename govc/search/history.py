@@ -9,12 +9,12 @@ both read them from here, so they agree.
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from govc.core.cache import LruCache
 from govc.core.gitformat import Commit
 from govc.core.objects import diff_files
 from govc.core.versioncontrol import VersionControl
+from govc.storage import Txn
 from govc.storage.tables import Entry
 
 # (path, "added" | "modified" | "deleted", blob id)
@@ -51,7 +51,7 @@ class History:
         # Readers run in worker threads and share the cache.
         self._lock = threading.Lock()
 
-    def commits(self, txn: Any, repo_id: str, tips: list[str]) -> dict[str, CommitFacts]:
+    def commits(self, txn: Txn, repo_id: str, tips: list[str]) -> dict[str, CommitFacts]:
         """Every commit reachable from `tips`, newest first; only commits not seen before are
         read and diffed."""
         vc = self._vc
@@ -83,7 +83,7 @@ class History:
         with self._lock:
             self._repos.pop(repo_id)
 
-    def file_times(self, txn: Any, repo_id: str, work: dict[str, Entry]) -> dict[str, FileTime]:
+    def file_times(self, txn: Txn, repo_id: str, work: dict[str, Entry]) -> dict[str, FileTime]:
         """FileTime of every work-tree file: one walk of HEAD's history for all committed ones."""
         vc = self._vc
         head_files = vc.head_files(txn, repo_id)
@@ -109,7 +109,7 @@ class History:
                 times[path] = FileTime(entry.modified_us, None)
         return times
 
-    def _changed_by(self, txn: Any, repo_id: str, commit: Commit, path: str) -> bool:
+    def _changed_by(self, txn: Txn, repo_id: str, commit: Commit, path: str) -> bool:
         """Whether `commit` changed `path`, which differs from its first parent: as `git log`
         (and ReadFile) see it, a merge changed a path only if it differs from every parent, not
         when it brought the version of another parent."""

@@ -50,7 +50,7 @@ from govc.errors import GovcError
 from govc.search import fulltext
 from govc.search.fulltext import FileDoc
 from govc.search.history import FileTime, History
-from govc.storage import Storage
+from govc.storage import Storage, Txn
 from govc.storage.tables import Entry
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ class Indexer:
         with self._storage.read() as txn:
             self._compare_in(txn, repo_id)
 
-    def _compare_in(self, txn: Any, repo_id: str) -> None:
+    def _compare_in(self, txn: Txn, repo_id: str) -> None:
         """Queue `repo_id` if storage holds a state of it the index has not seen."""
         exists = self._repositories.exists(txn, repo_id)
         fingerprint = self._fingerprint(txn, repo_id) if exists else None
@@ -436,7 +436,8 @@ class Indexer:
         kept = [r for r in dirty if r not in self._awaited and r in self._docs]
         chosen = awaited + kept
         if all(r in self._docs for r in awaited):
-            chosen += [r for r in dirty if r not in self._awaited and r not in self._docs][:1]
+            other = (r for r in dirty if r not in self._awaited and r not in self._docs)
+            chosen += [r for r in (next(other, None),) if r is not None]
         batch = {r: dirty.pop(r) for r in chosen}
         return batch, {r: self._changed.pop(r, None) for r in chosen}
 
@@ -660,7 +661,7 @@ class Indexer:
         self._docs.put(repo_id, docs)
         return docs
 
-    def _fingerprint(self, txn: Any, repo_id: str) -> str:
+    def _fingerprint(self, txn: Txn, repo_id: str) -> str:
         """Digest of everything the indexed documents derive from: HEAD and the work tree."""
         branch, head = self._vc.head(txn, repo_id)
         work = self._vc.worktree_entries(txn, repo_id)

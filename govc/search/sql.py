@@ -21,7 +21,7 @@ from govc.core.objects import file_extension, file_name
 from govc.core.versioncontrol import VersionControl
 from govc.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from govc.search.history import History
-from govc.storage import Storage
+from govc.storage import Storage, Txn
 
 SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, name TEXT, extension TEXT, size INTEGER,
@@ -131,7 +131,7 @@ class SqlEngine:
         self._max_rows = max_rows
         self._max_bytes = max_bytes
 
-    def query(self, repo_id: str, sql: str, txn: Any = None) -> QueryResult:
+    def query(self, repo_id: str, sql: str, txn: Txn | None = None) -> QueryResult:
         """Run one read-only SELECT (blocking; call from a worker thread) over the state a read
         transaction sees: `txn`, or a new one."""
         if not sql.strip():
@@ -217,7 +217,11 @@ class SqlEngine:
         return rows
 
     def _load(
-        self, db: sqlite3.Connection, repo_id: str, reads: dict[str, set[str]] | None, txn: Any
+        self,
+        db: sqlite3.Connection,
+        repo_id: str,
+        reads: dict[str, set[str]] | None,
+        txn: Txn | None,
     ) -> None:
         """Fill the tables the query reads (all of them when that is not known); the content
         column only when it is read."""
@@ -259,7 +263,7 @@ class SqlEngine:
                 db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
         db.commit()
 
-    def _files(self, txn: Any, repo_id: str, with_content: bool) -> list[tuple[Any, ...]]:
+    def _files(self, txn: Txn, repo_id: str, with_content: bool) -> list[tuple[Any, ...]]:
         """The work tree's files, last_modified as `History.file_times` says."""
         vc = self._vc
         work = vc.worktree_entries(txn, repo_id)

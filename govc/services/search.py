@@ -1,6 +1,5 @@
 """Search RPCs: FullTextSearch, ExecuteSQLQuery, SearchWithAggregation."""
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from govc.search.engine import Found, SearchEngine, SearchSpec
 from govc.search.fulltext import SORTS
 from govc.search.indexer import Indexer
 from govc.search.sql import SqlEngine
+from govc.services.access import Access
 from govc.services.convert import timestamp_from_us
 
 MAX_SQL_BYTES = 64 * 1024
@@ -88,12 +88,14 @@ def _result(found: Found) -> SearchResult:
 class SearchService:
     def __init__(
         self,
+        access: Access,
         sql: SqlEngine,
         engine: SearchEngine,
         indexer: Indexer,
         clock: Callable[[], float],
         index_wait_seconds: float,
     ) -> None:
+        self._access = access
         self._sql = sql
         self._engine = engine
         self._indexer = indexer
@@ -125,7 +127,7 @@ class SearchService:
             # on the loop, where the thread hop would cost as much as the search.
             found, total = self._engine.search(spec)
         else:
-            found, total = await asyncio.to_thread(self._engine.search, spec)
+            found, total = await self._access.run(self._engine.search, spec)
         return FullTextSearchResponse(
             results=[_result(f) for f in found],
             total=total,
@@ -186,14 +188,14 @@ class SearchService:
                 ),
             )
 
-        return await asyncio.to_thread(run)
+        return await self._access.run(run)
 
     async def execute_sql_query(self, message: ExecuteSqlQueryRequest) -> ExecuteSqlQueryResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         if len(message.sql_query.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"sql_query is longer than {MAX_SQL_BYTES} bytes")
         started = time.perf_counter()
-        result = await asyncio.to_thread(self._sql.query, repo_id, message.sql_query)
+        result = await self._access.run(self._sql.query, repo_id, message.sql_query)
         return ExecuteSqlQueryResponse(
             rows=[QueryRow(fields=row) for row in result.rows],
             total=len(result.rows),
