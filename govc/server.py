@@ -1,4 +1,4 @@
-"""Assembly: configuration -> storage -> core -> services -> grpclib server, and its lifetime.
+"""Assembly: configuration -> storage -> core -> services -> the gRPC door, and its lifetime.
 
 Shutdown drains: health turns NOT_SERVING, the listener closes, new calls are refused, calls in
 flight finish (bounded by `drain_timeout`), and only then are connections closed and storage
@@ -14,14 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from grpclib.health.check import ServiceStatus
-from grpclib.health.service import Health
-from grpclib.health.v1 import health_pb2
-from grpclib.reflection.service import ServerReflection
-
-from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.core.blobs import Blobs
 from govc.core.database import Database
 from govc.core.registry import Registry
@@ -43,7 +36,7 @@ from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
 from govc.storage.datadir import DataDirLock
 from govc.transport import speedups
-from govc.transport.grpc import CallTracker, DrainingServer, GuardedService
+from govc.transport.grpc import GrpcDoor
 
 log = logging.getLogger("govc.server")
 
@@ -78,38 +71,6 @@ class ServerConfig:
             raise ValueError("index_wait_seconds must be positive")
 
 
-class _ReflectionPool:
-    """The generated descriptor pool, plus the health service, for server reflection.
-
-    protobuf's (upb) pool cannot find a method by its full name (`govc.GoVCService.StoreBlob`),
-    which tools such as grpcurl ask for; we answer with the file of its service.
-    """
-
-    def __init__(self) -> None:
-        pool = default_google_proto_descriptor_pool
-        try:
-            pool.FindFileByName(health_pb2.DESCRIPTOR.name)
-        except KeyError:
-            pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
-        self._pool = pool
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-    def FindFileContainingSymbol(self, symbol: str) -> Any:  # protobuf's method name
-        try:
-            return self._pool.FindFileContainingSymbol(symbol)
-        except KeyError:
-            service_name, _, method = symbol.rpartition(".")
-            try:
-                service = self._pool.FindServiceByName(service_name)
-            except KeyError:
-                raise KeyError(symbol) from None
-            if method not in service.methods_by_name:
-                raise
-            return service.file
-
-
 class StartError(RuntimeError):
     """The server cannot start (its port is taken, say); the message says why."""
 
@@ -121,10 +82,9 @@ class GovcServer:
         self._lock: DataDirLock | None = None
         self.storage: Storage | None = None
         self._access: Access | None = None
+        self._speedups: speedups.Patch | None = None
         self.indexer: Indexer | None = None
-        self.tracker = CallTracker()
-        self._serving = ServiceStatus()
-        self._server: DrainingServer | None = None
+        self._door: GrpcDoor | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -137,7 +97,7 @@ class GovcServer:
             raise
 
     async def _start(self) -> None:
-        speedups.apply()
+        self._speedups = speedups.apply()
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:
@@ -188,21 +148,15 @@ class GovcServer:
         )
         if missing := missing_rpcs():
             raise TypeError(f"no handler serves {', '.join(missing)}")
-        service = GuardedService(handlers, self.tracker, config.max_message_bytes)
-        health = Health({service: [self._serving]})
-        services: list[Any] = [service, health]
-        self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
+        self._door = door = GrpcDoor(handlers, config.max_message_bytes)
         try:
-            await self._server.start(config.host, config.grpc_port)
+            self.port = await door.start(config.host, config.grpc_port)
         except OSError as exc:
-            self._server = None
+            self._door = None
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartError(
                 f"cannot listen on {config.host}:{config.grpc_port}: {reason}"
             ) from None
-        sockets = getattr(self._server._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else config.grpc_port
-        self._serving.set(True)
         log.info(
             "govc serving gRPC on %s:%d, data dir %s (%s%s), max message %d bytes; "
             "REST port %d reserved (REST gateway not served by this version)",
@@ -217,26 +171,19 @@ class GovcServer:
 
     async def stop(self) -> None:
         """Drain and stop; safe to call more than once."""
-        if self._server is None:
+        if self._door is None:
             return
-        server, self._server = self._server, None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout
-        self._serving.set(False)
-        self.tracker.accepting = False
-        server.stop_listening()
-        if not await self.tracker.wait_idle(self.config.drain_timeout):
-            log.warning("drain timed out with %d calls in flight", self.tracker.in_flight)
-        if not await server.flush_connections(max(0.0, deadline - loop.time())):
-            log.warning("drain timed out before every response reached its client")
-        server.close()
-        await server.wait_closed()
+        door, self._door = self._door, None
+        await door.drain(self.config.drain_timeout)
         await self._close_resources()
         log.info("govc stopped")
 
     async def _close_resources(self) -> None:
         """Close whatever of the index, storage and the data dir is open (once: after a failed
         start, or at the end of `stop`)."""
+        patch, self._speedups = self._speedups, None
+        if patch is not None:
+            patch.undo()
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
         access, self._access = self._access, None

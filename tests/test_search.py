@@ -391,19 +391,21 @@ async def test_checkout_changes_results(c: GovcClient, clock: Clock) -> None:
     assert await paths(c, "narwhal") == {"feature.txt"}
 
 
-async def test_deleting_a_repository_removes_its_documents(
-    c: GovcClient, server: GovcServer
-) -> None:
-    assert server.indexer is not None
+async def indexed_documents(c: GovcClient) -> int:
+    """Documents in the (committed) search index of the whole server, as GetHealth reports."""
+    return int((await c.health()).checks["search_documents"])
+
+
+async def test_deleting_a_repository_removes_its_documents(c: GovcClient) -> None:
     await c.create_repository("other")
     await c.add_file("other", "other.txt", b"brown owl\n")
     assert await c.search("other", "brown") is not None
-    before = server.indexer.index.searcher().num_docs
+    before = await indexed_documents(c)
     await c.delete_repository(R)
     await c.create_repository(R)
     assert await paths(c, "") == set()
     assert await paths(c, "brown") == set()
-    assert server.indexer.index.searcher().num_docs == before - len(ALL)
+    assert await indexed_documents(c) == before - len(ALL)
     assert {r.document.path for r in (await c.search("other", "brown")).results if r.document} == {
         "other.txt"
     }
@@ -759,12 +761,23 @@ async def test_stop_waits_for_a_catch_up_in_progress(
     )
     hold = _hold_catch_up(monkeypatch)
     server = await _serve(data_dir, clock)
+    storage = server.storage
+    assert storage is not None
+    closed_while_held: list[bool] = []
+    close_storage = storage.close
+
+    def close() -> None:
+        closed_while_held.append(not hold.release.is_set())
+        close_storage()
+
+    monkeypatch.setattr(storage, "close", close)
     try:
         # Stop only once the catch-up is reading storage (it is held at its first repository).
         await poll_until(hold.held.is_set, message="the catch-up never started comparing")
         stopping = asyncio.create_task(server.stop())
         # Stop gets as far as closing the index: the indexer thread ends, and closing then waits
-        # for the catch-up. Storage stays open while the catch-up still reads it.
+        # for the catch-up. (That it waits is not observable; a stop that did not would close
+        # storage next, which `close` above records.)
         await poll_until(
             lambda: stopping.done() or not _thread_running("govc-indexer"),
             message="stop never reached the index",
@@ -773,6 +786,7 @@ async def test_stop_waits_for_a_catch_up_in_progress(
     finally:
         hold.release.set()
     await asyncio.wait_for(stopping, 30)
+    assert closed_while_held == [False], "storage was closed while the catch-up still read it"
     assert not any(t.name == "govc-index-catch-up" for t in threading.enumerate())
     monkeypatch.undo()
     assert await _paths_after_start(data_dir, clock, "brown") == {

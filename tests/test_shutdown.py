@@ -12,33 +12,27 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from generated.govc import (
-    CreateRepositoryRequest,
-    GoVcServiceStub,
-    StoreBlobRequest,
-    StoreBlobResponse,
-    StoreBlobWithDeltaRequest,
-    StoreBlobWithDeltaResponse,
-)
+from generated.govc import CreateRepositoryRequest, GoVcServiceStub
 from govc.client import GovcClient, GovcRpcError
 from tests.polling import poll_until
 from tests.serverproc import ServerProcess
 
 REPO = "shutdown"
 MIB = 1024 * 1024
-# Larger than grpclib's 4 MiB HTTP/2 receive window (see `held_call`).
+# Larger than grpclib's 4 MiB HTTP/2 receive window (see `held_call`) and the first part of
+# the held requests.
 HELD_PREFIX = 8 * MIB
 # Large enough that a good part of it is still to come, hash and commit once the server has
 # started reading it (see `IN_FLIGHT_BYTES`), and under the 64 MiB default message limit.
@@ -49,11 +43,11 @@ BIG_PLAIN = 48 * MIB
 IN_FLIGHT_BYTES = 6 * MIB
 EXIT_BOUND = 20.0  # the server's drain bound is 30 s; these calls need a few seconds at most
 GOVC_SERVICE = "govc.GoVCService"
-# A slow client: responses reach it at this rate through `SlowDownlink`.
+# A slow client: responses reach it at this rate through a `Relay`.
 SLOW_RATE = 8 * MIB  # bytes per second: SLOW_BLOB takes about 0.4 s to arrive
 SLOW_BLOB = 3 * MIB  # under the client's 4 MiB window: the server can write all of it at once
 
-ResponseT = TypeVar("ResponseT", StoreBlobResponse, StoreBlobWithDeltaResponse)
+T = TypeVar("T")
 
 
 def git_blob_id(content: bytes) -> str:
@@ -101,41 +95,31 @@ async def health_status(channel: Channel, service: str) -> int:
 
 async def held_call(
     server: ServerProcess,
-    route: str,
-    request: StoreBlobRequest | StoreBlobWithDeltaRequest,
-    response_type: type[ResponseT],
+    call: Callable[[GovcClient], Awaitable[T]],
     first_part_sent: asyncio.Event,
     release: asyncio.Event,
-) -> ResponseT:
-    """A unary call on its own connection whose request message is sent in two parts.
+) -> T:
+    """`call` on its own connection, through a relay that passes the first HELD_PREFIX bytes
+    to the server and holds back the rest until `release` is set.
 
-    The first part is larger than the server's HTTP/2 receive window, so sending it completes
-    only once the server's handler is reading the message: when `first_part_sent` is set the
-    call is in flight on the server, and it stays in flight until `release` is set.
+    HELD_PREFIX is larger than the server's HTTP/2 receive window: the client can have sent
+    that much only once the server's handler reads the message. So when `first_part_sent` is
+    set the call is in flight on the server, and it stays in flight until `release` is set.
     """
-    channel = Channel(server.host, server.port)
-    try:
-        async with channel.request(
-            route, Cardinality.UNARY_UNARY, type(request), response_type, timeout=60
-        ) as stream:
-            await stream.send_request()
-            transport = stream._stream  # grpclib.protocol.Stream; grpclib is pinned exactly
-            send_data = transport.send_data
-
-            async def send_in_two_parts(data: bytes, end_stream: bool = False) -> None:
-                assert len(data) > HELD_PREFIX
-                await send_data(data[:HELD_PREFIX])
-                first_part_sent.set()
-                await release.wait()
-                await send_data(data[HELD_PREFIX:], end_stream=end_stream)
-
-            transport.send_data = send_in_two_parts
-            await stream.send_message(request, end=True)
-            response = await stream.recv_message()
-        assert response is not None
-        return response
-    finally:
-        channel.close()
+    relay = Relay(server, hold_upstream_after=HELD_PREFIX, release=release)
+    async with relay, GovcClient(relay.target, timeout=60) as client:
+        task = asyncio.create_task(call(client))
+        try:
+            await poll_until(
+                lambda: task.done() or relay.to_server >= HELD_PREFIX,
+                message="the first part of the request never reached the server",
+            )
+            first_part_sent.set()
+            return await task
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_sigterm_drains_calls_held_in_flight(tmp_path: Path) -> None:
@@ -152,23 +136,12 @@ async def test_sigterm_drains_calls_held_in_flight(tmp_path: Path) -> None:
             started = [asyncio.Event(), asyncio.Event()]
             calls = [
                 asyncio.create_task(
-                    held_call(
-                        server,
-                        "/govc.GoVCService/StoreBlob",
-                        StoreBlobRequest(repository_id=REPO, content=plain),
-                        StoreBlobResponse,
-                        started[0],
-                        release,
-                    )
+                    held_call(server, lambda c: c.store_blob(REPO, plain), started[0], release)
                 ),
                 asyncio.create_task(
                     held_call(
                         server,
-                        "/govc.GoVCService/StoreBlobWithDelta",
-                        StoreBlobWithDeltaRequest(
-                            repository_id=REPO, content=delta, use_compression=True
-                        ),
-                        StoreBlobWithDeltaResponse,
+                        lambda c: c.store_blob_with_delta(REPO, delta, use_compression=True),
                         started[1],
                         release,
                     )
@@ -259,12 +232,23 @@ class Relay:
     `to_client`): requests at full speed, responses at `downlink_rate` bytes per second if given.
 
     A slow downlink reads from the server through a small socket buffer, so a response the server
-    has written stays mostly in the server process until the client has had it.
+    has written stays mostly in the server process until the client has had it. With
+    `hold_upstream_after`, it passes that many bytes to the server and then holds back the rest
+    until `release` is set.
     """
 
-    def __init__(self, server: ServerProcess, downlink_rate: int = 0) -> None:
+    def __init__(
+        self,
+        server: ServerProcess,
+        downlink_rate: int = 0,
+        hold_upstream_after: int | None = None,
+        release: asyncio.Event | None = None,
+    ) -> None:
+        assert (hold_upstream_after is None) == (release is None)
         self._upstream = (server.host, server.port)
         self._rate = downlink_rate
+        self._hold_after = hold_upstream_after
+        self._release = release
         self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
@@ -306,17 +290,28 @@ class Relay:
     async def _pump(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int, counter: str
     ) -> None:
+        hold_after = self._hold_after if counter == "to_server" else None
         try:
             while data := await source.read(16 * 1024 if rate else 256 * 1024):
-                sink.write(data)
-                await sink.drain()
-                setattr(self, counter, getattr(self, counter) + len(data))
+                if hold_after is not None and self.to_server + len(data) >= hold_after:
+                    first = hold_after - self.to_server
+                    await self._forward(sink, data[:first], counter)
+                    assert self._release is not None
+                    await self._release.wait()
+                    data, hold_after = data[first:], None
+                await self._forward(sink, data, counter)
                 if rate:
                     await asyncio.sleep(len(data) / rate)  # paces the slow client: not a wait
         except ConnectionError:
             pass
         finally:
             sink.close()
+
+    async def _forward(self, sink: asyncio.StreamWriter, data: bytes, counter: str) -> None:
+        if data:
+            sink.write(data)
+            await sink.drain()
+            setattr(self, counter, getattr(self, counter) + len(data))
 
 
 async def test_sigterm_while_slow_client_receives_response(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from govc.storage import Storage, Txn
 
 T = TypeVar("T")
 
+__all__ = ["Database", "Txn"]  # Txn: the transaction the core's functions take
+
 
 class Database:
     def __init__(self, storage: Storage, registry: Registry) -> None:

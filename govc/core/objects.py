@@ -20,9 +20,14 @@ from govc.core.gitformat import (
 )
 from govc.errors import NotFound
 from govc.storage import Txn
-from govc.storage.objectstore import PreparedObject, encode_object
+from govc.storage.objectstore import CHUNK_SIZE, ObjectInfo, PreparedObject, encode_object
 
 FileMap = dict[str, tuple[int, bytes]]  # path -> (mode, blob id)
+
+# What the layers above see of stored objects: how big a storage piece is, what is stored of an
+# object (ObjectInfo), and an object prepared for storage.
+__all__ = ["CHUNK_SIZE", "FileMap", "ObjectInfo", "ObjectReader", "PreparedObject"]
+__all__ += ["diff_files", "file_extension", "file_name", "prepare_blob", "prepare_object"]
 
 
 def file_name(path: str) -> str:

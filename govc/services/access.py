@@ -22,8 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from govc.core.database import Database
-from govc.storage import Txn
+from govc.core.database import Database, Txn
 
 T = TypeVar("T")
 P = ParamSpec("P")

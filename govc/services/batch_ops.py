@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from govc.core.database import Txn
 from govc.core.gitformat import DIR_MODE, parse_author, validate_object_id
 from govc.core.objects import prepare_blob
 from govc.core.validation import validate_path
 from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
-from govc.storage import Txn
 
 MAX_OPERATIONS = 1000
 READ_ONLY = frozenset({"get_blob", "read", "get_commit", "list_commits", "get_tree", "query"})

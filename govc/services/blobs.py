@@ -12,10 +12,10 @@ from generated.govc import (
 )
 from govc.core.blobs import Blobs
 from govc.core.gitformat import validate_object_id
+from govc.core.objects import ObjectInfo, PreparedObject
 from govc.core.validation import validate_repo_id
 from govc.errors import ResourceExhausted
 from govc.services.access import Access
-from govc.storage.objectstore import ObjectInfo, PreparedObject
 
 # Above this size, hashing, compressing and decoding run in the work pool, not on the loop.
 OFFLOAD_BYTES = 256 * 1024

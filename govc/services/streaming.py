@@ -30,11 +30,11 @@ from generated.govc import (
 )
 from govc.core.blobs import Blobs, UploadSink
 from govc.core.gitformat import validate_object_id
+from govc.core.objects import CHUNK_SIZE, ObjectInfo
 from govc.core.validation import validate_repo_id
 from govc.errors import DataLoss, InvalidArgument, OutOfRange, ResourceExhausted
 from govc.services.access import Access
 from govc.services.oneof import set_one_of
-from govc.storage.objectstore import CHUNK_SIZE, ObjectInfo
 
 DEFAULT_CHUNK = 64 * 1024
 MIN_CHUNK = 1024

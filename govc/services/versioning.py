@@ -35,13 +35,13 @@ from generated.govc import (
     WriteFileResponse,
 )
 from govc.core.gitformat import parse_author
+from govc.core.objects import PreparedObject
 from govc.core.validation import validate_branch_name, validate_path, validate_repo_id
 from govc.core.versioncontrol import CommitInfo, MergeConflict, VersionControl
 from govc.errors import InvalidArgument
 from govc.services.access import Access
 from govc.services.blobs import prepare_blob
 from govc.services.convert import timestamp_from_us
-from govc.storage.objectstore import PreparedObject
 
 MAX_FILES_IN_COMMIT = 10_000
 

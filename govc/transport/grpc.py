@@ -17,9 +17,14 @@ from typing import Any
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.health.v1 import health_pb2
 from grpclib.protocol import H2Protocol
+from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server, Stream
 
+from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.services.handlers import Handlers
 from govc.transport.codec import GovcCodec
 from govc.transport.errors import to_grpc_error
@@ -162,3 +167,73 @@ class GuardedService:
                 raise to_grpc_error(exc, path) from None
 
         return guarded
+
+
+class _ReflectionPool:
+    """The generated descriptor pool, plus the health service, for server reflection.
+
+    protobuf's (upb) pool cannot find a method by its full name (`govc.GoVCService.StoreBlob`),
+    which tools such as grpcurl ask for; we answer with the file of its service.
+    """
+
+    def __init__(self) -> None:
+        pool = default_google_proto_descriptor_pool
+        try:
+            pool.FindFileByName(health_pb2.DESCRIPTOR.name)
+        except KeyError:
+            pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:  # protobuf's method name
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                raise KeyError(symbol) from None
+            if method not in service.methods_by_name:
+                raise
+            return service.file
+
+
+class GrpcDoor:
+    """The gRPC door on one port: the handler table behind the guard, the standard health
+    service (SERVING while the door takes calls) and server reflection.
+
+    `drain` is the shutdown grpclib lacks: health turns NOT_SERVING, the listener closes, new
+    calls are refused, calls in flight finish (bounded), their responses are flushed to the
+    clients, and only then are connections closed.
+    """
+
+    def __init__(self, handlers: Handlers, max_message_bytes: int) -> None:
+        self.tracker = CallTracker()
+        self._serving = ServiceStatus()
+        service = GuardedService(handlers, self.tracker, max_message_bytes)
+        health = Health({service: [self._serving]})
+        services: list[Any] = [service, health]
+        self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen (OSError if the port cannot be bound); returns the port bound."""
+        await self._server.start(host, port)
+        sockets = getattr(self._server._server, "sockets", None) or []
+        self._serving.set(True)
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._serving.set(False)
+        self.tracker.accepting = False
+        self._server.stop_listening()
+        if not await self.tracker.wait_idle(timeout):
+            log.warning("drain timed out with %d calls in flight", self.tracker.in_flight)
+        if not await self._server.flush_connections(max(0.0, deadline - loop.time())):
+            log.warning("drain timed out before every response reached its client")
+        self._server.close()
+        await self._server.wait_closed()
