@@ -9,8 +9,9 @@ from grpclib.const import Status
 from generated.govc import BatchOperation, BatchOperationsRequest
 from govc.client import GovcClient, GovcRpcError
 from govc.core.gitformat import blob_id
-from govc.server import GovcServer, ServerConfig
+from govc.server import GovcServer
 from govc.services.access import Access
+from tests.conftest import server_config
 
 MiB = 1024 * 1024
 
@@ -229,9 +230,7 @@ async def test_params_that_are_not_text_fail_alone(c: GovcClient) -> None:
 
 
 async def test_returned_content_is_bounded_by_the_message_limit(tmp_path: Path) -> None:
-    server = GovcServer(
-        ServerConfig(data_dir=str(tmp_path / "small"), grpc_port=0, max_message_bytes=MiB)
-    )
+    server = GovcServer(server_config(tmp_path / "small", max_message_bytes=MiB))
     await server.start()
     try:
         async with GovcClient(f"127.0.0.1:{server.port}") as c:

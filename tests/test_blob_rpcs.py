@@ -16,7 +16,8 @@ from govc.core.blobs import Blobs
 from govc.core.database import Database
 from govc.core.gitformat import blob_id
 from govc.core.registry import Registry
-from govc.server import GovcServer, ServerConfig
+from govc.server import GovcServer
+from tests.conftest import server_config
 
 MiB = 1 << 20
 
@@ -178,9 +179,7 @@ async def test_200_concurrent_stores_from_several_connections(
 
 @pytest.fixture
 async def small_limit_server(tmp_path: Path) -> AsyncIterator[GovcServer]:
-    srv = GovcServer(
-        ServerConfig(data_dir=str(tmp_path / "small"), grpc_port=0, max_message_bytes=MiB)
-    )
+    srv = GovcServer(server_config(tmp_path / "small", max_message_bytes=MiB))
     await srv.start()
     try:
         yield srv

@@ -16,8 +16,9 @@ from govc.search import fulltext
 from govc.search.engine import SearchEngine
 from govc.search.indexer import Indexer
 from govc.search.sql import SqlEngine
-from govc.server import GovcServer, ServerConfig
-from tests.conftest import Clock
+from govc.server import GovcServer
+from tests.conftest import Clock, server_config
+from tests.polling import poll_until
 
 R = "fixes"
 FILES = {
@@ -202,7 +203,7 @@ def _content(repo_id: str, i: int) -> str:
 
 
 async def _serve(data_dir: Path, clock: Clock, **config: float) -> GovcServer:
-    server = GovcServer(ServerConfig(data_dir=str(data_dir), grpc_port=0, clock=clock, **config))
+    server = GovcServer(server_config(data_dir, clock=clock, **config))
     await server.start()
     return server
 
@@ -251,12 +252,12 @@ def _gate(
 
 async def _catch_up(client: GovcClient) -> str:
     """The health check's search_catch_up once every repository has been compared."""
-    for _ in range(1000):
+
+    async def compared() -> str | None:
         state = (await client.health()).checks["search_catch_up"]
-        if not state.startswith("comparing"):
-            return state
-        await asyncio.sleep(0.01)
-    raise AssertionError("the repositories were never all compared")
+        return None if state.startswith("comparing") else state
+
+    return await poll_until(compared, message="the repositories were never all compared")
 
 
 async def test_health_says_done_only_once_the_rebuilt_index_is_complete(
@@ -310,10 +311,9 @@ async def test_a_search_during_the_rebuild_has_its_repository_indexed_first(
         async with GovcClient(f"127.0.0.1:{server.port}") as client:
             await _catch_up(client)  # every repository queued, the target last
             search = asyncio.create_task(client.search("z-target", "quokka", limit=100))
-            for _ in range(1000):
-                if indexer._waiting or search.done():
-                    break
-                await asyncio.sleep(0.01)
+            await poll_until(
+                lambda: indexer._waiting or search.done(), message="the search never waited"
+            )
             first.set()
             found = await search
             assert {r.document.path for r in found.results if r.document} == {
@@ -347,11 +347,10 @@ async def test_health_is_not_ok_once_the_indexer_has_stopped(
 
     monkeypatch.setattr(indexer, "_publish_versions", broken)
     await c.add_file(R, "new.txt", b"lemur\n")
-    for _ in range(1000):
-        if not any(t.name == "govc-indexer" for t in threading.enumerate()):
-            break
-        await asyncio.sleep(0.01)
-    assert not any(t.name == "govc-indexer" for t in threading.enumerate())
+    await poll_until(
+        lambda: not any(t.name == "govc-indexer" for t in threading.enumerate()),
+        message="the indexer thread is still running",
+    )
     health = await c.health()
     assert health.status != "healthy"
     assert health.checks["search_index"].startswith("failed"), health.checks
