@@ -10,7 +10,9 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from govc.search.engine import SearchEngine
 from govc.search.history import History
 from govc.search.indexer import DEFAULT_WAIT_SECONDS, Indexer
 from govc.search.sql import SqlEngine
-from govc.services.access import Access
+from govc.services.access import LOOP_SWITCH_INTERVAL, Access
 from govc.services.batch import BatchService
 from govc.services.batch_ops import BatchExecutor
 from govc.services.blobs import BlobService
@@ -71,6 +73,30 @@ class ServerConfig:
             raise ValueError("index_wait_seconds must be positive")
 
 
+class _SwitchInterval:
+    """The interpreter's switch interval, shortened while any server of this process runs (see
+    `LOOP_SWITCH_INTERVAL`) and put back when the last one stops."""
+
+    _lock = threading.Lock()
+    _servers = 0
+    _saved = 0.0
+
+    @classmethod
+    def shorten(cls) -> None:
+        with cls._lock:
+            if cls._servers == 0:
+                cls._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(cls._saved, LOOP_SWITCH_INTERVAL))
+            cls._servers += 1
+
+    @classmethod
+    def restore(cls) -> None:
+        with cls._lock:
+            cls._servers -= 1
+            if cls._servers == 0:
+                sys.setswitchinterval(cls._saved)
+
+
 class StartError(RuntimeError):
     """The server cannot start (its port is taken, say); the message says why."""
 
@@ -98,6 +124,7 @@ class GovcServer:
 
     async def _start(self) -> None:
         self._speedups = speedups.apply()
+        _SwitchInterval.shorten()
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:
@@ -184,6 +211,7 @@ class GovcServer:
         patch, self._speedups = self._speedups, None
         if patch is not None:
             patch.undo()
+            _SwitchInterval.restore()
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
         access, self._access = self._access, None

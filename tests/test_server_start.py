@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 
 from govc.client import GovcClient
-from govc.server import GovcServer, ServerConfig, StartError
+from govc.server import GovcServer, StartError
+from govc.services.access import LOOP_SWITCH_INTERVAL
 from govc.storage.datadir import DataDirInUse
+from tests.conftest import server_config
 from tests.serverproc import REPO_ROOT, ServerProcess
 
 R = "lock-test"
 
 
 async def _start(data_dir: Path, port: int = 0) -> GovcServer:
-    server = GovcServer(ServerConfig(data_dir=str(data_dir), grpc_port=port))
+    server = GovcServer(server_config(data_dir, grpc_port=port))
     await server.start()
     return server
 
@@ -101,3 +103,19 @@ def test_cli_refuses_a_busy_data_dir_and_port(tmp_path: Path) -> None:
         )
         for result in (busy_dir, busy_port):
             assert "Traceback" not in result.stderr
+
+
+async def test_servers_shorten_the_switch_interval_while_they_run(tmp_path: Path) -> None:
+    """Threads walking history hand the GIL back to the event loop sooner while a server runs;
+    the interpreter's setting is back once the last server of the process has stopped."""
+    before = sys.getswitchinterval()
+    first = await _start(tmp_path / "one")
+    second = await _start(tmp_path / "two")
+    try:
+        assert sys.getswitchinterval() == min(before, LOOP_SWITCH_INTERVAL) < 0.005
+        await first.stop()
+        assert sys.getswitchinterval() == min(before, LOOP_SWITCH_INTERVAL)
+    finally:
+        await first.stop()
+        await second.stop()
+    assert sys.getswitchinterval() == before

@@ -12,7 +12,10 @@ One event loop serves every client, so nothing that can take long runs on it:
 
 The work pool is small on purpose: its threads share the GIL with the loop, and every thread
 that competes for it delays the loop's next turn, so a few threads keep small calls fast while
-long reads queue.
+long reads queue. For the same reason the server shortens the interpreter's switch interval
+(`LOOP_SWITCH_INTERVAL`): a thread walking history in pure Python keeps the GIL until the
+interval ends, and the loop needs it back several times per call (after each socket read and
+write), so the default 5 ms per hand-over adds up to tens of milliseconds for a small call.
 """
 
 import asyncio
@@ -27,7 +30,8 @@ from govc.core.database import Database, Txn
 T = TypeVar("T")
 P = ParamSpec("P")
 
-WORK_THREADS = 4
+WORK_THREADS = 2
+LOOP_SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
 
 class Access:

@@ -321,10 +321,6 @@ class ObjectStore:
         """The whole content of an object (use `iter_chunks` for big blobs)."""
         return b"".join(self.iter_chunks(repo_id, oid))
 
-    def piece_count(self, info: ObjectInfo) -> int:
-        """How many pieces `read_piece` serves: chunks of a chunked object, else one."""
-        return -(-info.size // CHUNK_SIZE) if info.encoding == CHUNKED else 1
-
     def read_piece(self, repo_id: str, oid: bytes, index: int) -> bytes:
         """Piece `index` of an object's content: pieces are CHUNK_SIZE bytes (the last shorter),
         so a big blob can be read piece by piece, each in a short transaction."""
