@@ -2,17 +2,21 @@
 
 One event loop serves every client, so nothing that can take long runs on it:
 
-* `read` runs a function of a read transaction in the work pool: anything that may walk
+* `read` runs a function of a read transaction in the read pool: anything that may walk
   history, flatten trees or read big values (ReadFile, ListCommits, GetStatus, ...).
 * `read_inline` runs it on the loop: only for point reads of a few keys (GetRepository, the
   header and content of a small blob), which take microseconds; the thread hop would cost more.
 * `write` queues a function of a write transaction to the single writer and completes when it
   is durable (group commit: many writes, one fsync).
-* `run` runs any other blocking call (hashing a big blob, a search, SQL) in the work pool.
+* `run` runs any other blocking call (hashing or compressing a big blob, reading a piece of
+  one, a search, SQL) in the work pool. These mostly run in C with the GIL released.
 
-The work pool is small on purpose: its threads share the GIL with the loop, and every thread
-that competes for it delays the loop's next turn, so a few threads keep small calls fast while
-long reads queue. For the same reason the server shortens the interpreter's switch interval
+The read pool is small on purpose: its work is pure Python that holds the GIL, which the loop
+needs too, and every thread competing for it delays the loop's next turn; so two threads keep
+small calls fast while long reads queue. They queue apart from the work pool, so a burst of
+history walks does not hold up downloads and searches.
+
+For the same reason the server shortens the interpreter's switch interval
 (`LOOP_SWITCH_INTERVAL`): a thread walking history in pure Python keeps the GIL until the
 interval ends, and the loop needs it back several times per call (after each socket read and
 write), so the default 5 ms per hand-over adds up to tens of milliseconds for a small call.
@@ -30,7 +34,8 @@ from govc.core.database import Database, Txn
 T = TypeVar("T")
 P = ParamSpec("P")
 
-WORK_THREADS = 2
+READ_THREADS = 2
+WORK_THREADS = 4
 LOOP_SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
 
@@ -38,14 +43,16 @@ class Access:
     def __init__(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
         self.db = db
         self._loop = loop
+        self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="govc-read")
         self._pool = ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="govc-work")
         self._pending: dict[Future[Any], asyncio.Future[Any]] = {}
         self._done: deque[Future[Any]] = deque()  # appended from the writer thread
         self._scheduled = False
 
     async def read(self, repo_id: str | None, fn: Callable[[Txn], T]) -> T:
-        """`fn` in a read transaction, in the work pool (NOT_FOUND unless `repo_id` exists)."""
-        return await self.run(self.db.read, repo_id, fn)
+        """`fn` in a read transaction, in the read pool (NOT_FOUND unless `repo_id` exists)."""
+        call = functools.partial(self.db.read, repo_id, fn)
+        return await self._loop.run_in_executor(self._reads, call)
 
     def read_inline(self, repo_id: str | None, fn: Callable[[Txn], T]) -> T:
         """`fn` in a read transaction on the loop: for point reads only."""
@@ -73,6 +80,7 @@ class Access:
         return waiter
 
     def close(self) -> None:
+        self._reads.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _on_done(self, future: Future[Any]) -> None:  # usually the writer thread
