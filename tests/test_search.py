@@ -563,6 +563,44 @@ def fulltext_doc(content: bytes) -> object:
     return FileDoc(blob_id(content), len(content))
 
 
+def test_only_the_indexer_reloads_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A search waits for a version, and the indexer publishes it once the commit holding it is
+    # committed and reloaded. tantivy's default reader also reloads itself, from a thread
+    # watching meta.json (every 0.5 s): a reload there that read the previous meta.json can
+    # store its searcher after the indexer's, so a search sees the index as it was before a
+    # write it was told is indexed (a file's older blob). That thread cannot be held from
+    # here, so this checks the reader is configured so that it never reloads by itself.
+    from govc.search import fulltext
+
+    open_index = fulltext.open_index
+    policies: list[str] = []
+
+    class Recording:
+        def __init__(self, index: object) -> None:
+            self.index = index
+
+        def config_reader(self, reload_policy: str = "commit", num_warmers: int = 0) -> None:
+            policies.append(reload_policy.lower())
+            self.index.config_reader(reload_policy, num_warmers)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.index, name)
+
+    def recording(directory: str, reuse: bool) -> tuple[object, bool]:
+        index, reused = open_index(directory, reuse)
+        return Recording(index), reused
+
+    monkeypatch.setattr(fulltext, "open_index", recording)
+    for _ in range(2):  # created, then reused
+        indexer = Indexer(None, None, None, None, str(tmp_path / "search"))  # type: ignore[arg-type]
+        indexer._save_state()
+        indexer.close()
+        assert policies == ["manual"]
+        policies.clear()
+
+
 async def test_repositories_do_not_see_each_other(c: GovcClient) -> None:
     await c.create_repository("twin")
     await c.add_file("twin", "docs/guide.md", b"brown twin\n")

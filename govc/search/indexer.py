@@ -153,6 +153,12 @@ class Indexer:
         #: Batches committed (tests, metrics).
         self.batches = 0
         self.index = self._open()
+        # Only the indexer thread reloads the reader: after each commit, before it publishes
+        # the versions that commit holds (`_commit_writer`). tantivy's default reader also
+        # reloads itself from a thread watching meta.json; such a reload may read an older
+        # meta.json and store its searcher after ours, and a search would then see an index
+        # older than the version it was told is indexed.
+        self.index.config_reader(reload_policy="Manual")
         self._writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=2)
 
     # ---- lifetime ----
