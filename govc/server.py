@@ -6,6 +6,7 @@ synced and closed. (grpclib's own `Server.close()` would cancel calls in flight.
 """
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from govc.search.engine import SearchEngine
 from govc.search.history import History
 from govc.search.indexer import DEFAULT_WAIT_SECONDS, Indexer
 from govc.search.sql import SqlEngine
-from govc.services.access import LOOP_SWITCH_INTERVAL, Access
+from govc.services.access import GC_THRESHOLDS, LOOP_SWITCH_INTERVAL, Access
 from govc.services.batch import BatchService
 from govc.services.batch_ops import BatchExecutor
 from govc.services.blobs import BlobService
@@ -73,20 +74,22 @@ class ServerConfig:
             raise ValueError("index_wait_seconds must be positive")
 
 
-class _SwitchInterval:
-    """The interpreter's switch interval, shortened while any server of this process runs (see
-    `LOOP_SWITCH_INTERVAL`) and put back when the last one stops."""
+class _InterpreterTuning:
+    """The interpreter's switch interval and collector thresholds, set for serving while any
+    server of this process runs (see `govc.services.access`) and put back when the last one
+    stops."""
 
     _lock = threading.Lock()
     _servers = 0
-    _saved = 0.0
+    _saved: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
 
     @classmethod
-    def shorten(cls) -> None:
+    def apply(cls) -> None:
         with cls._lock:
             if cls._servers == 0:
-                cls._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(cls._saved, LOOP_SWITCH_INTERVAL))
+                cls._saved = (sys.getswitchinterval(), gc.get_threshold())
+                sys.setswitchinterval(min(cls._saved[0], LOOP_SWITCH_INTERVAL))
+                gc.set_threshold(*GC_THRESHOLDS)
             cls._servers += 1
 
     @classmethod
@@ -94,7 +97,9 @@ class _SwitchInterval:
         with cls._lock:
             cls._servers -= 1
             if cls._servers == 0:
-                sys.setswitchinterval(cls._saved)
+                interval, thresholds = cls._saved
+                sys.setswitchinterval(interval)
+                gc.set_threshold(*thresholds)
 
 
 class StartError(RuntimeError):
@@ -124,7 +129,7 @@ class GovcServer:
 
     async def _start(self) -> None:
         self._speedups = speedups.apply()
-        _SwitchInterval.shorten()
+        _InterpreterTuning.apply()
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:
@@ -211,7 +216,7 @@ class GovcServer:
         patch, self._speedups = self._speedups, None
         if patch is not None:
             patch.undo()
-            _SwitchInterval.restore()
+            _InterpreterTuning.restore()
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.close)
         access, self._access = self._access, None

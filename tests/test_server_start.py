@@ -1,5 +1,6 @@
 """Starting a server: one server per data dir, and a start that fails leaves nothing open."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from govc.client import GovcClient
 from govc.server import GovcServer, StartError
-from govc.services.access import LOOP_SWITCH_INTERVAL
+from govc.services.access import GC_THRESHOLDS, LOOP_SWITCH_INTERVAL
 from govc.storage.datadir import DataDirInUse
 from tests.conftest import server_config
 from tests.serverproc import REPO_ROOT, ServerProcess
@@ -105,17 +106,20 @@ def test_cli_refuses_a_busy_data_dir_and_port(tmp_path: Path) -> None:
             assert "Traceback" not in result.stderr
 
 
-async def test_servers_shorten_the_switch_interval_while_they_run(tmp_path: Path) -> None:
-    """Threads walking history hand the GIL back to the event loop sooner while a server runs;
-    the interpreter's setting is back once the last server of the process has stopped."""
-    before = sys.getswitchinterval()
+async def test_servers_tune_the_interpreter_while_they_run(tmp_path: Path) -> None:
+    """Threads walking history hand the GIL back to the event loop sooner, and the collector
+    runs less often, while a server runs; the interpreter's settings are back once the last
+    server of the process has stopped."""
+    before = sys.getswitchinterval(), gc.get_threshold()
+    serving = min(before[0], LOOP_SWITCH_INTERVAL), GC_THRESHOLDS
     first = await _start(tmp_path / "one")
     second = await _start(tmp_path / "two")
     try:
-        assert sys.getswitchinterval() == min(before, LOOP_SWITCH_INTERVAL) < 0.005
+        assert (sys.getswitchinterval(), gc.get_threshold()) == serving
+        assert serving[0] < 0.005
         await first.stop()
-        assert sys.getswitchinterval() == min(before, LOOP_SWITCH_INTERVAL)
+        assert (sys.getswitchinterval(), gc.get_threshold()) == serving
     finally:
         await first.stop()
         await second.stop()
-    assert sys.getswitchinterval() == before
+    assert (sys.getswitchinterval(), gc.get_threshold()) == before

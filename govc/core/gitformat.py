@@ -2,7 +2,7 @@
 
 import hashlib
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from govc.errors import InvalidArgument
 
@@ -60,7 +60,10 @@ def encode_tree(entries: list[tuple[str, str, bytes]]) -> bytes:
     )
 
 
-def decode_tree(data: bytes) -> list[tuple[str, str, bytes]]:
+TreeEntry = tuple[str, str, bytes]  # (mode, name, 20-byte id)
+
+
+def decode_tree(data: bytes) -> tuple[TreeEntry, ...]:
     entries = []
     pos = 0
     while pos < len(data):
@@ -70,14 +73,18 @@ def decode_tree(data: bytes) -> list[tuple[str, str, bytes]]:
         name = data[space + 1 : nul].decode()
         entries.append((mode, name, data[nul + 1 : nul + 21]))
         pos = nul + 21
-    return entries
+    return tuple(entries)
 
 
 # ---- commits ----
+#
+# Decoded commits and trees are cached by the thousand (govc.core.objects). They are tuples of
+# strings and ints only, which the garbage collector stops tracking: a cache of dataclasses would
+# be walked by every full collection, pausing every thread, the event loop's included, for tens
+# of milliseconds.
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     name: str
     email: str
     time: int  # unix seconds
@@ -98,8 +105,7 @@ class Signature:
         return cls(name.strip(), email.strip(), int(time_str), offset or "+0000")
 
 
-@dataclass(frozen=True)
-class Commit:
+class Commit(NamedTuple):
     tree: str
     parents: tuple[str, ...]
     author: Signature

@@ -14,6 +14,7 @@ from govc.core.gitformat import (
     DIR_MODE,
     TREE,
     Commit,
+    TreeEntry,
     decode_tree,
     encode_tree,
     object_header,
@@ -58,7 +59,7 @@ class ObjectReader:
 
     def __init__(self) -> None:
         self._commits: dict[bytes, Commit] = {}
-        self._trees: dict[bytes, list[tuple[str, str, bytes]]] = {}
+        self._trees: dict[bytes, tuple[TreeEntry, ...]] = {}
 
     def _remember(self, cache: dict[bytes, Any], key: bytes, value: Any) -> None:
         if len(cache) >= _CACHE_LIMIT:
@@ -79,7 +80,7 @@ class ObjectReader:
             self._remember(self._commits, oid, cached)
         return cached
 
-    def tree(self, txn: Txn, repo_id: str, oid: bytes) -> list[tuple[str, str, bytes]]:
+    def tree(self, txn: Txn, repo_id: str, oid: bytes) -> tuple[TreeEntry, ...]:
         cached = self._trees.get(oid)
         if cached is None:
             cached = decode_tree(self.read_kind(txn, repo_id, oid, TREE))
