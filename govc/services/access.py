@@ -27,12 +27,15 @@ collections cost the loop less than a pause every 700 allocations.
 
 import asyncio
 import functools
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from govc.core.database import Database, Txn
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -49,7 +52,7 @@ class Access:
         self._loop = loop
         self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="govc-read")
         self._pool = ThreadPoolExecutor(WORK_THREADS, thread_name_prefix="govc-work")
-        self._pending: dict[Future[Any], asyncio.Future[Any]] = {}
+        self._pending: dict[Future[Any], tuple[asyncio.Future[Any], Callable[[], None] | None]] = {}
         self._done: deque[Future[Any]] = deque()  # appended from the writer thread
         self._scheduled = False
 
@@ -67,11 +70,21 @@ class Access:
         call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
         return await self._loop.run_in_executor(self._pool, call)
 
-    def write(self, repo_id: str | None, fn: Callable[[Txn], T]) -> asyncio.Future[T]:
-        """`fn` in the writer's next transaction; completes once that is durable."""
-        return self.durable(self.db.write(repo_id, fn))
+    def write(
+        self,
+        repo_id: str | None,
+        fn: Callable[[Txn], T],
+        then: Callable[[], None] | None = None,
+    ) -> asyncio.Future[T]:
+        """`fn` in the writer's next transaction; completes once that is durable. `then` runs
+        (on the loop) when the write succeeded, before the caller resumes, and also when the
+        caller was cancelled meanwhile: a write that landed is always followed by it (the
+        search indexer is told of every change, whatever became of the call)."""
+        return self.durable(self.db.write(repo_id, fn), then)
 
-    def durable(self, future: Future[T]) -> asyncio.Future[T]:
+    def durable(
+        self, future: Future[T], then: Callable[[], None] | None = None
+    ) -> asyncio.Future[T]:
         """An awaitable for a writer future, completed on this loop.
 
         `asyncio.wrap_future` wakes the loop once per write; under load the writer commits
@@ -79,7 +92,7 @@ class Access:
         woken once for all of those that finish before it gets to run.
         """
         waiter: asyncio.Future[T] = self._loop.create_future()
-        self._pending[future] = waiter
+        self._pending[future] = (waiter, then)
         future.add_done_callback(self._on_done)  # runs at once if already done
         return waiter
 
@@ -100,10 +113,15 @@ class Access:
         self._scheduled = False
         while self._done:
             future = self._done.popleft()
-            waiter = self._pending.pop(future)
+            waiter, then = self._pending.pop(future)
+            error = future.exception()
+            if error is None and then is not None:
+                try:
+                    then()
+                except Exception:  # a bug there must not leave the other waiters hanging
+                    log.exception("after-write step failed")
             if waiter.cancelled():
                 continue
-            error = future.exception()
             if error is None:
                 waiter.set_result(future.result())
             else:

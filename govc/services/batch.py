@@ -81,9 +81,7 @@ class BatchService:
             runner = run_operations(self._executor, repo_id, ops, transaction, nested=False)
             return await self._access.read(repo_id, runner)
         runner = run_operations(self._executor, repo_id, ops, transaction, nested=True)
-        results = await self._access.write(repo_id, runner)
-        self._changed(repo_id, None)
-        return results
+        return await self._access.write(repo_id, runner, then=lambda: self._changed(repo_id, None))
 
     async def _run_parallel(self, repo_id: str, ops: list[Operation]) -> list[OperationResult]:
         """Runs of read-only operations run concurrently; writes between them, in order."""

@@ -74,8 +74,11 @@ class RepositoryService:
 
     async def delete_repository(self, message: DeleteRepositoryRequest) -> Empty:
         repo_id = validate_repo_id(message.id, "id")
-        await self._access.write(None, lambda txn: self._registry.delete(txn, repo_id))
-        self._changed(repo_id, None)
+        await self._access.write(
+            None,
+            lambda txn: self._registry.delete(txn, repo_id),
+            then=lambda: self._changed(repo_id, None),
+        )
         return Empty()
 
     async def list_repositories(self, message: ListRepositoriesRequest) -> ListRepositoriesResponse:

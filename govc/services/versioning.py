@@ -95,9 +95,10 @@ class VersioningService:
         path = validate_path(message.path, "path")
         prepared = await prepare_blob(self._access, message.content)
         await self._access.write(
-            repo_id, lambda txn: self._vc.write_file(txn, repo_id, path, prepared, stage)
+            repo_id,
+            lambda txn: self._vc.write_file(txn, repo_id, path, prepared, stage),
+            then=lambda: self._changed(repo_id, [path]),
         )
-        self._changed(repo_id, [path])
         return prepared
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
@@ -116,8 +117,11 @@ class VersioningService:
     async def remove_file(self, message: RemoveFileRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        await self._access.write(repo_id, lambda txn: self._vc.remove_file(txn, repo_id, path))
-        self._changed(repo_id, [path])
+        await self._access.write(
+            repo_id,
+            lambda txn: self._vc.remove_file(txn, repo_id, path),
+            then=lambda: self._changed(repo_id, [path]),
+        )
         return Empty()
 
     async def move_file(self, message: MoveFileRequest) -> Empty:
@@ -125,9 +129,10 @@ class VersioningService:
         source = validate_path(message.from_path, "from_path")
         target = validate_path(message.to_path, "to_path")
         await self._access.write(
-            repo_id, lambda txn: self._vc.move_file(txn, repo_id, source, target)
+            repo_id,
+            lambda txn: self._vc.move_file(txn, repo_id, source, target),
+            then=lambda: self._changed(repo_id, [source, target]),
         )
-        self._changed(repo_id, [source, target])
         return Empty()
 
     # ---- commits ----
@@ -139,9 +144,10 @@ class VersioningService:
             raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
         files = [validate_path(p, "files") for p in message.files]
         info = await self._access.write(
-            repo_id, lambda txn: self._vc.commit(txn, repo_id, message.message, author, files)
+            repo_id,
+            lambda txn: self._vc.commit(txn, repo_id, message.message, author, files),
+            then=lambda: self._changed(repo_id, None),
         )
-        self._changed(repo_id, None)
         return CommitResponse(
             hash=info.id,
             message=info.commit.message.rstrip("\n"),
@@ -207,8 +213,11 @@ class VersioningService:
     async def checkout_branch(self, message: CheckoutBranchRequest) -> Empty:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         name = validate_branch_name(message.name, "name")
-        await self._access.write(repo_id, lambda txn: self._vc.checkout(txn, repo_id, name))
-        self._changed(repo_id, None)
+        await self._access.write(
+            repo_id,
+            lambda txn: self._vc.checkout(txn, repo_id, name),
+            then=lambda: self._changed(repo_id, None),
+        )
         return Empty()
 
     async def merge_branch(self, message: MergeBranchRequest) -> MergeBranchResponse:
@@ -223,10 +232,10 @@ class VersioningService:
             result = await self._access.write(
                 repo_id,
                 lambda txn: self._vc.merge(txn, repo_id, source, target, message.message),
+                then=lambda: self._changed(repo_id, None),
             )
         except MergeConflict as conflict:  # an answer, not an error; nothing was written
             return MergeBranchResponse(conflicts=True, conflict_files=conflict.paths)
-        self._changed(repo_id, None)
         return MergeBranchResponse(commit_hash=result.commit_id, conflicts=False)
 
     # ---- status ----
