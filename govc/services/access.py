@@ -67,8 +67,7 @@ class Access:
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Any blocking call, in the work pool."""
-        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-        return await self._loop.run_in_executor(self._pool, call)
+        return await self._loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     def write(
         self,
