@@ -19,7 +19,6 @@ from govc.storage import Txn
 from govc.storage.objectstore import (
     CHUNK_SIZE,
     CHUNKED,
-    DELTA,
     MAX_DELTA_DEPTH,
     MAX_DELTA_SIZE,
     ObjectInfo,
@@ -113,13 +112,14 @@ class Blobs:
     def read_if_small(
         self, repo_id: str, oid: bytes, max_bytes: int
     ) -> tuple[ObjectInfo, bytes | None]:
-        """The content when it is plain and at most `max_bytes` (one transaction), else None."""
+        """The content when it is plain and at most `max_bytes` (one transaction, one lookup of
+        the object), else None."""
 
         def read(txn: Txn) -> tuple[ObjectInfo, bytes | None]:
-            info = _blob_info(txn, repo_id, oid)
-            if info.size > max_bytes or info.encoding in (DELTA, CHUNKED):
-                return info, None
-            return info, txn.objects.read(repo_id, oid)
+            info, content = txn.objects.read_if_small(repo_id, oid, max_bytes)
+            if info is None or info.kind != BLOB:
+                raise NotFound(f"blob {oid.hex()} not found in repository {repo_id!r}")
+            return info, content
 
         return self._db.read(repo_id, read, buffers=True)
 

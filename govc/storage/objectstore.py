@@ -285,6 +285,21 @@ class ObjectStore:
         key = object_key(repo_id, oid)
         return self._info_from_value(self._raw.get(key, db=self._objects))
 
+    def read_if_small(
+        self, repo_id: str, oid: bytes, max_bytes: int
+    ) -> tuple[ObjectInfo | None, bytes | None]:
+        """What is stored of an object, and its content when that is plain (raw or zstd) and
+        at most `max_bytes`, from one lookup. Every LMDB call lets go of the GIL, and on a
+        busy server each costs the event loop a wait to get it back, so the hot read makes one.
+        """
+        value = self._raw.get(object_key(repo_id, oid), db=self._objects)
+        info = self._info_from_value(value)
+        if info is None or info.size > max_bytes or info.encoding not in (RAW, ZSTD):
+            return info, None
+        payload = memoryview(value)[HEADER.size :]
+        content = bytes(payload) if info.encoding == RAW else _unzstd(payload, info.size)
+        return info, content
+
     def all_objects(self, repo_id: str) -> Iterator[tuple[bytes, ObjectInfo]]:
         """(id, info) of every object of the repository (reads headers only when the
         transaction returns buffers)."""
