@@ -5,6 +5,7 @@ from grpclib.const import Status
 
 from govc.client import GovcClient, GovcRpcError
 from govc.core.gitformat import blob_id
+from govc.server import GovcServer
 from tests.conftest import Clock
 
 R = "vc"
@@ -380,3 +381,17 @@ async def test_status_shows_untracked_file_over_staged_deletion(c: GovcClient) -
     status = await c.status(R)
     assert status.status_entries == ["D  a", "?? a", "A  b"]
     assert (status.staged_files, status.untracked_files) == (2, 1)
+
+
+@pytest.mark.parametrize("message", ["", "  \n ", "a\0b"])
+async def test_a_bad_commit_message_is_refused_before_the_repository_is_looked_up(
+    c: GovcClient, server: GovcServer, message: str
+) -> None:
+    """INVALID_ARGUMENT whether or not the repository exists, and no write is spent on it."""
+    commits_before = (await c.health()).checks["writer_operations"]
+    for repo in (R, "no-such-repository"):
+        with pytest.raises(GovcRpcError) as info:
+            await c.commit(repo, message)
+        assert info.value.status == Status.INVALID_ARGUMENT, (repo, info.value.message)
+        assert "message" in info.value.message
+    assert (await c.health()).checks["writer_operations"] == commits_before

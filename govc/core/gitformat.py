@@ -165,6 +165,14 @@ def clean_message(message: str, field: str = "message") -> str:
     return "\n".join(cleaned) + "\n" if cleaned else ""
 
 
+def require_message(message: str, field: str = "message") -> str:
+    """`message` cleaned as git cleans it; InvalidArgument when nothing is left."""
+    cleaned = clean_message(message, field)
+    if not cleaned:
+        raise InvalidArgument(f"{field} is required (and must not be only whitespace)")
+    return cleaned
+
+
 _AUTHOR = re.compile(r"\s*([^<>]*?)\s*<([^<>]*)>\s*")
 
 

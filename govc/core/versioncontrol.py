@@ -11,7 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from govc.core.gitformat import BLOB, COMMIT, FILE_MODE, Commit, Signature, clean_message
+from govc.core.gitformat import (
+    BLOB,
+    COMMIT,
+    FILE_MODE,
+    Commit,
+    Signature,
+    clean_message,
+    require_message,
+)
 from govc.core.merge import merge_trees
 from govc.core.objects import FileMap, ObjectReader, diff_files, prepare_blob, prepare_object
 from govc.core.registry import DEFAULT_BRANCH, HEADS
@@ -305,9 +313,7 @@ class VersionControl:
         files: list[str],
         message_field: str = "message",
     ) -> CommitInfo:
-        cleaned = clean_message(message, message_field)
-        if not cleaned:
-            raise InvalidArgument(f"{message_field} is required (and must not be only whitespace)")
+        cleaned = require_message(message, message_field)
         _, head_id = self.head(txn, repo_id)
         head_files = self.commit_files(txn, repo_id, head_id)
         if files:

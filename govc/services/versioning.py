@@ -34,7 +34,7 @@ from generated.govc import (
     WriteFileRequest,
     WriteFileResponse,
 )
-from govc.core.gitformat import parse_author
+from govc.core.gitformat import parse_author, require_message
 from govc.core.objects import PreparedObject
 from govc.core.validation import validate_branch_name, validate_path, validate_repo_id
 from govc.core.versioncontrol import CommitInfo, MergeConflict, VersionControl
@@ -143,6 +143,7 @@ class VersioningService:
         if len(message.files) > MAX_FILES_IN_COMMIT:
             raise InvalidArgument(f"files lists more than {MAX_FILES_IN_COMMIT} paths")
         files = [validate_path(p, "files") for p in message.files]
+        require_message(message.message)  # refused before it costs a write
         info = await self._access.write(
             repo_id,
             lambda txn: self._vc.commit(txn, repo_id, message.message, author, files),
