@@ -19,7 +19,6 @@ from govc.core.gitformat import (
     encode_tree,
     object_header,
 )
-from govc.errors import NotFound
 from govc.storage import Txn
 from govc.storage.objectstore import CHUNK_SIZE, ObjectInfo, PreparedObject, encode_object
 
@@ -67,10 +66,7 @@ class ObjectReader:
         cache[key] = value
 
     def read_kind(self, txn: Txn, repo_id: str, oid: bytes, kind: str) -> bytes:
-        info = txn.objects.info(repo_id, oid)
-        if info is None or info.kind != kind:
-            raise NotFound(f"{kind} {oid.hex()} not found in repository {repo_id!r}")
-        return txn.objects.read(repo_id, oid)
+        return txn.objects.read(repo_id, oid, kind)
 
     def commit(self, txn: Txn, repo_id: str, commit_id: str) -> Commit:
         oid = bytes.fromhex(commit_id)

@@ -332,18 +332,18 @@ class ObjectStore:
                     found.append(oid)
         return found
 
-    def read(self, repo_id: str, oid: bytes) -> bytes:
-        """The whole content of an object (use `iter_chunks` for big blobs)."""
-        return b"".join(self.iter_chunks(repo_id, oid))
+    def read(self, repo_id: str, oid: bytes, kind: str | None = None) -> bytes:
+        """The whole content of an object (use `iter_chunks` for big blobs); with `kind`,
+        NotFound unless the object is one. One lookup: history walks read thousands."""
+        value = self._value(repo_id, oid, kind)
+        return b"".join(self._pieces(repo_id, oid, value))
 
     def read_piece(self, repo_id: str, oid: bytes, index: int) -> bytes:
         """Piece `index` of an object's content: pieces are CHUNK_SIZE bytes (the last shorter),
         so a big blob can be read piece by piece, each in a short transaction."""
-        value = self._raw.get(object_key(repo_id, oid), db=self._objects)
-        if value is None:
-            raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
+        value = self._value(repo_id, oid)
         if HEADER.unpack_from(value)[1] != CHUNKED:
-            return self.read(repo_id, oid)
+            return b"".join(self._pieces(repo_id, oid, value))
         return self.read_chunk(repo_id, _chunk_id(oid, value), index)
 
     def read_chunk(self, repo_id: str, chunk_id: bytes, index: int) -> bytes:
@@ -357,10 +357,16 @@ class ObjectStore:
 
     def iter_chunks(self, repo_id: str, oid: bytes) -> Iterator[bytes]:
         """The content in storage-sized pieces, decoded one at a time."""
-        key = object_key(repo_id, oid)
-        value = self._raw.get(key, db=self._objects)
-        if value is None:
-            raise NotFound(f"object {oid.hex()} not found in repository {repo_id!r}")
+        return self._pieces(repo_id, oid, self._value(repo_id, oid))
+
+    def _value(self, repo_id: str, oid: bytes, kind: str | None = None) -> Any:
+        """The stored value of an object (of `kind`, if given), else NotFound."""
+        value = self._raw.get(object_key(repo_id, oid), db=self._objects)
+        if value is None or (kind is not None and KIND_NAMES[value[0]] != kind):
+            raise NotFound(f"{kind or 'object'} {oid.hex()} not found in repository {repo_id!r}")
+        return value
+
+    def _pieces(self, repo_id: str, oid: bytes, value: Any) -> Iterator[bytes]:
         _, encoding, size = HEADER.unpack_from(value)
         payload = memoryview(value)[HEADER.size :]
         if encoding == RAW:

@@ -18,13 +18,18 @@ FORMAT_KEY = b"format"
 class Txn:
     """One read or write transaction. Values it returns are copies, safe after it ends."""
 
-    __slots__ = ("_dbs", "_env", "_raw", "write")
+    __slots__ = ("_dbs", "_env", "_index", "_objects", "_raw", "_refs", "_worktree", "write")
 
     def __init__(self, env: Any, raw: Any, dbs: dict[str, Any], write: bool) -> None:
         self._env = env
         self._raw = raw
         self._dbs = dbs
         self.write = write
+        # The tables walks use at every step, made on first use and kept.
+        self._objects: ObjectStore | None = None
+        self._refs: RefTable | None = None
+        self._index: EntryTable | None = None
+        self._worktree: EntryTable | None = None
 
     @property
     def repos(self) -> RepoTable:
@@ -32,19 +37,27 @@ class Txn:
 
     @property
     def refs(self) -> RefTable:
-        return RefTable(self._raw, self._dbs["refs"])
+        if self._refs is None:
+            self._refs = RefTable(self._raw, self._dbs["refs"])
+        return self._refs
 
     @property
     def index(self) -> EntryTable:
-        return EntryTable(self._raw, self._dbs["index"])
+        if self._index is None:
+            self._index = EntryTable(self._raw, self._dbs["index"])
+        return self._index
 
     @property
     def worktree(self) -> EntryTable:
-        return EntryTable(self._raw, self._dbs["worktree"])
+        if self._worktree is None:
+            self._worktree = EntryTable(self._raw, self._dbs["worktree"])
+        return self._worktree
 
     @property
     def objects(self) -> ObjectStore:
-        return ObjectStore(self._raw, self._dbs)
+        if self._objects is None:
+            self._objects = ObjectStore(self._raw, self._dbs)
+        return self._objects
 
     @property
     def recent(self) -> RecentTable:
