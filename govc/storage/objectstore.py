@@ -303,17 +303,11 @@ class ObjectStore:
     def all_objects(self, repo_id: str) -> Iterator[tuple[bytes, ObjectInfo]]:
         """(id, info) of every object of the repository (reads headers only when the
         transaction returns buffers)."""
-        prefix = repo_prefix(repo_id)
-        with self._raw.cursor(db=self._objects) as cursor:
-            if not cursor.set_range(prefix):
-                return
-            for key, value in cursor:
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    return
-                info = self._info_from_value(value)
-                if info is not None:
-                    yield key[len(prefix) :], info
+        skip = len(repo_prefix(repo_id))
+        for key, value in scan_prefix(self._raw, self._objects, repo_prefix(repo_id), copy=False):
+            info = self._info_from_value(value)
+            if info is not None:
+                yield key[skip:], info
 
     def ids_with_prefix(self, repo_id: str, hex_prefix: str) -> list[bytes]:
         """Ids of the repository's objects whose hex form starts with `hex_prefix`."""

@@ -4,8 +4,10 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def scan_prefix(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of every key of `db` that starts with `prefix`, in key order (copied)."""
+def scan_prefix(txn: Any, db: Any, prefix: bytes, copy: bool = True) -> Iterator[tuple[bytes, Any]]:
+    """(key, value) of every key of `db` that starts with `prefix`, in key order. Values are
+    copied unless `copy` is false: then, in a transaction that returns buffers, each is a view
+    valid only until the scan moves on (enough to read a header without copying a payload)."""
     with txn.cursor(db=db) as cursor:
         if not cursor.set_range(prefix):
             return
@@ -13,7 +15,7 @@ def scan_prefix(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes
             key = bytes(key)
             if not key.startswith(prefix):
                 return
-            yield key, bytes(value)
+            yield key, bytes(value) if copy else value
 
 
 def delete_prefix(txn: Any, db: Any, prefix: bytes) -> int:
