@@ -16,6 +16,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,39 +39,74 @@ Unit = Literal["calls/s", "MB/s"]
 # ---- server processes ----
 
 
-class ServerProcess:
-    """`python -m benchmarks.serve <args>` in a child process, on an ephemeral port."""
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 
-    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
+
+def git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    """`git args` in `cwd` (created if missing) with a fixed identity; its stdout."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV, "HOME": str(cwd)},
+        input=stdin,
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def project_env() -> dict[str, str]:
+    """The environment for a child process that runs this project's code."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+class ServerProcess:
+    """`python -m <module> <args>` in a child process (by default `benchmarks.serve`, a server
+    on an ephemeral port that announces `PORT <n>`); it stops when its stdin closes."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        module: str = "benchmarks.serve",
+        announces_port: bool = True,
+    ) -> None:
         self.name = name
         self.args = list(args)
         self.log_path = log_path
+        self.module = module
+        self.announces_port = announces_port
         self.port = 0
         self._proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout: float = 60.0) -> int:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+    async def start(self, timeout: float = 120.0) -> int:
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "benchmarks.serve",
+                self.module,
                 *self.args,
                 cwd=PROJECT_ROOT,
-                env=env,
+                env=project_env(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                limit=1 << 26,  # a child may answer with one long line
             )
-        assert self._proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
-        except TimeoutError:
-            line = b""
-        words = line.decode(errors="replace").split()
+        if not self.announces_port:
+            return 0
+        words = (await self.line(timeout)).split()
         if len(words) != 2 or words[0] != "PORT":
             await self.stop()
             raise RuntimeError(
@@ -78,6 +114,19 @@ class ServerProcess:
             )
         self.port = int(words[1])
         return self.port
+
+    async def line(self, timeout: float) -> str:
+        """The child's next line on stdout ("" if none came within `timeout`)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            return (await asyncio.wait_for(self._proc.stdout.readline(), timeout)).decode()
+        except TimeoutError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system, all threads) the server has used so far; None where /proc

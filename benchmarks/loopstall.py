@@ -32,8 +32,16 @@ from typing import Any
 
 import uvloop
 
-from benchmarks.harness import PROJECT_ROOT, machine_summary, markdown_table, percentile
-from benchmarks.versioning import GIT_ENV
+from benchmarks.harness import (
+    PROJECT_ROOT,
+    ServerProcess,
+    git,
+    machine_summary,
+    markdown_table,
+    percentile,
+    project_env,
+)
+from benchmarks.serve import stop_event
 from govc.client import GovcClient
 
 HOST = "127.0.0.1"
@@ -63,14 +71,6 @@ def _progress(message: str) -> None:
     print(f"loopstall: {message}", file=sys.stderr, flush=True)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    return env
-
-
 # ---- the history and the prepared data dir ----
 
 
@@ -97,17 +97,6 @@ def _history_stream() -> bytes:
     return b"".join(parts)
 
 
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV, "HOME": str(cwd)},
-        input=stdin,
-        check=True,
-        capture_output=True,
-    ).stdout
-
-
 @contextlib.contextmanager
 def _building(final: Path, prefix: str) -> Iterator[Path]:
     """A fresh directory to build in, moved to `final` (the cache) once the build succeeds and
@@ -132,9 +121,9 @@ def _git_history() -> Path:
     _progress(f"making a {COMMITS:,}-commit history with git fast-import")
     with _building(final, "git-building-") as built:
         source = built / "history.git"
-        _git(built, "init", "-q", "--bare", "-b", "main", str(source))
-        _git(source, "fast-import", "--quiet", stdin=_history_stream())
-        ids = _git(source, "rev-list", "--reverse", "main").decode().split()
+        git(built, "init", "-q", "--bare", "-b", "main", str(source))
+        git(source, "fast-import", "--quiet", stdin=_history_stream())
+        ids = git(source, "rev-list", "--reverse", "main").decode().split()
         assert len(ids) == COMMITS, len(ids)
         (built / "commits.json").write_text(json.dumps(ids))
     return final
@@ -174,7 +163,7 @@ async def _build_data_dir(git_dir: Path, built: Path) -> None:
     done = subprocess.run(
         [sys.executable, *command, "--data-dir", str(data_dir)],
         cwd=PROJECT_ROOT,
-        env=_env(),
+        env=project_env(),
         capture_output=True,
     )
     if done.returncode != 0:
@@ -183,7 +172,7 @@ async def _build_data_dir(git_dir: Path, built: Path) -> None:
     _progress(f"imported in {imported:.1f} s; storing the probe blob, indexing")
     content = random.Random(SEED).randbytes(BLOB_SIZE)
     async with (
-        _Child("server", ["serve", "--data-dir", str(data_dir)], built / "server.log") as server,
+        _server(data_dir, built / "server.log") as server,
         GovcClient(f"{HOST}:{server.port}", timeout=CALL_TIMEOUT) as client,
     ):
         await client.create_repository(PROBE_REPO)
@@ -210,89 +199,10 @@ async def _index_caught_up(client: GovcClient, timeout: float = 120.0) -> None:
 # ---- child processes ----
 
 
-class _Child:
-    """`python -m benchmarks.loopstall <args>` on the project's code: its first stdout line is
-    `PORT <n>` (server) or `STARTED` (load); it stops when its stdin closes."""
-
-    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
-        self.name = name
-        self.args = list(args)
-        self.log_path = log_path
-        self.port = 0
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "benchmarks.loopstall",
-                *self.args,
-                cwd=PROJECT_ROOT,
-                env=_env(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                limit=1 << 26,
-            )
-        if self.name == "server":
-            words = (await self.line(120.0)).split()
-            if len(words) != 2 or words[0] != "PORT":
-                await self.stop()
-                raise RuntimeError(f"the server did not start:\n{self.log_path.read_text()}")
-            self.port = int(words[1])
-
-    async def line(self, timeout: float) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        try:
-            return (await asyncio.wait_for(self.proc.stdout.readline(), timeout)).decode()
-        except TimeoutError:
-            return ""
-
-    async def stop(self, timeout: float = 60.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-    async def __aenter__(self) -> _Child:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-
-def _stop_on_signal_or_stdin_eof() -> asyncio.Event:
-    from benchmarks.serve import _stop_event
-
-    return _stop_event()
-
-
-async def _serve(data_dir: str) -> None:
-    """The child: the govc server with relaxed durability (no fsync), as the issue runs it."""
-    from govc.server import GovcServer, ServerConfig
-
-    stop = _stop_on_signal_or_stdin_eof()
-    server = GovcServer(
-        ServerConfig(data_dir=data_dir, host=HOST, grpc_port=0, durability="relaxed")
-    )
-    await server.start()
-    sys.stdout.write(f"PORT {server.port}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+def _server(data_dir: Path, log_path: Path) -> ServerProcess:
+    """The govc server with relaxed durability (no fsync), as the issue runs it."""
+    args = ["govc", "--data-dir", str(data_dir), "--durability", "relaxed"]
+    return ServerProcess("govc", args, log_path)
 
 
 async def _load(port: int, meta_path: str, seconds: float, clients: int) -> None:
@@ -300,7 +210,7 @@ async def _load(port: int, meta_path: str, seconds: float, clients: int) -> None
     a commit id (random revisions among those holding every file, random file) and ListCommits
     limit 10, one call at a time, for `seconds`. Prints STARTED, then the latencies as JSON;
     exits when its stdin closes (so that its CPU time can be read until then)."""
-    stop = _stop_on_signal_or_stdin_eof()
+    stop = stop_event()
     meta = json.loads(Path(meta_path).read_text())
     ids: list[str] = meta["commits"]
     paths = [_path(i) for i in range(FILES)]
@@ -450,27 +360,26 @@ async def run(
     await asyncio.to_thread(shutil.copytree, cached, data_dir)
     meta_path = workdir / "loopstall-meta.json"
     meta_path.write_text(json.dumps(meta))
-    server_args = ["serve", "--data-dir", str(data_dir)]
     async with (
-        _Child("server", server_args, workdir / "loopstall-server.log") as server,
+        _server(data_dir, workdir / "loopstall-server.log") as server,
         GovcClient(f"{HOST}:{server.port}", timeout=CALL_TIMEOUT) as client,
     ):
         for _ in range(100):  # open the connection, warm the GetBlob path; not recorded
             await client.get_blob(PROBE_REPO, meta["blob"])
         await asyncio.sleep(1.0)  # let the start-up comparison with the search index finish
         _progress(f"GetBlob {BLOB_SIZE} B without load, {floor_seconds:g} s")
-        assert server.proc is not None
-        meter = _OutsideCpu([os.getpid(), server.proc.pid])
+        meter = _OutsideCpu([os.getpid(), server.pid])
         floor = await _probe(client, meta["blob"], floor_seconds)
         outside = [meter.cpus()]
         _progress(f"GetBlob {BLOB_SIZE} B under {clients} reading clients, {load_seconds:g} s")
         load_args = ["load", "--port", str(server.port), "--meta", str(meta_path)]
         load_args += ["--seconds", str(load_seconds), "--clients", str(clients)]
-        async with _Child("load", load_args, workdir / "loopstall-load.log") as load:
+        load_log = workdir / "loopstall-load.log"
+        load_process = ServerProcess("load", load_args, load_log, "benchmarks.loopstall", False)
+        async with load_process as load:
             if (await load.line(120.0)).strip() != "STARTED":
                 raise RuntimeError(f"the load did not start:\n{load.log_path.read_text()}")
-            assert load.proc is not None
-            meter = _OutsideCpu([os.getpid(), server.proc.pid, load.proc.pid])
+            meter = _OutsideCpu([os.getpid(), server.pid, load.pid])
             loaded = await _probe(client, meta["blob"], load_seconds)
             outside.append(meter.cpus())
             answer = await load.line(load_seconds + 4 * CALL_TIMEOUT)
@@ -523,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-seconds", type=float, default=FLOOR_SECONDS)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     commands = parser.add_subparsers(dest="child", help="(internal: the child processes)")
-    serve = commands.add_parser("serve")
-    serve.add_argument("--data-dir", required=True)
     load = commands.add_parser("load")
     load.add_argument("--port", type=int, required=True)
     load.add_argument("--meta", required=True)
@@ -532,9 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--clients", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.child == "serve":
-        uvloop.run(_serve(args.data_dir))
-    elif args.child == "load":
+    if args.child == "load":
         uvloop.run(_load(args.port, args.meta, args.seconds, args.clients))
     else:
         with tempfile.TemporaryDirectory(prefix="govc-bench-loopstall-") as tmp:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import tantivy
 
-from benchmarks.harness import markdown_table, percentile
-from benchmarks.versioning import GIT_ENV
+from benchmarks.harness import git, markdown_table, percentile
 from generated.govc import GoVcServiceStub, StoreBlobRequest
 from govc.client import GovcClient
 
@@ -125,9 +124,8 @@ def _checkout(files: dict[str, bytes], root: Path) -> None:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    env = {**os.environ, **GIT_ENV, "HOME": str(root)}
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "corpus"]):
-        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+        git(root, *args)
 
 
 def _git_grep(root: Path, invocations: list[list[str]]) -> None:

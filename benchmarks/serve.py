@@ -21,7 +21,7 @@ from govc.server import GovcServer, ServerConfig
 HOST = "127.0.0.1"
 
 
-def _stop_event() -> asyncio.Event:
+def stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,7 +41,7 @@ def _announce(port: int) -> None:
 
 
 async def serve_floor(payload_sizes: list[int]) -> None:
-    stop = _stop_event()
+    stop = stop_event()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((HOST, 0))
     server = Server([FloorService(payload_sizes)])
@@ -52,9 +52,11 @@ async def serve_floor(payload_sizes: list[int]) -> None:
     await server.wait_closed()
 
 
-async def serve_govc(data_dir: str) -> None:
-    stop = _stop_event()
-    server = GovcServer(ServerConfig(data_dir=data_dir, host=HOST, grpc_port=0))
+async def serve_govc(data_dir: str, durability: str) -> None:
+    stop = stop_event()
+    server = GovcServer(
+        ServerConfig(data_dir=data_dir, host=HOST, grpc_port=0, durability=durability)
+    )
     await server.start()
     _announce(server.port)
     try:
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=["floor", "govc"])
     parser.add_argument("--data-dir", help="govc: storage directory")
     parser.add_argument(
+        "--durability", choices=["durable", "relaxed"], default="durable", help="govc: fsync?"
+    )
+    parser.add_argument(
         "--payload-sizes", default="", help="floor: comma-separated GetBlob payload sizes"
     )
     args = parser.parse_args(argv)
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.data_dir:
             parser.error("govc needs --data-dir")
-        uvloop.run(serve_govc(args.data_dir))
+        uvloop.run(serve_govc(args.data_dir, args.durability))
     return 0
 
 

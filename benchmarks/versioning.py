@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import PROJECT_ROOT, markdown_table, percentile
+from benchmarks.harness import PROJECT_ROOT, git, markdown_table, percentile
 from govc.client import GovcClient
 
 FILES = 1000
@@ -19,13 +18,6 @@ FILE_SIZE = 1024
 HISTORY = 10_000
 BRANCH_CALLS = 200
 IN_FLIGHT = 64
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def _files(round_no: int) -> dict[str, bytes]:
@@ -36,18 +28,6 @@ def _files(round_no: int) -> dict[str, bytes]:
         body = (line * (FILE_SIZE // len(line) + 1)).encode()[:FILE_SIZE]
         files[f"dir{i % 10}/file{i:04d}.txt"] = body
     return files
-
-
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> None:
-    cwd.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV, "HOME": str(cwd)},
-        input=stdin,
-        check=True,
-        capture_output=True,
-    )
 
 
 async def _govc_commit(client: GovcClient, repo: str, files: dict[str, bytes]) -> float:
@@ -86,12 +66,12 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 def _git_add_commit(root: Path, files: dict[str, bytes]) -> tuple[float, float]:
     """(add + commit only, write files + add + commit) seconds."""
-    _git(root, "init", "-q", "-b", "main")
+    git(root, "init", "-q", "-b", "main")
     start = time.perf_counter()
     _write_tree(root, files)
     written = time.perf_counter()
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "1000 files")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "1000 files")
     end = time.perf_counter()
     return end - written, end - start
 
@@ -109,10 +89,10 @@ def _fast_import_stream(files: dict[str, bytes], when: int = 1_700_000_000) -> b
 
 
 def _git_fast_import(root: Path, files: dict[str, bytes]) -> float:
-    _git(root, "init", "-q", "--bare", "-b", "main")
+    git(root, "init", "-q", "--bare", "-b", "main")
     stream = _fast_import_stream(files)
     start = time.perf_counter()
-    _git(root, "fast-import", "--quiet", stdin=stream)
+    git(root, "fast-import", "--quiet", stdin=stream)
     return time.perf_counter() - start
 
 
@@ -168,8 +148,8 @@ async def run(client: GovcClient, data_dir: Path, workdir: Path, rounds: int) ->
     # A 10,000-commit history, made by git fast-import and brought in with `govc import`
     # beside the running server (LMDB allows the second process).
     source = workdir / "history.git"
-    _git(source.parent, "init", "-q", "--bare", "-b", "main", str(source))
-    _git(source, "fast-import", "--quiet", stdin=_history_stream(HISTORY))
+    git(source.parent, "init", "-q", "--bare", "-b", "main", str(source))
+    git(source, "fast-import", "--quiet", stdin=_history_stream(HISTORY))
     subprocess.run(
         [
             sys.executable,
@@ -192,7 +172,7 @@ async def run(client: GovcClient, data_dir: Path, workdir: Path, rounds: int) ->
     git_log: list[float] = []
     for _ in range(3):
         start = time.perf_counter()
-        _git(source, "log", "--format=%H %P %an %at %s", "--name-status")
+        git(source, "log", "--format=%H %P %an %at %s", "--name-status")
         git_log.append(time.perf_counter() - start)
 
     names = iter(range(10**9))
@@ -202,7 +182,7 @@ async def run(client: GovcClient, data_dir: Path, workdir: Path, rounds: int) ->
     git_branch: list[float] = []
     for i in range(20):
         start = time.perf_counter()
-        _git(source, "branch", f"g{i}", "main~5")
+        git(source, "branch", f"g{i}", "main~5")
         git_branch.append(time.perf_counter() - start)
 
     batch_commit = statistics.median(batch_times)
