@@ -138,8 +138,10 @@ def _storage_command(args: argparse.Namespace) -> int:
             count = export_repository(db, vc, args.repo_id, Path(args.dest))
             print(f"exported {args.repo_id} to {args.dest} ({count} objects)")
         else:
-            count = import_repository(db, vc, Path(args.source), args.repo_id)
-            print(f"imported {args.source} as {args.repo_id} ({count} objects)")
+            result = import_repository(db, vc, Path(args.source), args.repo_id)
+            for note in result.notes:
+                print(f"note: {note}")
+            print(f"imported {args.source} as {args.repo_id} ({result.objects} objects)")
         return 0
     except GovcError as exc:
         print(f"govc {args.command}: {exc.message}", file=sys.stderr)
@@ -236,9 +238,23 @@ def _add_client_commands(commands: "argparse._SubParsersAction[argparse.Argument
         "--group-by", action="append", default=[], help="aggregate instead (repeat for a|b)"
     )
     merge = command("merge", c.merge, "merge a branch into the current (or --into) branch")
-    merge.add_argument("source")
+    merge.add_argument("source", nargs="?", default="")
     merge.add_argument("--into", default="")
     merge.add_argument("-m", "--message", default="")
+    merge.add_argument(
+        "-X", "--strategy-option", dest="strategy", default="", help="ours, theirs or union"
+    )
+    merge.add_argument(
+        "--leave-conflicts",
+        action="store_true",
+        help="on conflict, leave the merge in progress with conflict markers, as git does",
+    )
+    merge.add_argument("--abort", action="store_true", help="abort the merge in progress")
+    tag = command("tag", c.tag, "list, create or delete tags")
+    tag.add_argument("name", nargs="?", default="")
+    tag.add_argument("target", nargs="?", default="")
+    tag.add_argument("-m", "--message", default="", help="an annotated tag with this message")
+    tag.add_argument("-d", "--delete", default="")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from generated.google.protobuf import Empty
 from generated.govc import (
+    AbortMergeRequest,
     AddFileRequest,
     AddFileResponse,
     BatchOperation,
@@ -49,8 +50,10 @@ from generated.govc import (
     CreateBranchResponse,
     CreateRepositoryRequest,
     CreateRepositoryResponse,
+    CreateTagRequest,
     DeleteBranchRequest,
     DeleteRepositoryRequest,
+    DeleteTagRequest,
     ExecuteSqlQueryRequest,
     ExecuteSqlQueryResponse,
     FullTextSearchRequest,
@@ -73,6 +76,8 @@ from generated.govc import (
     ListCommitsResponse,
     ListRepositoriesRequest,
     ListRepositoriesResponse,
+    ListTagsRequest,
+    ListTagsResponse,
     MergeBranchRequest,
     MergeBranchResponse,
     MoveFileRequest,
@@ -88,6 +93,7 @@ from generated.govc import (
     StreamBlobRequest,
     StreamChunk,
     StreamMetadata,
+    Tag,
     UploadBlobStreamRequest,
     UploadBlobStreamResponse,
     UploadMetadata,
@@ -234,16 +240,25 @@ class GovcClient:
 
     # ---- files ----
 
-    async def add_file(self, repository_id: str, path: str, content: bytes) -> AddFileResponse:
-        """Write `content` to the work tree and stage it (`git add`)."""
+    async def add_file(
+        self, repository_id: str, path: str, content: bytes = b"", *, blob_hash: str = ""
+    ) -> AddFileResponse:
+        """Write `content` (or the stored blob `blob_hash`, of any size) to the work tree and
+        stage it (`git add`)."""
         self._check_size("content", content)
-        request = AddFileRequest(repository_id=repository_id, path=path, content=content)
+        request = AddFileRequest(
+            repository_id=repository_id, path=path, content=content, blob_hash=blob_hash
+        )
         return await self._call(self.stub.add_file, request)
 
-    async def write_file(self, repository_id: str, path: str, content: bytes) -> WriteFileResponse:
-        """Write `content` to the work tree only (not staged)."""
+    async def write_file(
+        self, repository_id: str, path: str, content: bytes = b"", *, blob_hash: str = ""
+    ) -> WriteFileResponse:
+        """Write `content` (or the stored blob `blob_hash`) to the work tree only (not staged)."""
         self._check_size("content", content)
-        request = WriteFileRequest(repository_id=repository_id, path=path, content=content)
+        request = WriteFileRequest(
+            repository_id=repository_id, path=path, content=content, blob_hash=blob_hash
+        )
         return await self._call(self.stub.write_file, request)
 
     async def read_file(self, repository_id: str, path: str, commit: str = "") -> ReadFileResponse:
@@ -315,15 +330,48 @@ class GovcClient:
         await self._call(self.stub.checkout_branch, request)
 
     async def merge_branch(
-        self, repository_id: str, source_branch: str, target_branch: str = "", message: str = ""
+        self,
+        repository_id: str,
+        source_branch: str,
+        target_branch: str = "",
+        message: str = "",
+        *,
+        strategy: str = "",
+        leave_conflicts: bool = False,
     ) -> MergeBranchResponse:
         request = MergeBranchRequest(
             repository_id=repository_id,
             source_branch=source_branch,
             target_branch=target_branch,
             message=message,
+            strategy=strategy,
+            leave_conflicts=leave_conflicts,
         )
         return await self._call(self.stub.merge_branch, request)
+
+    async def abort_merge(self, repository_id: str) -> None:
+        await self._call(self.stub.abort_merge, AbortMergeRequest(repository_id=repository_id))
+
+    async def create_tag(
+        self,
+        repository_id: str,
+        name: str,
+        target: str = "",
+        message: str = "",
+        tagger: str = "",
+    ) -> Tag:
+        """A lightweight tag, or with `message` an annotated one (`git tag -a`)."""
+        request = CreateTagRequest(
+            repository_id=repository_id, name=name, target=target, message=message, tagger=tagger
+        )
+        return await self._call(self.stub.create_tag, request)
+
+    async def list_tags(self, repository_id: str) -> ListTagsResponse:
+        return await self._call(self.stub.list_tags, ListTagsRequest(repository_id=repository_id))
+
+    async def delete_tag(self, repository_id: str, name: str) -> None:
+        request = DeleteTagRequest(repository_id=repository_id, name=name)
+        await self._call(self.stub.delete_tag, request)
 
     async def status(self, repository_id: str) -> GetStatusResponse:
         return await self._call(self.stub.get_status, GetStatusRequest(repository_id=repository_id))

@@ -51,7 +51,14 @@ async def add(c: GovcClient, args: argparse.Namespace) -> int:
     for name in args.paths:
         local = Path(name)
         target = args.as_path or local.as_posix()
-        stored = await c.add_file(repo, target, local.read_bytes())
+        size = local.stat().st_size
+        if size > c.max_message_bytes // 2:
+            # Too big for one message: stream the content, then point the path at the blob.
+            bar = ProgressBar(f"add {target}", _show_progress(size))
+            uploaded = await c.upload(repo, local, progress=bar)
+            stored = await c.add_file(repo, target, blob_hash=uploaded.hash)
+        else:
+            stored = await c.add_file(repo, target, local.read_bytes())
         print(f"add {target} ({stored.size} bytes, {stored.hash[:12]})")
     return 0
 
@@ -273,11 +280,42 @@ async def search(c: GovcClient, args: argparse.Namespace) -> int:
 
 
 async def merge(c: GovcClient, args: argparse.Namespace) -> int:
-    result = await c.merge_branch(_repo(args), args.source, args.into, args.message)
+    repo = _repo(args)
+    if args.abort:
+        await c.abort_merge(repo)
+        return 0
+    if not args.source:
+        print("govc merge: name the branch to merge (or --abort)", file=sys.stderr)
+        return 2
+    result = await c.merge_branch(
+        repo,
+        args.source,
+        args.into,
+        args.message,
+        strategy=args.strategy,
+        leave_conflicts=args.leave_conflicts,
+    )
     if result.conflicts:
         for path in result.conflict_files:
-            print(f"CONFLICT (content): Merge conflict in {path}")
-        print("Automatic merge failed; nothing was changed.")
+            print(f"CONFLICT: Merge conflict in {path}")
+        if args.leave_conflicts:
+            print("Automatic merge failed; fix conflicts, add them, then commit the result.")
+        else:
+            print("Automatic merge failed; nothing was changed.")
         return 1
     print(f"Merged {args.source}: {result.commit_hash[:7]}")
+    return 0
+
+
+async def tag(c: GovcClient, args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    if args.delete:
+        await c.delete_tag(repo, args.delete)
+        print(f"Deleted tag '{args.delete}'")
+    elif args.name:
+        made = await c.create_tag(repo, args.name, args.target, args.message)
+        print(f"{made.name} {made.commit_hash[:7]}")
+    else:
+        for found in (await c.list_tags(repo)).tags:
+            print(found.name)
     return 0

@@ -80,7 +80,7 @@ async def test_every_operation_type(c: GovcClient) -> None:
     assert by_id["l1"].result["commits"][0]["hash"] == commit["hash"]
     # The effects are real: status, history and files agree.
     status = await c.status(R)
-    assert status.status_entries == ["?? notes.txt", "D  src/b.bin"]
+    assert status.status_entries == ["D  src/b.bin", "?? notes.txt"]  # git: untracked last
     got = await c.get_commit(R, commit["hash"])
     assert [(x.path, x.type) for x in got.changes] == [
         ("src/a.py", "added"),

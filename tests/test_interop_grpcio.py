@@ -161,4 +161,4 @@ def test_reflection_describes_govc_service(report: dict[str, Any]) -> None:
     assert methods["GetBlob"] == [".govc.GetBlobRequest", ".govc.GetBlobResponse"]
     # The server describes exactly the service the grpcio stubs were generated from.
     assert methods == report["local_govc_methods"]
-    assert len(methods) == 29
+    assert len(methods) == 33  # the original 29, AbortMerge and the three tag RPCs

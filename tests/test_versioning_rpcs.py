@@ -171,14 +171,11 @@ async def test_move_and_remove(c: GovcClient) -> None:
     await c.write_file(R, "d/untracked.txt", b"u\n")  # moves with its directory, as git mv does
     await c.move_file(R, "d", "e")
     status = await c.status(R)
-    assert status.status_entries == [
-        "D  d/x.txt",
-        "D  d/y.txt",
+    assert status.status_entries == [  # as `git status --porcelain` shows it
+        "R  d/x.txt -> e/x.txt",
+        "R  d/y.txt -> e/y.txt",
+        "R  z.txt -> w.txt",
         "?? e/untracked.txt",
-        "A  e/x.txt",
-        "A  e/y.txt",
-        "A  w.txt",
-        "D  z.txt",
     ]
     assert (await c.read_file(R, "e/untracked.txt")).content == b"u\n"
     assert (await error(c.read_file(R, "d/untracked.txt"))).status == Status.NOT_FOUND
@@ -189,8 +186,8 @@ async def test_move_and_remove(c: GovcClient) -> None:
     err = await error(c.remove_file(R, "nope.txt"))
     assert err.status == Status.NOT_FOUND
     await c.write_file(R, "untracked.txt", b"u\n")
-    err = await error(c.remove_file(R, "untracked.txt"))
-    assert err.status == Status.NOT_FOUND
+    await c.remove_file(R, "untracked.txt")  # only in the work tree: it is removed
+    assert (await error(c.read_file(R, "untracked.txt"))).status == Status.NOT_FOUND
     before = await c.status(R)
     err = await error(c.add_file(R, "w.txt/inside", b"x"))
     assert err.status == Status.FAILED_PRECONDITION and "w.txt" in err.message
@@ -328,7 +325,7 @@ async def test_checkout_refuses_to_lose_work(c: GovcClient) -> None:
     await c.checkout_branch(R, "other")
     status = await c.status(R)
     assert status.current_branch == "other"
-    assert status.status_entries == ["?? notes.txt", " M same.txt"]
+    assert status.status_entries == [" M same.txt", "?? notes.txt"]  # git: untracked last
     assert (await c.read_file(R, "shared.txt")).content == b"other\n"
     assert (await c.read_file(R, "same.txt")).content == b"carried\n"
 
@@ -379,8 +376,8 @@ async def test_status_shows_untracked_file_over_staged_deletion(c: GovcClient) -
     await c.move_file(R, "a", "b")
     await c.write_file(R, "a", b"new\n")
     status = await c.status(R)
-    assert status.status_entries == ["D  a", "?? a", "A  b"]
-    assert (status.staged_files, status.untracked_files) == (2, 1)
+    assert status.status_entries == ["R  a -> b", "?? a"]  # as git shows it
+    assert (status.staged_files, status.untracked_files) == (1, 1)
 
 
 @pytest.mark.parametrize("message", ["", "  \n ", "a\0b"])

@@ -4,6 +4,7 @@
 # This file has been @generated
 
 __all__ = (
+    "AbortMergeRequest",
     "AddFileRequest",
     "AddFileResponse",
     "AggregationGroup",
@@ -20,8 +21,10 @@ __all__ = (
     "CreateBranchResponse",
     "CreateRepositoryRequest",
     "CreateRepositoryResponse",
+    "CreateTagRequest",
     "DeleteBranchRequest",
     "DeleteRepositoryRequest",
+    "DeleteTagRequest",
     "ExecuteSqlQueryRequest",
     "ExecuteSqlQueryResponse",
     "FileChange",
@@ -46,8 +49,11 @@ __all__ = (
     "ListCommitsResponse",
     "ListRepositoriesRequest",
     "ListRepositoriesResponse",
+    "ListTagsRequest",
+    "ListTagsResponse",
     "MergeBranchRequest",
     "MergeBranchResponse",
+    "MergeConflict",
     "MoveFileRequest",
     "QueryRow",
     "ReadFileRequest",
@@ -67,6 +73,7 @@ __all__ = (
     "StreamError",
     "StreamMetadata",
     "StreamProgress",
+    "Tag",
     "UploadBlobStreamRequest",
     "UploadBlobStreamResponse",
     "UploadMetadata",
@@ -97,6 +104,19 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 
 @dataclass(eq=False, repr=False)
+class AbortMergeRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["AbortMergeRequest"]
+
+    repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("govc", "AbortMergeRequest", AbortMergeRequest)
+
+
+@dataclass(eq=False, repr=False)
 class AddFileRequest(betterproto2.Message):
     """
     ---- Files ----
@@ -112,6 +132,13 @@ class AddFileRequest(betterproto2.Message):
     path: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     content: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+    blob_hash: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    With `content` empty: the path points at this already stored blob (for example one
+    sent with UploadBlobStream), of any size. NOT_FOUND if absent; INVALID_ARGUMENT if
+    `content` is set too.
+    """
 
 
 default_message_pool.register_message("govc", "AddFileRequest", AddFileRequest)
@@ -429,6 +456,34 @@ default_message_pool.register_message("govc", "CreateRepositoryResponse", Create
 
 
 @dataclass(eq=False, repr=False)
+class CreateTagRequest(betterproto2.Message):
+    """
+    ---- Tags ----
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["CreateTagRequest"]
+
+    repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    target: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    tagger: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    "Name <email>"; default: the server's identity.
+    """
+
+
+default_message_pool.register_message("govc", "CreateTagRequest", CreateTagRequest)
+
+
+@dataclass(eq=False, repr=False)
 class DeleteBranchRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -454,6 +509,21 @@ class DeleteRepositoryRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("govc", "DeleteRepositoryRequest", DeleteRepositoryRequest)
+
+
+@dataclass(eq=False, repr=False)
+class DeleteTagRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["DeleteTagRequest"]
+
+    repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("govc", "DeleteTagRequest", DeleteTagRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -871,6 +941,32 @@ default_message_pool.register_message("govc", "ListRepositoriesResponse", ListRe
 
 
 @dataclass(eq=False, repr=False)
+class ListTagsRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["ListTagsRequest"]
+
+    repository_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("govc", "ListTagsRequest", ListTagsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListTagsResponse(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["ListTagsResponse"]
+
+    tags: "list[Tag]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("govc", "ListTagsResponse", ListTagsResponse)
+
+
+@dataclass(eq=False, repr=False)
 class MergeBranchRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -884,6 +980,19 @@ class MergeBranchRequest(betterproto2.Message):
     target_branch: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
     message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    strategy: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    "" or "ort" (git's default merge), "ours" / "theirs" (git's -X ours / -X theirs:
+    conflicting hunks take that side), "union" (both sides' lines). Others: INVALID_ARGUMENT.
+    """
+
+    leave_conflicts: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    On conflict, leave the target mid-merge as `git merge` does (markers in the work tree,
+    `UU` in GetStatus, the next Commit makes the two-parent commit; AbortMerge undoes it)
+    instead of changing nothing. Only for the checked-out branch.
+    """
 
 
 default_message_pool.register_message("govc", "MergeBranchRequest", MergeBranchRequest)
@@ -902,8 +1011,42 @@ class MergeBranchResponse(betterproto2.Message):
 
     conflict_files: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
 
+    conflicts_detail: "list[MergeConflict]" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    One entry per conflicted path, in path order.
+    """
+
 
 default_message_pool.register_message("govc", "MergeBranchResponse", MergeBranchResponse)
+
+
+@dataclass(eq=False, repr=False)
+class MergeConflict(betterproto2.Message):
+    """
+    A conflicted path of a merge: the blob ids of the three sides ("" where the side has no
+    file) and the file with git's conflict markers, as `git merge` leaves it (empty for binary
+    files and for delete/modify conflicts).
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["MergeConflict"]
+
+    path: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    base_hash: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    ours_hash: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    theirs_hash: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    merged: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("govc", "MergeConflict", MergeConflict)
 
 
 @dataclass(eq=False, repr=False)
@@ -1301,6 +1444,37 @@ default_message_pool.register_message("govc", "StreamProgress", StreamProgress)
 
 
 @dataclass(eq=False, repr=False)
+class Tag(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return GOVC_PROTO_DESCRIPTOR.message_types_by_name["Tag"]
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    commit_hash: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The commit the tag points at (through its tag object, when annotated).
+    """
+
+    tag_hash: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The annotated tag object's id; empty for a lightweight tag.
+    """
+
+    message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    tagger: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    timestamp: "datetime.datetime | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: _google__protobuf__.Timestamp, optional=True
+    )
+
+
+default_message_pool.register_message("govc", "Tag", Tag)
+
+
+@dataclass(eq=False, repr=False)
 class UploadBlobStreamRequest(betterproto2.Message):
     """
 
@@ -1380,6 +1554,11 @@ class WriteFileRequest(betterproto2.Message):
     content: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
 
     create_dirs: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+    blob_hash: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    As AddFileRequest.blob_hash.
+    """
 
 
 default_message_pool.register_message("govc", "WriteFileRequest", WriteFileRequest)
@@ -1815,6 +1994,95 @@ class GoVcServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def abort_merge(
+        self,
+        message: "AbortMergeRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "_google__protobuf__.Empty":
+        """
+        Ends a merge left with conflicts (MergeBranch leave_conflicts): index, work tree and
+        branch go back to exactly what they were before it. FAILED_PRECONDITION when no merge
+        is in progress.
+        """
+
+        return await self._unary_unary(
+            "/govc.GoVCService/AbortMerge",
+            message,
+            _google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def create_tag(
+        self,
+        message: "CreateTagRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Tag":
+        """
+        Tags
+        Creates a tag on `target` (any revision; default HEAD): lightweight when `message` is
+        empty, otherwise an annotated tag object byte-identical to `git tag -a`. Names follow
+        the branch-name rules; ALREADY_EXISTS if the tag exists.
+        """
+
+        return await self._unary_unary(
+            "/govc.GoVCService/CreateTag",
+            message,
+            Tag,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_tags(
+        self,
+        message: "ListTagsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListTagsResponse":
+        """
+        Every tag of the repository, sorted by name.
+        """
+
+        return await self._unary_unary(
+            "/govc.GoVCService/ListTags",
+            message,
+            ListTagsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def delete_tag(
+        self,
+        message: "DeleteTagRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "_google__protobuf__.Empty":
+        """
+        Deletes a tag (the tag object stays stored); NOT_FOUND if there is no such tag.
+        """
+
+        return await self._unary_unary(
+            "/govc.GoVCService/DeleteTag",
+            message,
+            _google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def full_text_search(
         self,
         message: "FullTextSearchRequest",
@@ -1960,7 +2228,7 @@ class GoVcServiceStub(betterproto2_grpclib.ServiceStub):
 from ..google import protobuf as _google__protobuf__
 
 GOVC_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\ngovc.proto\x12\x04govc\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xe5\x01\n\x17CreateRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0bdescription\x18\x03 \x01(\tR\x0bdescription\x12G\n\x08metadata\x18\x04 \x03(\x0b2+.govc.CreateRepositoryRequest.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"y\n\x18CreateRepositoryResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x129\n\ncreated_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt"&\n\x14GetRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x9c\x02\n\x15GetRepositoryResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0bdescription\x18\x03 \x01(\tR\x0bdescription\x129\n\ncreated_at\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x12E\n\x08metadata\x18\x05 \x03(\x0b2).govc.GetRepositoryResponse.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01")\n\x17DeleteRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"G\n\x17ListRepositoriesRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\x02 \x01(\x05R\x06offset"q\n\x18ListRepositoriesResponse\x12?\n\x0crepositories\x18\x01 \x03(\x0b2\x1b.govc.GetRepositoryResponseR\x0crepositories\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total"Q\n\x10StoreBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07content\x18\x02 \x01(\x0cR\x07content";\n\x11StoreBlobResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"I\n\x0eGetBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"S\n\x0fGetBlobResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size"\x83\x01\n\x19StoreBlobWithDeltaRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07content\x18\x02 \x01(\x0cR\x07content\x12\'\n\x0fuse_compression\x18\x03 \x01(\x08R\x0euseCompression"\x9a\x01\n\x1aStoreBlobWithDeltaResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\'\n\x0fcompressed_size\x18\x03 \x01(\x03R\x0ecompressedSize\x12+\n\x11compression_ratio\x18\x04 \x01(\x02R\x10compressionRatio"R\n\x17GetBlobWithDeltaRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"\xac\x01\n\x18GetBlobWithDeltaResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12\'\n\x0fcompressed_size\x18\x04 \x01(\x03R\x0ecompressedSize\x12%\n\x0ewas_compressed\x18\x05 \x01(\x08R\rwasCompressed"\xb1\x01\n\x16BatchOperationsRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x124\n\noperations\x18\x02 \x03(\x0b2\x14.govc.BatchOperationR\noperations\x12\x1a\n\x08parallel\x18\x03 \x01(\x08R\x08parallel\x12 \n\x0btransaction\x18\x04 \x01(\x08R\x0btransaction"L\n\x0eBatchOperation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n\x06params\x18\x03 \x01(\x0cR\x06params"\xab\x01\n\x17BatchOperationsResponse\x124\n\x07results\x18\x01 \x03(\x0b2\x1a.govc.BatchOperationResultR\x07results\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12\x14\n\x05error\x18\x03 \x01(\tR\x05error\x12*\n\x11execution_time_ms\x18\x04 \x01(\x01R\x0fexecutionTimeMs"n\n\x14BatchOperationResult\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12\x16\n\x06result\x18\x03 \x01(\x0cR\x06result\x12\x14\n\x05error\x18\x04 \x01(\tR\x05error"c\n\x0eAddFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n\x07content\x18\x03 \x01(\x0cR\x07content"9\n\x0fAddFileResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"b\n\x0fReadFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n\x06commit\x18\x03 \x01(\tR\x06commit"\x95\x01\n\x10ReadFileResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12?\n\rlast_modified\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\x0clastModified"\x86\x01\n\x10WriteFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n\x07content\x18\x03 \x01(\x0cR\x07content\x12\x1f\n\x0bcreate_dirs\x18\x04 \x01(\x08R\ncreateDirs";\n\x11WriteFileResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"L\n\x11RemoveFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path"l\n\x0fMoveFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x1b\n\tfrom_path\x18\x02 \x01(\tR\x08fromPath\x12\x17\n\x07to_path\x18\x03 \x01(\tR\x06toPath"|\n\rCommitRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x12\x14\n\x05files\x18\x04 \x03(\tR\x05files"\x90\x01\n\x0eCommitResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x128\n\ttimestamp\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp"K\n\x10GetCommitRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"\xe4\x01\n\x11GetCommitResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x128\n\ttimestamp\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12#\n\rparent_hashes\x18\x05 \x03(\tR\x0cparentHashes\x12*\n\x07changes\x18\x06 \x03(\x0b2\x10.govc.FileChangeR\x07changes"H\n\nFileChange\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n\x04hash\x18\x03 \x01(\tR\x04hash"\x97\x01\n\x12ListCommitsRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\x03 \x01(\x05R\x06offset\x12\x16\n\x06branch\x18\x04 \x01(\tR\x06branch\x12\x16\n\x06author\x18\x05 \x01(\tR\x06author"^\n\x13ListCommitsResponse\x121\n\x07commits\x18\x01 \x03(\x0b2\x17.govc.GetCommitResponseR\x07commits\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total"o\n\x13CreateBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bfrom_commit\x18\x03 \x01(\tR\nfromCommit"K\n\x14CreateBranchResponse\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bcommit_hash\x18\x02 \x01(\tR\ncommitHash":\n\x13ListBranchesRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"g\n\x14ListBranchesResponse\x12(\n\x08branches\x18\x01 \x03(\x0b2\x0c.govc.BranchR\x08branches\x12%\n\x0ecurrent_branch\x18\x02 \x01(\tR\rcurrentBranch"\x92\x01\n\x06Branch\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bcommit_hash\x18\x02 \x01(\tR\ncommitHash\x12;\n\x0blast_commit\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\nlastCommit\x12\x16\n\x06author\x18\x04 \x01(\tR\x06author"N\n\x13DeleteBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name"P\n\x15CheckoutBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name"\x9d\x01\n\x12MergeBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12#\n\rsource_branch\x18\x02 \x01(\tR\x0csourceBranch\x12#\n\rtarget_branch\x18\x03 \x01(\tR\x0ctargetBranch\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message"{\n\x13MergeBranchResponse\x12\x1f\n\x0bcommit_hash\x18\x01 \x01(\tR\ncommitHash\x12\x1c\n\tconflicts\x18\x02 \x01(\x08R\tconflicts\x12%\n\x0econflict_files\x18\x03 \x03(\tR\rconflictFiles"\xc4\x02\n\x15FullTextSearchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x14\n\x05query\x18\x02 \x01(\tR\x05query\x12\x1d\n\nfile_types\x18\x03 \x03(\tR\tfileTypes\x12\x19\n\x08max_size\x18\x04 \x01(\x03R\x07maxSize\x12\x1b\n\tmin_score\x18\x05 \x01(\x01R\x08minScore\x12\'\n\x0finclude_content\x18\x06 \x01(\x08R\x0eincludeContent\x12)\n\x10highlight_length\x18\x07 \x01(\x05R\x0fhighlightLength\x12\x14\n\x05limit\x18\x08 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\t \x01(\x05R\x06offset\x12\x17\n\x07sort_by\x18\n \x01(\tR\x06sortBy"\x80\x01\n\x16FullTextSearchResponse\x12,\n\x07results\x18\x01 \x03(\x0b2\x12.govc.SearchResultR\x07results\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12"\n\rquery_time_ms\x18\x03 \x01(\x01R\x0bqueryTimeMs"v\n\x0cSearchResult\x120\n\x08document\x18\x01 \x01(\x0b2\x14.govc.SearchDocumentR\x08document\x12\x14\n\x05score\x18\x02 \x01(\x01R\x05score\x12\x1e\n\nhighlights\x18\x03 \x03(\tR\nhighlights"\xca\x01\n\x0eSearchDocument\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12?\n\rlast_modified\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\x0clastModified\x12\x18\n\x07content\x18\x05 \x01(\x0cR\x07content\x12!\n\x0ccontent_type\x18\x06 \x01(\tR\x0bcontentType"Z\n\x16ExecuteSQLQueryRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x1b\n\tsql_query\x18\x02 \x01(\tR\x08sqlQuery"\x9a\x01\n\x17ExecuteSQLQueryResponse\x12"\n\x04rows\x18\x01 \x03(\x0b2\x0e.govc.QueryRowR\x04rows\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12"\n\rquery_time_ms\x18\x03 \x01(\x01R\x0bqueryTimeMs\x12!\n\x0cexecuted_sql\x18\x04 \x01(\tR\x0bexecutedSql"y\n\x08QueryRow\x122\n\x06fields\x18\x01 \x03(\x0b2\x1a.govc.QueryRow.FieldsEntryR\x06fields\x1a9\n\x0bFieldsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xd4\x01\n\x1cSearchWithAggregationRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x121\n\x05query\x18\x02 \x01(\x0b2\x1b.govc.FullTextSearchRequestR\x05query\x12\x19\n\x08group_by\x18\x03 \x03(\tR\x07groupBy\x12"\n\x0caggregations\x18\x04 \x03(\tR\x0caggregations\x12\x1d\n\ntime_range\x18\x05 \x01(\tR\ttimeRange"\x83\x01\n\x1dSearchWithAggregationResponse\x12.\n\x06groups\x18\x01 \x03(\x0b2\x16.govc.AggregationGroupR\x06groups\x122\n\x07summary\x18\x02 \x01(\x0b2\x18.govc.AggregationSummaryR\x07summary"\xff\x01\n\x10AggregationGroup\x12\x1f\n\x0bgroup_value\x18\x01 \x01(\tR\ngroupValue\x12\x14\n\x05count\x18\x02 \x01(\x05R\x05count\x12=\n\x07metrics\x18\x03 \x03(\x0b2#.govc.AggregationGroup.MetricsEntryR\x07metrics\x129\n\x0esample_results\x18\x04 \x03(\x0b2\x12.govc.SearchResultR\rsampleResults\x1a:\n\x0cMetricsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01"\xdd\x01\n\x12AggregationSummary\x12\'\n\x0ftotal_documents\x18\x01 \x01(\x05R\x0etotalDocuments\x12!\n\x0ctotal_groups\x18\x02 \x01(\x05R\x0btotalGroups\x12?\n\x07metrics\x18\x03 \x03(\x0b2%.govc.AggregationSummary.MetricsEntryR\x07metrics\x1a:\n\x0cMetricsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01"\xad\x01\n\x11StreamBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x1d\n\nchunk_size\x18\x03 \x01(\x05R\tchunkSize\x12!\n\x0cstart_offset\x18\x04 \x01(\x03R\x0bstartOffset\x12\x1d\n\nend_offset\x18\x05 \x01(\x03R\tendOffset"\xde\x01\n\x12StreamBlobResponse\x122\n\x08metadata\x18\x01 \x01(\x0b2\x14.govc.StreamMetadataH\x00R\x08metadata\x12)\n\x05chunk\x18\x02 \x01(\x0b2\x11.govc.StreamChunkH\x00R\x05chunk\x122\n\x08progress\x18\x03 \x01(\x0b2\x14.govc.StreamProgressH\x00R\x08progress\x12)\n\x05error\x18\x04 \x01(\x0b2\x11.govc.StreamErrorH\x00R\x05errorB\n\n\x08response"\xac\x01\n\x0eStreamMetadata\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12\x1d\n\ntotal_size\x18\x02 \x01(\x03R\ttotalSize\x12\x1f\n\x0bchunk_count\x18\x03 \x01(\x05R\nchunkCount\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType\x12\x1a\n\x08checksum\x18\x05 \x01(\tR\x08checksum"\x96\x01\n\x0bStreamChunk\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12!\n\x0csequence_num\x18\x02 \x01(\x05R\x0bsequenceNum\x12\x12\n\x04data\x18\x03 \x01(\x0cR\x04data\x12\x1a\n\x08checksum\x18\x04 \x01(\tR\x08checksum\x12\x17\n\x07is_last\x18\x05 \x01(\x08R\x06isLast"\x87\x02\n\x0eStreamProgress\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12%\n\x0ebytes_streamed\x18\x02 \x01(\x03R\rbytesStreamed\x12\x1f\n\x0btotal_bytes\x18\x03 \x01(\x03R\ntotalBytes\x12\'\n\x0fchunks_streamed\x18\x04 \x01(\x05R\x0echunksStreamed\x12!\n\x0ctotal_chunks\x18\x05 \x01(\x05R\x0btotalChunks\x12,\n\x12transfer_rate_mbps\x18\x06 \x01(\x01R\x10transferRateMbps\x12\x16\n\x06status\x18\x07 \x01(\tR\x06status"_\n\x0bStreamError\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12\x14\n\x05error\x18\x02 \x01(\tR\x05error\x12\x1d\n\nerror_code\x18\x03 \x01(\x05R\terrorCode"\xa8\x01\n\x17UploadBlobStreamRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x122\n\x08metadata\x18\x02 \x01(\x0b2\x14.govc.UploadMetadataH\x00R\x08metadata\x12)\n\x05chunk\x18\x03 \x01(\x0b2\x11.govc.StreamChunkH\x00R\x05chunkB\t\n\x07request"\x8d\x01\n\x0eUploadMetadata\x12\x1a\n\x08filename\x18\x01 \x01(\tR\x08filename\x12\x1d\n\ntotal_size\x18\x02 \x01(\x03R\ttotalSize\x12\x1d\n\nchunk_size\x18\x03 \x01(\x05R\tchunkSize\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType"\x87\x01\n\x18UploadBlobStreamResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\'\n\x0fchunks_received\x18\x03 \x01(\x05R\x0echunksReceived\x12\x1a\n\x08checksum\x18\x04 \x01(\tR\x08checksum"\xfe\x01\n\x0eHealthResponse\x12\x16\n\x06status\x18\x01 \x01(\tR\x06status\x128\n\x06checks\x18\x02 \x03(\x0b2 .govc.HealthResponse.ChecksEntryR\x06checks\x128\n\ttimestamp\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12%\n\x0euptime_seconds\x18\x04 \x01(\x01R\ruptimeSeconds\x1a9\n\x0bChecksEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"7\n\x10GetStatusRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"\xf9\x01\n\x11GetStatusResponse\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12%\n\x0ecurrent_branch\x18\x02 \x01(\tR\rcurrentBranch\x12!\n\x0cstaged_files\x18\x03 \x01(\x05R\x0bstagedFiles\x12%\n\x0eunstaged_files\x18\x04 \x01(\x05R\runstagedFiles\x12\'\n\x0funtracked_files\x18\x05 \x01(\x05R\x0euntrackedFiles\x12%\n\x0estatus_entries\x18\x06 \x03(\tR\rstatusEntries2\x8a\x10\n\x0bGoVCService\x12Q\n\x10CreateRepository\x12\x1d.govc.CreateRepositoryRequest\x1a\x1e.govc.CreateRepositoryResponse\x12H\n\rGetRepository\x12\x1a.govc.GetRepositoryRequest\x1a\x1b.govc.GetRepositoryResponse\x12I\n\x10DeleteRepository\x12\x1d.govc.DeleteRepositoryRequest\x1a\x16.google.protobuf.Empty\x12Q\n\x10ListRepositories\x12\x1d.govc.ListRepositoriesRequest\x1a\x1e.govc.ListRepositoriesResponse\x12<\n\tStoreBlob\x12\x16.govc.StoreBlobRequest\x1a\x17.govc.StoreBlobResponse\x126\n\x07GetBlob\x12\x14.govc.GetBlobRequest\x1a\x15.govc.GetBlobResponse\x12W\n\x12StoreBlobWithDelta\x12\x1f.govc.StoreBlobWithDeltaRequest\x1a .govc.StoreBlobWithDeltaResponse\x12Q\n\x10GetBlobWithDelta\x12\x1d.govc.GetBlobWithDeltaRequest\x1a\x1e.govc.GetBlobWithDeltaResponse\x12N\n\x0fBatchOperations\x12\x1c.govc.BatchOperationsRequest\x1a\x1d.govc.BatchOperationsResponse\x126\n\x07AddFile\x12\x14.govc.AddFileRequest\x1a\x15.govc.AddFileResponse\x129\n\x08ReadFile\x12\x15.govc.ReadFileRequest\x1a\x16.govc.ReadFileResponse\x12<\n\tWriteFile\x12\x16.govc.WriteFileRequest\x1a\x17.govc.WriteFileResponse\x12=\n\nRemoveFile\x12\x17.govc.RemoveFileRequest\x1a\x16.google.protobuf.Empty\x129\n\x08MoveFile\x12\x15.govc.MoveFileRequest\x1a\x16.google.protobuf.Empty\x123\n\x06Commit\x12\x13.govc.CommitRequest\x1a\x14.govc.CommitResponse\x12<\n\tGetCommit\x12\x16.govc.GetCommitRequest\x1a\x17.govc.GetCommitResponse\x12B\n\x0bListCommits\x12\x18.govc.ListCommitsRequest\x1a\x19.govc.ListCommitsResponse\x12E\n\x0cCreateBranch\x12\x19.govc.CreateBranchRequest\x1a\x1a.govc.CreateBranchResponse\x12E\n\x0cListBranches\x12\x19.govc.ListBranchesRequest\x1a\x1a.govc.ListBranchesResponse\x12A\n\x0cDeleteBranch\x12\x19.govc.DeleteBranchRequest\x1a\x16.google.protobuf.Empty\x12E\n\x0eCheckoutBranch\x12\x1b.govc.CheckoutBranchRequest\x1a\x16.google.protobuf.Empty\x12B\n\x0bMergeBranch\x12\x18.govc.MergeBranchRequest\x1a\x19.govc.MergeBranchResponse\x12K\n\x0eFullTextSearch\x12\x1b.govc.FullTextSearchRequest\x1a\x1c.govc.FullTextSearchResponse\x12N\n\x0fExecuteSQLQuery\x12\x1c.govc.ExecuteSQLQueryRequest\x1a\x1d.govc.ExecuteSQLQueryResponse\x12`\n\x15SearchWithAggregation\x12".govc.SearchWithAggregationRequest\x1a#.govc.SearchWithAggregationResponse\x12C\n\nStreamBlob\x12\x17.govc.StreamBlobRequest\x1a\x18.govc.StreamBlobResponse(\x010\x01\x12S\n\x10UploadBlobStream\x12\x1d.govc.UploadBlobStreamRequest\x1a\x1e.govc.UploadBlobStreamResponse(\x01\x129\n\tGetHealth\x12\x16.google.protobuf.Empty\x1a\x14.govc.HealthResponse\x12<\n\tGetStatus\x12\x16.govc.GetStatusRequest\x1a\x17.govc.GetStatusResponseb\x06proto3'
+    b'\n\ngovc.proto\x12\x04govc\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xe5\x01\n\x17CreateRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0bdescription\x18\x03 \x01(\tR\x0bdescription\x12G\n\x08metadata\x18\x04 \x03(\x0b2+.govc.CreateRepositoryRequest.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"y\n\x18CreateRepositoryResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x129\n\ncreated_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt"&\n\x14GetRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x9c\x02\n\x15GetRepositoryResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0bdescription\x18\x03 \x01(\tR\x0bdescription\x129\n\ncreated_at\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x12E\n\x08metadata\x18\x05 \x03(\x0b2).govc.GetRepositoryResponse.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01")\n\x17DeleteRepositoryRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"G\n\x17ListRepositoriesRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\x02 \x01(\x05R\x06offset"q\n\x18ListRepositoriesResponse\x12?\n\x0crepositories\x18\x01 \x03(\x0b2\x1b.govc.GetRepositoryResponseR\x0crepositories\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total"Q\n\x10StoreBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07content\x18\x02 \x01(\x0cR\x07content";\n\x11StoreBlobResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"I\n\x0eGetBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"S\n\x0fGetBlobResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size"\x83\x01\n\x19StoreBlobWithDeltaRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07content\x18\x02 \x01(\x0cR\x07content\x12\'\n\x0fuse_compression\x18\x03 \x01(\x08R\x0euseCompression"\x9a\x01\n\x1aStoreBlobWithDeltaResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\'\n\x0fcompressed_size\x18\x03 \x01(\x03R\x0ecompressedSize\x12+\n\x11compression_ratio\x18\x04 \x01(\x02R\x10compressionRatio"R\n\x17GetBlobWithDeltaRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"\xac\x01\n\x18GetBlobWithDeltaResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12\'\n\x0fcompressed_size\x18\x04 \x01(\x03R\x0ecompressedSize\x12%\n\x0ewas_compressed\x18\x05 \x01(\x08R\rwasCompressed"\xb1\x01\n\x16BatchOperationsRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x124\n\noperations\x18\x02 \x03(\x0b2\x14.govc.BatchOperationR\noperations\x12\x1a\n\x08parallel\x18\x03 \x01(\x08R\x08parallel\x12 \n\x0btransaction\x18\x04 \x01(\x08R\x0btransaction"L\n\x0eBatchOperation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n\x06params\x18\x03 \x01(\x0cR\x06params"\xab\x01\n\x17BatchOperationsResponse\x124\n\x07results\x18\x01 \x03(\x0b2\x1a.govc.BatchOperationResultR\x07results\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12\x14\n\x05error\x18\x03 \x01(\tR\x05error\x12*\n\x11execution_time_ms\x18\x04 \x01(\x01R\x0fexecutionTimeMs"n\n\x14BatchOperationResult\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12\x16\n\x06result\x18\x03 \x01(\x0cR\x06result\x12\x14\n\x05error\x18\x04 \x01(\tR\x05error"\x80\x01\n\x0eAddFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n\x07content\x18\x03 \x01(\x0cR\x07content\x12\x1b\n\tblob_hash\x18\x05 \x01(\tR\x08blobHash"9\n\x0fAddFileResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"b\n\x0fReadFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n\x06commit\x18\x03 \x01(\tR\x06commit"\x95\x01\n\x10ReadFileResponse\x12\x18\n\x07content\x18\x01 \x01(\x0cR\x07content\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12?\n\rlast_modified\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\x0clastModified"\xa3\x01\n\x10WriteFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n\x07content\x18\x03 \x01(\x0cR\x07content\x12\x1f\n\x0bcreate_dirs\x18\x04 \x01(\x08R\ncreateDirs\x12\x1b\n\tblob_hash\x18\x05 \x01(\tR\x08blobHash";\n\x11WriteFileResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size"L\n\x11RemoveFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04path\x18\x02 \x01(\tR\x04path"l\n\x0fMoveFileRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x1b\n\tfrom_path\x18\x02 \x01(\tR\x08fromPath\x12\x17\n\x07to_path\x18\x03 \x01(\tR\x06toPath"|\n\rCommitRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x12\x14\n\x05files\x18\x04 \x03(\tR\x05files"\x90\x01\n\x0eCommitResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x128\n\ttimestamp\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp"K\n\x10GetCommitRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash"\xe4\x01\n\x11GetCommitResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06author\x18\x03 \x01(\tR\x06author\x128\n\ttimestamp\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12#\n\rparent_hashes\x18\x05 \x03(\tR\x0cparentHashes\x12*\n\x07changes\x18\x06 \x03(\x0b2\x10.govc.FileChangeR\x07changes"H\n\nFileChange\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n\x04hash\x18\x03 \x01(\tR\x04hash"\x97\x01\n\x12ListCommitsRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\x03 \x01(\x05R\x06offset\x12\x16\n\x06branch\x18\x04 \x01(\tR\x06branch\x12\x16\n\x06author\x18\x05 \x01(\tR\x06author"^\n\x13ListCommitsResponse\x121\n\x07commits\x18\x01 \x03(\x0b2\x17.govc.GetCommitResponseR\x07commits\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total"o\n\x13CreateBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bfrom_commit\x18\x03 \x01(\tR\nfromCommit"K\n\x14CreateBranchResponse\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bcommit_hash\x18\x02 \x01(\tR\ncommitHash":\n\x13ListBranchesRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"g\n\x14ListBranchesResponse\x12(\n\x08branches\x18\x01 \x03(\x0b2\x0c.govc.BranchR\x08branches\x12%\n\x0ecurrent_branch\x18\x02 \x01(\tR\rcurrentBranch"\x92\x01\n\x06Branch\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bcommit_hash\x18\x02 \x01(\tR\ncommitHash\x12;\n\x0blast_commit\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\nlastCommit\x12\x16\n\x06author\x18\x04 \x01(\tR\x06author"N\n\x13DeleteBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name"P\n\x15CheckoutBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name"\xe2\x01\n\x12MergeBranchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12#\n\rsource_branch\x18\x02 \x01(\tR\x0csourceBranch\x12#\n\rtarget_branch\x18\x03 \x01(\tR\x0ctargetBranch\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x1a\n\x08strategy\x18\x05 \x01(\tR\x08strategy\x12\'\n\x0fleave_conflicts\x18\x06 \x01(\x08R\x0eleaveConflicts"\xbb\x01\n\x13MergeBranchResponse\x12\x1f\n\x0bcommit_hash\x18\x01 \x01(\tR\ncommitHash\x12\x1c\n\tconflicts\x18\x02 \x01(\x08R\tconflicts\x12%\n\x0econflict_files\x18\x03 \x03(\tR\rconflictFiles\x12>\n\x10conflicts_detail\x18\x04 \x03(\x0b2\x13.govc.MergeConflictR\x0fconflictsDetail"\x96\x01\n\rMergeConflict\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n\tbase_hash\x18\x02 \x01(\tR\x08baseHash\x12\x1b\n\tours_hash\x18\x03 \x01(\tR\x08oursHash\x12\x1f\n\x0btheirs_hash\x18\x04 \x01(\tR\ntheirsHash\x12\x16\n\x06merged\x18\x05 \x01(\x0cR\x06merged"8\n\x11AbortMergeRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"\x95\x01\n\x10CreateTagRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x16\n\x06tagger\x18\x05 \x01(\tR\x06tagger"\xc1\x01\n\x03Tag\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bcommit_hash\x18\x02 \x01(\tR\ncommitHash\x12\x19\n\x08tag_hash\x18\x03 \x01(\tR\x07tagHash\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x16\n\x06tagger\x18\x05 \x01(\tR\x06tagger\x128\n\ttimestamp\x18\x06 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp"6\n\x0fListTagsRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"1\n\x10ListTagsResponse\x12\x1d\n\x04tags\x18\x01 \x03(\x0b2\t.govc.TagR\x04tags"K\n\x10DeleteTagRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name"\xc4\x02\n\x15FullTextSearchRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x14\n\x05query\x18\x02 \x01(\tR\x05query\x12\x1d\n\nfile_types\x18\x03 \x03(\tR\tfileTypes\x12\x19\n\x08max_size\x18\x04 \x01(\x03R\x07maxSize\x12\x1b\n\tmin_score\x18\x05 \x01(\x01R\x08minScore\x12\'\n\x0finclude_content\x18\x06 \x01(\x08R\x0eincludeContent\x12)\n\x10highlight_length\x18\x07 \x01(\x05R\x0fhighlightLength\x12\x14\n\x05limit\x18\x08 \x01(\x05R\x05limit\x12\x16\n\x06offset\x18\t \x01(\x05R\x06offset\x12\x17\n\x07sort_by\x18\n \x01(\tR\x06sortBy"\x80\x01\n\x16FullTextSearchResponse\x12,\n\x07results\x18\x01 \x03(\x0b2\x12.govc.SearchResultR\x07results\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12"\n\rquery_time_ms\x18\x03 \x01(\x01R\x0bqueryTimeMs"v\n\x0cSearchResult\x120\n\x08document\x18\x01 \x01(\x0b2\x14.govc.SearchDocumentR\x08document\x12\x14\n\x05score\x18\x02 \x01(\x01R\x05score\x12\x1e\n\nhighlights\x18\x03 \x03(\tR\nhighlights"\xca\x01\n\x0eSearchDocument\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12?\n\rlast_modified\x18\x04 \x01(\x0b2\x1a.google.protobuf.TimestampR\x0clastModified\x12\x18\n\x07content\x18\x05 \x01(\x0cR\x07content\x12!\n\x0ccontent_type\x18\x06 \x01(\tR\x0bcontentType"Z\n\x16ExecuteSQLQueryRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x1b\n\tsql_query\x18\x02 \x01(\tR\x08sqlQuery"\x9a\x01\n\x17ExecuteSQLQueryResponse\x12"\n\x04rows\x18\x01 \x03(\x0b2\x0e.govc.QueryRowR\x04rows\x12\x14\n\x05total\x18\x02 \x01(\x05R\x05total\x12"\n\rquery_time_ms\x18\x03 \x01(\x01R\x0bqueryTimeMs\x12!\n\x0cexecuted_sql\x18\x04 \x01(\tR\x0bexecutedSql"y\n\x08QueryRow\x122\n\x06fields\x18\x01 \x03(\x0b2\x1a.govc.QueryRow.FieldsEntryR\x06fields\x1a9\n\x0bFieldsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xd4\x01\n\x1cSearchWithAggregationRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x121\n\x05query\x18\x02 \x01(\x0b2\x1b.govc.FullTextSearchRequestR\x05query\x12\x19\n\x08group_by\x18\x03 \x03(\tR\x07groupBy\x12"\n\x0caggregations\x18\x04 \x03(\tR\x0caggregations\x12\x1d\n\ntime_range\x18\x05 \x01(\tR\ttimeRange"\x83\x01\n\x1dSearchWithAggregationResponse\x12.\n\x06groups\x18\x01 \x03(\x0b2\x16.govc.AggregationGroupR\x06groups\x122\n\x07summary\x18\x02 \x01(\x0b2\x18.govc.AggregationSummaryR\x07summary"\xff\x01\n\x10AggregationGroup\x12\x1f\n\x0bgroup_value\x18\x01 \x01(\tR\ngroupValue\x12\x14\n\x05count\x18\x02 \x01(\x05R\x05count\x12=\n\x07metrics\x18\x03 \x03(\x0b2#.govc.AggregationGroup.MetricsEntryR\x07metrics\x129\n\x0esample_results\x18\x04 \x03(\x0b2\x12.govc.SearchResultR\rsampleResults\x1a:\n\x0cMetricsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01"\xdd\x01\n\x12AggregationSummary\x12\'\n\x0ftotal_documents\x18\x01 \x01(\x05R\x0etotalDocuments\x12!\n\x0ctotal_groups\x18\x02 \x01(\x05R\x0btotalGroups\x12?\n\x07metrics\x18\x03 \x03(\x0b2%.govc.AggregationSummary.MetricsEntryR\x07metrics\x1a:\n\x0cMetricsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01"\xad\x01\n\x11StreamBlobRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12\x12\n\x04hash\x18\x02 \x01(\tR\x04hash\x12\x1d\n\nchunk_size\x18\x03 \x01(\x05R\tchunkSize\x12!\n\x0cstart_offset\x18\x04 \x01(\x03R\x0bstartOffset\x12\x1d\n\nend_offset\x18\x05 \x01(\x03R\tendOffset"\xde\x01\n\x12StreamBlobResponse\x122\n\x08metadata\x18\x01 \x01(\x0b2\x14.govc.StreamMetadataH\x00R\x08metadata\x12)\n\x05chunk\x18\x02 \x01(\x0b2\x11.govc.StreamChunkH\x00R\x05chunk\x122\n\x08progress\x18\x03 \x01(\x0b2\x14.govc.StreamProgressH\x00R\x08progress\x12)\n\x05error\x18\x04 \x01(\x0b2\x11.govc.StreamErrorH\x00R\x05errorB\n\n\x08response"\xac\x01\n\x0eStreamMetadata\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12\x1d\n\ntotal_size\x18\x02 \x01(\x03R\ttotalSize\x12\x1f\n\x0bchunk_count\x18\x03 \x01(\x05R\nchunkCount\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType\x12\x1a\n\x08checksum\x18\x05 \x01(\tR\x08checksum"\x96\x01\n\x0bStreamChunk\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12!\n\x0csequence_num\x18\x02 \x01(\x05R\x0bsequenceNum\x12\x12\n\x04data\x18\x03 \x01(\x0cR\x04data\x12\x1a\n\x08checksum\x18\x04 \x01(\tR\x08checksum\x12\x17\n\x07is_last\x18\x05 \x01(\x08R\x06isLast"\x87\x02\n\x0eStreamProgress\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12%\n\x0ebytes_streamed\x18\x02 \x01(\x03R\rbytesStreamed\x12\x1f\n\x0btotal_bytes\x18\x03 \x01(\x03R\ntotalBytes\x12\'\n\x0fchunks_streamed\x18\x04 \x01(\x05R\x0echunksStreamed\x12!\n\x0ctotal_chunks\x18\x05 \x01(\x05R\x0btotalChunks\x12,\n\x12transfer_rate_mbps\x18\x06 \x01(\x01R\x10transferRateMbps\x12\x16\n\x06status\x18\x07 \x01(\tR\x06status"_\n\x0bStreamError\x12\x1b\n\tstream_id\x18\x01 \x01(\tR\x08streamId\x12\x14\n\x05error\x18\x02 \x01(\tR\x05error\x12\x1d\n\nerror_code\x18\x03 \x01(\x05R\terrorCode"\xa8\x01\n\x17UploadBlobStreamRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x122\n\x08metadata\x18\x02 \x01(\x0b2\x14.govc.UploadMetadataH\x00R\x08metadata\x12)\n\x05chunk\x18\x03 \x01(\x0b2\x11.govc.StreamChunkH\x00R\x05chunkB\t\n\x07request"\x8d\x01\n\x0eUploadMetadata\x12\x1a\n\x08filename\x18\x01 \x01(\tR\x08filename\x12\x1d\n\ntotal_size\x18\x02 \x01(\x03R\ttotalSize\x12\x1d\n\nchunk_size\x18\x03 \x01(\x05R\tchunkSize\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType"\x87\x01\n\x18UploadBlobStreamResponse\x12\x12\n\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n\x04size\x18\x02 \x01(\x03R\x04size\x12\'\n\x0fchunks_received\x18\x03 \x01(\x05R\x0echunksReceived\x12\x1a\n\x08checksum\x18\x04 \x01(\tR\x08checksum"\xfe\x01\n\x0eHealthResponse\x12\x16\n\x06status\x18\x01 \x01(\tR\x06status\x128\n\x06checks\x18\x02 \x03(\x0b2 .govc.HealthResponse.ChecksEntryR\x06checks\x128\n\ttimestamp\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12%\n\x0euptime_seconds\x18\x04 \x01(\x01R\ruptimeSeconds\x1a9\n\x0bChecksEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"7\n\x10GetStatusRequest\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId"\xf9\x01\n\x11GetStatusResponse\x12#\n\rrepository_id\x18\x01 \x01(\tR\x0crepositoryId\x12%\n\x0ecurrent_branch\x18\x02 \x01(\tR\rcurrentBranch\x12!\n\x0cstaged_files\x18\x03 \x01(\x05R\x0bstagedFiles\x12%\n\x0eunstaged_files\x18\x04 \x01(\x05R\runstagedFiles\x12\'\n\x0funtracked_files\x18\x05 \x01(\x05R\x0euntrackedFiles\x12%\n\x0estatus_entries\x18\x06 \x03(\tR\rstatusEntries2\xf1\x11\n\x0bGoVCService\x12Q\n\x10CreateRepository\x12\x1d.govc.CreateRepositoryRequest\x1a\x1e.govc.CreateRepositoryResponse\x12H\n\rGetRepository\x12\x1a.govc.GetRepositoryRequest\x1a\x1b.govc.GetRepositoryResponse\x12I\n\x10DeleteRepository\x12\x1d.govc.DeleteRepositoryRequest\x1a\x16.google.protobuf.Empty\x12Q\n\x10ListRepositories\x12\x1d.govc.ListRepositoriesRequest\x1a\x1e.govc.ListRepositoriesResponse\x12<\n\tStoreBlob\x12\x16.govc.StoreBlobRequest\x1a\x17.govc.StoreBlobResponse\x126\n\x07GetBlob\x12\x14.govc.GetBlobRequest\x1a\x15.govc.GetBlobResponse\x12W\n\x12StoreBlobWithDelta\x12\x1f.govc.StoreBlobWithDeltaRequest\x1a .govc.StoreBlobWithDeltaResponse\x12Q\n\x10GetBlobWithDelta\x12\x1d.govc.GetBlobWithDeltaRequest\x1a\x1e.govc.GetBlobWithDeltaResponse\x12N\n\x0fBatchOperations\x12\x1c.govc.BatchOperationsRequest\x1a\x1d.govc.BatchOperationsResponse\x126\n\x07AddFile\x12\x14.govc.AddFileRequest\x1a\x15.govc.AddFileResponse\x129\n\x08ReadFile\x12\x15.govc.ReadFileRequest\x1a\x16.govc.ReadFileResponse\x12<\n\tWriteFile\x12\x16.govc.WriteFileRequest\x1a\x17.govc.WriteFileResponse\x12=\n\nRemoveFile\x12\x17.govc.RemoveFileRequest\x1a\x16.google.protobuf.Empty\x129\n\x08MoveFile\x12\x15.govc.MoveFileRequest\x1a\x16.google.protobuf.Empty\x123\n\x06Commit\x12\x13.govc.CommitRequest\x1a\x14.govc.CommitResponse\x12<\n\tGetCommit\x12\x16.govc.GetCommitRequest\x1a\x17.govc.GetCommitResponse\x12B\n\x0bListCommits\x12\x18.govc.ListCommitsRequest\x1a\x19.govc.ListCommitsResponse\x12E\n\x0cCreateBranch\x12\x19.govc.CreateBranchRequest\x1a\x1a.govc.CreateBranchResponse\x12E\n\x0cListBranches\x12\x19.govc.ListBranchesRequest\x1a\x1a.govc.ListBranchesResponse\x12A\n\x0cDeleteBranch\x12\x19.govc.DeleteBranchRequest\x1a\x16.google.protobuf.Empty\x12E\n\x0eCheckoutBranch\x12\x1b.govc.CheckoutBranchRequest\x1a\x16.google.protobuf.Empty\x12B\n\x0bMergeBranch\x12\x18.govc.MergeBranchRequest\x1a\x19.govc.MergeBranchResponse\x12=\n\nAbortMerge\x12\x17.govc.AbortMergeRequest\x1a\x16.google.protobuf.Empty\x12.\n\tCreateTag\x12\x16.govc.CreateTagRequest\x1a\t.govc.Tag\x129\n\x08ListTags\x12\x15.govc.ListTagsRequest\x1a\x16.govc.ListTagsResponse\x12;\n\tDeleteTag\x12\x16.govc.DeleteTagRequest\x1a\x16.google.protobuf.Empty\x12K\n\x0eFullTextSearch\x12\x1b.govc.FullTextSearchRequest\x1a\x1c.govc.FullTextSearchResponse\x12N\n\x0fExecuteSQLQuery\x12\x1c.govc.ExecuteSQLQueryRequest\x1a\x1d.govc.ExecuteSQLQueryResponse\x12`\n\x15SearchWithAggregation\x12".govc.SearchWithAggregationRequest\x1a#.govc.SearchWithAggregationResponse\x12C\n\nStreamBlob\x12\x17.govc.StreamBlobRequest\x1a\x18.govc.StreamBlobResponse(\x010\x01\x12S\n\x10UploadBlobStream\x12\x1d.govc.UploadBlobStreamRequest\x1a\x1e.govc.UploadBlobStreamResponse(\x01\x129\n\tGetHealth\x12\x16.google.protobuf.Empty\x1a\x14.govc.HealthResponse\x12<\n\tGetStatus\x12\x16.govc.GetStatusRequest\x1a\x17.govc.GetStatusResponseb\x06proto3'
 )
 
 
@@ -2082,6 +2350,39 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def merge_branch(self, message: "MergeBranchRequest") -> "MergeBranchResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def abort_merge(self, message: "AbortMergeRequest") -> "_google__protobuf__.Empty":
+        """
+        Ends a merge left with conflicts (MergeBranch leave_conflicts): index, work tree and
+        branch go back to exactly what they were before it. FAILED_PRECONDITION when no merge
+        is in progress.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def create_tag(self, message: "CreateTagRequest") -> "Tag":
+        """
+        Tags
+        Creates a tag on `target` (any revision; default HEAD): lightweight when `message` is
+        empty, otherwise an annotated tag object byte-identical to `git tag -a`. Names follow
+        the branch-name rules; ALREADY_EXISTS if the tag exists.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_tags(self, message: "ListTagsRequest") -> "ListTagsResponse":
+        """
+        Every tag of the repository, sorted by name.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def delete_tag(self, message: "DeleteTagRequest") -> "_google__protobuf__.Empty":
+        """
+        Deletes a tag (the tag object stays stored); NOT_FOUND if there is no such tag.
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2307,6 +2608,38 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.merge_branch(request)
         await stream.send_message(response)
 
+    async def __rpc_abort_merge(
+        self, stream: "grpclib.server.Stream[AbortMergeRequest, _google__protobuf__.Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.abort_merge(request)
+        await stream.send_message(response)
+
+    async def __rpc_create_tag(
+        self, stream: "grpclib.server.Stream[CreateTagRequest, Tag]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.create_tag(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_tags(
+        self, stream: "grpclib.server.Stream[ListTagsRequest, ListTagsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_tags(request)
+        await stream.send_message(response)
+
+    async def __rpc_delete_tag(
+        self, stream: "grpclib.server.Stream[DeleteTagRequest, _google__protobuf__.Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.delete_tag(request)
+        await stream.send_message(response)
+
     async def __rpc_full_text_search(
         self, stream: "grpclib.server.Stream[FullTextSearchRequest, FullTextSearchResponse]"
     ) -> None:
@@ -2498,6 +2831,30 @@ class GoVcServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 MergeBranchRequest,
                 MergeBranchResponse,
+            ),
+            "/govc.GoVCService/AbortMerge": grpclib.const.Handler(
+                self.__rpc_abort_merge,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AbortMergeRequest,
+                _google__protobuf__.Empty,
+            ),
+            "/govc.GoVCService/CreateTag": grpclib.const.Handler(
+                self.__rpc_create_tag,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreateTagRequest,
+                Tag,
+            ),
+            "/govc.GoVCService/ListTags": grpclib.const.Handler(
+                self.__rpc_list_tags,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListTagsRequest,
+                ListTagsResponse,
+            ),
+            "/govc.GoVCService/DeleteTag": grpclib.const.Handler(
+                self.__rpc_delete_tag,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                DeleteTagRequest,
+                _google__protobuf__.Empty,
             ),
             "/govc.GoVCService/FullTextSearch": grpclib.const.Handler(
                 self.__rpc_full_text_search,

@@ -9,6 +9,7 @@ from govc.errors import InvalidArgument
 BLOB = "blob"
 TREE = "tree"
 COMMIT = "commit"
+TAG = "tag"
 
 EMPTY_BLOB_ID = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 
@@ -143,6 +144,38 @@ class Commit(NamedTuple):
     @property
     def summary(self) -> str:
         return self.message.split("\n", 1)[0]
+
+
+class Tag(NamedTuple):
+    """An annotated tag object, as `git tag -a` writes it."""
+
+    object: str  # the tagged object's id
+    kind: str  # its kind (commit, tree, blob or tag)
+    name: str
+    tagger: Signature | None  # None only in old imported tags
+    message: str  # as stored: cleaned, ending with a newline
+
+    def encode(self) -> bytes:
+        lines = [f"object {self.object}", f"type {self.kind}", f"tag {self.name}"]
+        if self.tagger is not None:
+            lines.append(f"tagger {self.tagger.encode()}")
+        return ("\n".join(lines) + "\n\n" + self.message).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Tag":
+        header, _, message = data.decode(errors="replace").partition("\n\n")
+        fields: dict[str, str] = {}
+        for line in header.split("\n"):
+            key, _, value = line.partition(" ")
+            fields.setdefault(key, value)
+        tagger = fields.get("tagger")
+        return cls(
+            fields.get("object", ""),
+            fields.get("type", ""),
+            fields.get("tag", ""),
+            Signature.decode(tagger) if tagger else None,
+            message,
+        )
 
 
 # What git counts as whitespace when it cleans a message: not \v, \f or Unicode spaces.

@@ -1,53 +1,58 @@
 """Export a repository to a bare git repository, and import one from git.
 
-Export writes loose objects and refs directly (the format is simple and stable), so it needs
-no git binary; import reads with the real git (`git cat-file --batch`), so whatever git can
-read, govc can take in. Object ids are identical on both sides by construction.
+Export writes one pack with its index (git's formats, `govc.core.pack`) and every ref, so it
+needs no git binary; import reads with the real git (`git cat-file --batch`), so whatever git
+can read, govc can take in. Object ids are identical on both sides by construction, and every
+ref is kept: branches, tags (tag objects byte for byte) and a clone's remote-tracking branches
+(as branches named after them). A ref govc cannot keep is refused by name before anything is
+written.
 """
 
 import functools
 import os
 import subprocess
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from govc.core.database import Database
-from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TREE, object_header
+from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TAG, TREE, Tag
 from govc.core.objects import prepare_object
-from govc.core.registry import HEADS
+from govc.core.pack import PackObject, write_pack
+from govc.core.registry import HEADS, TAGS
+from govc.core.validation import validate_branch_name
 from govc.core.versioncontrol import VersionControl
-from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from govc.errors import AlreadyExists, FailedPrecondition, GovcError, InvalidArgument
 from govc.storage import Entry, Txn
 from govc.storage.objectstore import PreparedObject
 
 IMPORT_BATCH_BYTES = 64 * 1024 * 1024
+REMOTES = "refs/remotes/"
+GITLINK = "160000"  # a submodule's commit lives in another repository
 
 
 def export_repository(db: Database, vc: VersionControl, repo_id: str, dest: Path) -> int:
-    """Write `repo_id` as a bare git repository at `dest`; returns the number of objects."""
+    """Write `repo_id` as a bare git repository at `dest`: every ref, and one pack of every
+    object reachable from them. Returns the number of objects."""
     if dest.exists() and any(dest.iterdir()):
         raise FailedPrecondition(f"destination {dest} exists and is not empty")
 
     def export(txn: Txn) -> tuple[list[tuple[str, str]], str, int]:
-        branches = txn.refs.list(repo_id, HEADS)
+        refs = txn.refs.list(repo_id, HEADS) + txn.refs.list(repo_id, TAGS)
         head = txn.refs.get(repo_id, "HEAD") or f"ref: {HEADS}main"
-        tips = [tip for _, tip in branches]
+        tips = [target for _, target in refs]
         if not head.startswith("ref: "):
             tips.append(head)
         for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
             (dest / sub).mkdir(parents=True, exist_ok=True)
-        count = 0
-        for kind, oid, content in _reachable(vc, txn, repo_id, tips):
-            _write_loose(dest, kind, oid, content)
-            count += 1
-        return branches, head, count
+        written = write_pack(dest / "objects" / "pack", _reachable(vc, txn, repo_id, tips))
+        return refs, head, written.objects
 
-    branches, head, count = db.read(repo_id, export)
-    for name, tip in branches:
+    refs, head, count = db.read(repo_id, export)
+    for name, target in refs:
         ref_path = dest / name
         ref_path.parent.mkdir(parents=True, exist_ok=True)
-        ref_path.write_text(tip + "\n")
+        ref_path.write_text(target + "\n")
     (dest / "HEAD").write_text(head + "\n")
     (dest / "config").write_text(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
@@ -56,50 +61,75 @@ def export_repository(db: Database, vc: VersionControl, repo_id: str, dest: Path
     return count
 
 
-def _reachable(
-    vc: VersionControl, txn: Txn, repo_id: str, tips: list[str]
-) -> Iterator[tuple[str, bytes, bytes]]:
-    """(kind, id, content) of every object reachable from `tips`, each once."""
+def _reachable(vc: VersionControl, txn: Txn, repo_id: str, tips: list[str]) -> Iterator[PackObject]:
+    """Every object reachable from `tips` (of any kind), each once, newest history first,
+    with the path a tree or blob was found at (the pack writer's hint for deltas)."""
     seen: set[bytes] = set()
     store = txn.objects
+    commits: list[str] = []
     for tip in tips:
-        for commit_id, _ in vc.walk(txn, repo_id, tip):
-            oid = bytes.fromhex(commit_id)
-            if oid in seen:
-                continue
-            seen.add(oid)
-            content = vc.objects.read_kind(txn, repo_id, oid, COMMIT)
-            yield COMMIT, oid, content
-            tree = bytes.fromhex(vc.objects.commit(txn, repo_id, commit_id).tree)
-            stack = [tree]
-            while stack:
-                tree_oid = stack.pop()
-                if tree_oid in seen:
-                    continue
-                seen.add(tree_oid)
-                yield TREE, tree_oid, store.read(repo_id, tree_oid)
-                for mode, _, child in vc.objects.tree(txn, repo_id, tree_oid):
-                    if mode == DIR_MODE:
-                        stack.append(child)
-                    elif child not in seen and mode != "160000":  # submodules point elsewhere
-                        seen.add(child)
-                        yield BLOB, child, store.read(repo_id, child)
+        oid = bytes.fromhex(tip)
+        while oid not in seen:  # peel tags, yielding each tag object
+            info = store.info(repo_id, oid)
+            kind = info.kind if info is not None else COMMIT  # absent: NotFound below
+            if kind == TAG:
+                seen.add(oid)
+                content = store.read(repo_id, oid, TAG)
+                yield PackObject(TAG, oid, content)
+                oid = bytes.fromhex(Tag.decode(content).object)
+            elif kind == COMMIT:
+                commits.append(oid.hex())
+                break
+            elif kind == TREE:
+                yield from _tree_objects(vc, txn, repo_id, oid, "", seen)
+                break
+            else:
+                seen.add(oid)
+                yield PackObject(kind, oid, store.read(repo_id, oid, kind))
+                break
+    if not commits:
+        return
+    for commit_id, commit in vc.walk(txn, repo_id, commits):
+        oid = bytes.fromhex(commit_id)
+        if oid in seen:
+            continue
+        seen.add(oid)
+        yield PackObject(COMMIT, oid, vc.objects.read_kind(txn, repo_id, oid, COMMIT))
+        yield from _tree_objects(vc, txn, repo_id, bytes.fromhex(commit.tree), "", seen)
 
 
-def _write_loose(dest: Path, kind: str, oid: bytes, content: bytes) -> None:
-    hex_id = oid.hex()
-    directory = dest / "objects" / hex_id[:2]
-    directory.mkdir(exist_ok=True)
-    path = directory / hex_id[2:]
-    if not path.exists():
-        path.write_bytes(zlib.compress(object_header(kind, len(content)) + content, 1))
+def _tree_objects(
+    vc: VersionControl, txn: Txn, repo_id: str, root: bytes, root_path: str, seen: set[bytes]
+) -> Iterator[PackObject]:
+    store = txn.objects
+    stack = [(root, root_path)]
+    while stack:
+        tree_oid, path = stack.pop()
+        if tree_oid in seen:
+            continue
+        seen.add(tree_oid)
+        yield PackObject(TREE, tree_oid, store.read(repo_id, tree_oid, TREE), path)
+        for mode, name, child in vc.objects.tree(txn, repo_id, tree_oid):
+            child_path = f"{path}/{name}" if path else name
+            if mode == DIR_MODE:
+                stack.append((child, child_path))
+            elif child not in seen and mode != GITLINK:
+                seen.add(child)
+                yield PackObject(BLOB, child, store.read(repo_id, child, BLOB), child_path)
 
 
-def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: str) -> int:
-    """Create `repo_id` from the git repository at `source` (all objects, branches, HEAD)."""
+@dataclass
+class ImportResult:
+    objects: int
+    notes: list[str] = field(default_factory=list)  # what was kept differently, and why
+
+
+def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: str) -> ImportResult:
+    """Create `repo_id` from the git repository at `source`: every object, every ref, HEAD."""
     git_dir = _git_dir(source)
     if db.read(None, lambda txn: txn.repos.exists(repo_id)):
         raise AlreadyExists(f"repository {repo_id!r} already exists")
+    refs, notes = _import_refs(git_dir)
     # Objects first, into a repository that does not exist yet: invisible until it is created.
     count = 0
     batch: list[PreparedObject] = []
@@ -122,7 +152,6 @@ def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: s
 
         db.write(None, discard).result()
         raise
-    branches = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
     head = _git(git_dir, "symbolic-ref", "-q", "HEAD", check=False).strip()
     if not head:
         head = _git(git_dir, "rev-parse", "-q", "--verify", "HEAD", check=False).strip()
@@ -130,9 +159,8 @@ def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: s
 
     def create(txn: Txn) -> None:
         db.registry.create(txn, info)
-        for line in branches.splitlines():
-            tip, ref = line.split(" ", 1)
-            txn.refs.put(repo_id, ref, tip)
+        for ref, target in refs.items():
+            txn.refs.put(repo_id, ref, target)
         if head.startswith("refs/"):
             txn.refs.put(repo_id, "HEAD", f"ref: {head}")
         elif head:
@@ -145,7 +173,47 @@ def import_repository(db: Database, vc: VersionControl, source: Path, repo_id: s
         txn.worktree.replace_all(repo_id, entries)
 
     db.write(None, create).result()
-    return count
+    return ImportResult(count, notes)
+
+
+def _import_refs(git_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """The refs to create (name -> object id) and notes on what was kept differently;
+    FailedPrecondition naming every ref that cannot be kept."""
+    listing = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname) %(symref)")
+    refs: dict[str, str] = {}
+    notes: list[str] = []
+    refused: list[str] = []
+    for line in listing.splitlines():
+        target, ref, symref = line.split(" ", 2)  # symref is "" for an ordinary ref
+        if ref.startswith(REMOTES):
+            if symref:
+                notes.append(f"{ref} is an alias of {symref}; not kept as a branch")
+                continue
+            name = HEADS + ref.removeprefix(REMOTES)
+            notes.append(f"{ref} imported as branch {name.removeprefix(HEADS)}")
+        elif ref.startswith((HEADS, TAGS)) and not symref:
+            name = ref
+        else:
+            refused.append(f"{ref} (govc keeps branches, tags and remote-tracking branches)")
+            continue
+        try:
+            validate_branch_name(name.split("/", 2)[2], "ref")
+        except GovcError as exc:
+            refused.append(f"{ref} ({exc.message})")
+            continue
+        if name in refs:
+            refused.append(f"{ref} (its branch name {name} is taken by another ref)")
+            continue
+        refs[name] = target
+    names = set(refs)
+    for name in sorted(names):
+        parts = name.split("/")
+        for i in range(3, len(parts)):
+            if "/".join(parts[:i]) in names:
+                refused.append(f"{name} (a ref of that name is also a directory of {name})")
+    if refused:
+        raise FailedPrecondition("cannot import refs govc cannot keep: " + "; ".join(refused))
+    return refs, notes
 
 
 def _put_all(repo_id: str, batch: list[PreparedObject], txn: Txn) -> None:
@@ -169,7 +237,7 @@ def _git(git_dir: Path, *args: str, check: bool = True) -> str:
 
 
 def _git_objects(git_dir: Path) -> Iterator[tuple[str, bytes]]:
-    """(kind, content) of every blob, tree and commit in the repository, via git itself."""
+    """(kind, content) of every object in the repository, via git itself."""
     proc = subprocess.Popen(
         ["git", "cat-file", "--batch-all-objects", "--batch", "--unordered"],
         env={**os.environ, "GIT_DIR": str(git_dir)},
@@ -184,7 +252,7 @@ def _git_objects(git_dir: Path) -> Iterator[tuple[str, bytes]]:
             _, kind, size = header.decode().split()
             content = proc.stdout.read(int(size))
             proc.stdout.read(1)  # the newline after each object
-            if kind in (BLOB, TREE, COMMIT):
+            if kind in (BLOB, TREE, COMMIT, TAG):
                 yield kind, content
     finally:
         proc.stdout.close()

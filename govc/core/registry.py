@@ -10,6 +10,7 @@ from govc.storage import Txn
 
 DEFAULT_BRANCH = "main"
 HEADS = "refs/heads/"
+TAGS = "refs/tags/"
 
 
 @dataclass(frozen=True)

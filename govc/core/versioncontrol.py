@@ -7,22 +7,27 @@ are hashed and compressed by the caller before a write is queued.
 """
 
 import heapq
+import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from govc.core.gitformat import (
     BLOB,
     COMMIT,
     FILE_MODE,
+    TAG,
     Commit,
     Signature,
+    Tag,
     clean_message,
     require_message,
 )
-from govc.core.merge import merge_trees
+from govc.core.merge import Conflict, Strategy, TreeMerge, merge_trees
 from govc.core.objects import FileMap, ObjectReader, diff_files, prepare_blob, prepare_object
-from govc.core.registry import DEFAULT_BRANCH, HEADS
+from govc.core.registry import DEFAULT_BRANCH, HEADS, TAGS
+from govc.core.renames import detect_renames
 from govc.core.revisions import looks_like_hash, split_revision
 from govc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from govc.storage import Entry, Txn
@@ -46,6 +51,14 @@ class BranchInfo:
 
 
 @dataclass(frozen=True)
+class TagInfo:
+    name: str
+    target: str  # what the ref names: the tag object (annotated) or the tagged object
+    commit_id: str  # the commit it peels to ("" when it tags a tree or blob)
+    tag: Tag | None  # the tag object, for an annotated tag
+
+
+@dataclass(frozen=True)
 class FileContent:
     content: bytes
     oid: bytes
@@ -55,7 +68,7 @@ class FileContent:
 @dataclass(frozen=True)
 class Status:
     branch: str
-    entries: list[tuple[str, str]]  # (two-letter code, path), sorted by path
+    entries: list[tuple[str, str]]  # (two-letter code, path): changes by path, then untracked
 
     @property
     def staged(self) -> int:
@@ -72,17 +85,19 @@ class Status:
 
 @dataclass(frozen=True)
 class MergeResult:
-    commit_id: str
+    commit_id: str  # "" when the merge was left with conflicts
     fast_forward: bool = False
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 class MergeConflict(FailedPrecondition):
-    """The merge conflicts in `paths`; raised inside the write, so whatever it stored is
-    rolled back with it."""
+    """The merge conflicts; raised inside the write, so whatever it stored is rolled back
+    with it."""
 
-    def __init__(self, paths: list[str]) -> None:
-        super().__init__(f"merge conflicts in {', '.join(paths)}")
-        self.paths = paths
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        self.paths = [c.path for c in conflicts]
+        super().__init__(f"merge conflicts in {', '.join(self.paths)}")
 
 
 class VersionControl:
@@ -163,9 +178,11 @@ class VersionControl:
             if commit_id is None:
                 raise FailedPrecondition(f"{field}: HEAD has no commits yet")
             return commit_id
-        tip = self.branch_tip(txn, repo_id, base.removeprefix(HEADS))
-        if tip is not None:
-            return tip
+        # git's order for a short name: a tag before a branch; a full ref name is taken as is.
+        for ref in (base,) if base.startswith("refs/") else (TAGS + base, HEADS + base):
+            target = txn.refs.get(repo_id, ref)
+            if target is not None:
+                return self._peel(txn, repo_id, target, f"{field} {base!r:.80}")
         if looks_like_hash(base):
             matches = self._commits_with_prefix(txn, repo_id, base.lower())
             if len(matches) == 1:
@@ -175,6 +192,18 @@ class VersionControl:
                     f"{field} {base!r} is ambiguous: {len(matches)} commits match"
                 )
         raise NotFound(f"{field} {base!r:.80} is not a branch or commit of repository {repo_id!r}")
+
+    def _peel(self, txn: Txn, repo_id: str, oid: str, what: str) -> str:
+        """The commit `oid` names, through any chain of tag objects."""
+        for _ in range(32):
+            info = txn.objects.info(repo_id, bytes.fromhex(oid))
+            if info is None or info.kind != TAG:
+                break
+            oid = self.read_tag(txn, repo_id, oid).object
+        info = txn.objects.info(repo_id, bytes.fromhex(oid))
+        if info is None or info.kind != COMMIT:
+            raise FailedPrecondition(f"{what} does not name a commit")
+        return oid
 
     def _commits_with_prefix(self, txn: Txn, repo_id: str, hex_prefix: str) -> list[str]:
         store = txn.objects
@@ -201,15 +230,25 @@ class VersionControl:
                 raise FailedPrecondition(f"path {path!r} is a directory")
 
     def write_file(
-        self, txn: Txn, repo_id: str, path: str, prepared: PreparedObject, stage: bool
+        self, txn: Txn, repo_id: str, path: str, blob: PreparedObject | bytes, stage: bool
     ) -> Entry:
-        """Write to the work tree (WriteFile) and, with `stage`, to the index too (AddFile)."""
+        """Write to the work tree (WriteFile) and, with `stage`, to the index too (AddFile).
+        `blob` is new content prepared for storage, or the id of a blob already stored (of any
+        size, e.g. sent by an upload stream)."""
         self._check_file_dir_conflicts(txn, repo_id, path)
-        txn.objects.put_prepared(repo_id, prepared)
-        entry = Entry(prepared.oid, FILE_MODE, prepared.size, self._now_us())
+        if isinstance(blob, bytes):
+            info = txn.objects.info(repo_id, blob)
+            if info is None or info.kind != BLOB:
+                raise NotFound(f"blob_hash {blob.hex()} not found in repository {repo_id!r}")
+            oid, size = blob, info.size
+        else:
+            txn.objects.put_prepared(repo_id, blob)
+            oid, size = blob.oid, blob.size
+        entry = Entry(oid, FILE_MODE, size, self._now_us())
         txn.worktree.put(repo_id, path, entry)
         if stage:
             txn.index.put(repo_id, path, entry)
+            self._mark_resolved(txn, repo_id, [path])
         return entry
 
     def read_file(
@@ -258,10 +297,16 @@ class VersionControl:
         return 0
 
     def remove_file(self, txn: Txn, repo_id: str, path: str) -> None:
-        """`git rm`: the path leaves the index and the work tree (a directory: all below it)."""
-        for p in self._tracked_paths(txn, repo_id, path, "path"):
-            txn.index.delete(repo_id, p)
-            txn.worktree.delete(repo_id, p)
+        """`git rm -f`: the path leaves the index and the work tree (a directory: all below
+        it); a file only written, never staged, is removed from the work tree."""
+        index, worktree = txn.index, txn.worktree
+        paths = index.under(repo_id, path).keys() | worktree.under(repo_id, path).keys()
+        if not paths:
+            raise NotFound(f"path {path!r} not found in repository {repo_id!r}")
+        for p in paths:
+            index.delete(repo_id, p)
+            worktree.delete(repo_id, p)
+        self._mark_resolved(txn, repo_id, paths)
 
     def _tracked_paths(self, txn: Txn, repo_id: str, path: str, field: str) -> list[str]:
         index = txn.index.all(repo_id)
@@ -316,6 +361,16 @@ class VersionControl:
         cleaned = require_message(message, message_field)
         _, head_id = self.head(txn, repo_id)
         head_files = self.commit_files(txn, repo_id, head_id)
+        merging = merge_in_progress(txn, repo_id)
+        if merging is not None:
+            if files:
+                raise FailedPrecondition("cannot commit only some files during a merge")
+            if merging["unresolved"]:
+                shown = ", ".join(sorted(merging["unresolved"])[:10])
+                raise FailedPrecondition(
+                    f"cannot commit: unresolved merge conflicts in {shown} "
+                    "(AddFile or RemoveFile each to resolve it, or AbortMerge)"
+                )
         if files:
             tree_files = dict(head_files)
             worktree = txn.worktree.all(repo_id)
@@ -335,11 +390,15 @@ class VersionControl:
                         txn.index.put(repo_id, p, entry)
         else:
             tree_files = {p: (e.mode, e.oid) for p, e in txn.index.all(repo_id).items()}
-        if tree_files == head_files:
+        if tree_files == head_files and merging is None:
             raise FailedPrecondition("nothing to commit: the index matches HEAD")
         tree_id = self.objects.write_tree(txn, repo_id, tree_files)
         signature = self.signature(author)
-        commit = Commit(tree_id, (head_id,) if head_id else (), signature, signature, cleaned)
+        parents = (head_id,) if head_id else ()
+        if merging is not None:  # the merge commit of a merge left with conflicts
+            parents += (merging["merge_head"],)
+            txn.refs.delete(repo_id, MERGE_STATE)
+        commit = Commit(tree_id, parents, signature, signature, cleaned)
         commit_id = self._put_commit(txn, repo_id, commit)
         self._set_head_commit(txn, repo_id, commit_id)
         return CommitInfo(commit_id, commit)
@@ -361,12 +420,17 @@ class VersionControl:
         )
         return CommitInfo(commit_id, commit, changes)
 
-    def walk(self, txn: Txn, repo_id: str, start: str) -> Iterator[tuple[str, Commit]]:
-        """Every commit reachable from `start` once, newest (committer time) first."""
-        seen = {start}
-        order = 0
-        first = self.objects.commit(txn, repo_id, start)
-        queue: list[tuple[int, int, str, Commit]] = [(-first.committer.time, order, start, first)]
+    def walk(self, txn: Txn, repo_id: str, start: str | list[str]) -> Iterator[tuple[str, Commit]]:
+        """Every commit reachable from `start` (one commit or several) once, newest (committer
+        time) first."""
+        starts = [start] if isinstance(start, str) else list(dict.fromkeys(start))
+        seen = set(starts)
+        queue: list[tuple[int, int, str, Commit]] = []
+        for order, commit_id in enumerate(starts):
+            first = self.objects.commit(txn, repo_id, commit_id)
+            queue.append((-first.committer.time, order, commit_id, first))
+        heapq.heapify(queue)
+        order = len(starts)
         while queue:
             _, _, commit_id, commit = heapq.heappop(queue)
             yield commit_id, commit
@@ -448,6 +512,8 @@ class VersionControl:
         current, _ = self.head(txn, repo_id)
         if current == name:
             return
+        if merge_in_progress(txn, repo_id):
+            raise FailedPrecondition(MERGE_IN_PROGRESS)
         old, new = self.head_files(txn, repo_id), self.commit_files(txn, repo_id, tip)
         self._switch_tree(txn, repo_id, old, new, "check out")
         txn.refs.put(repo_id, "HEAD", f"ref: {HEADS}{name}")
@@ -504,6 +570,56 @@ class VersionControl:
         txn.index.replace_all(repo_id, new_index)
         txn.worktree.replace_all(repo_id, new_worktree)
 
+    # ---- tags ----
+
+    def read_tag(self, txn: Txn, repo_id: str, oid: str) -> Tag:
+        return Tag.decode(self.objects.read_kind(txn, repo_id, bytes.fromhex(oid), TAG))
+
+    def create_tag(
+        self,
+        txn: Txn,
+        repo_id: str,
+        name: str,
+        target: str,
+        message: str,
+        tagger: tuple[str, str] | None,
+    ) -> TagInfo:
+        """`git tag name target` (lightweight) or, with a message, `git tag -a -m message`."""
+        if txn.refs.get(repo_id, TAGS + name) is not None:
+            raise AlreadyExists(f"tag {name!r} already exists")
+        if txn.refs.list(repo_id, TAGS + name + "/") or any(
+            txn.refs.get(repo_id, TAGS + "/".join(name.split("/")[:i]))
+            for i in range(1, name.count("/") + 1)
+        ):
+            raise AlreadyExists(f"tag {name!r} conflicts with an existing tag path")
+        commit_id = self.resolve(txn, repo_id, target or "HEAD", "target")
+        cleaned = clean_message(message)
+        tag = None
+        ref_target = commit_id
+        if cleaned:
+            tag = Tag(commit_id, COMMIT, name, self.signature(tagger), cleaned)
+            prepared = prepare_object(TAG, tag.encode())
+            txn.objects.put_prepared(repo_id, prepared)
+            ref_target = prepared.hex
+        txn.refs.put(repo_id, TAGS + name, ref_target)
+        return TagInfo(name, ref_target, commit_id, tag)
+
+    def list_tags(self, txn: Txn, repo_id: str) -> list[TagInfo]:
+        tags = []
+        for ref, target in txn.refs.list(repo_id, TAGS):
+            info = txn.objects.info(repo_id, bytes.fromhex(target))
+            tag = self.read_tag(txn, repo_id, target) if info and info.kind == TAG else None
+            try:
+                commit_id = self._peel(txn, repo_id, target, "tag")
+            except FailedPrecondition:
+                commit_id = ""  # a tag of a tree or a blob (imported)
+            tags.append(TagInfo(ref.removeprefix(TAGS), target, commit_id, tag))
+        return tags
+
+    def delete_tag(self, txn: Txn, repo_id: str, name: str) -> None:
+        if not txn.refs.delete(repo_id, TAGS + name):
+            raise NotFound(f"tag {name!r} not found in repository {repo_id!r}")
+
     # ---- the work tree, as search and SQL read it ----
 
     def worktree_entries(self, txn: Txn, repo_id: str) -> dict[str, Entry]:
@@ -533,25 +649,40 @@ class VersionControl:
         head = self.head_files(txn, repo_id)
         index = {p: (e.mode, e.oid) for p, e in txn.index.all(repo_id).items()}
         worktree = {p: (e.mode, e.oid) for p, e in txn.worktree.all(repo_id).items()}
-        entries = []
+        merging = merge_in_progress(txn, repo_id)
+        unresolved: dict[str, str] = merging["unresolved"] if merging else {}
+        # Staged renames, found as git finds them (a deletion and an addition, similar).
+        renamed: dict[str, str] = {}  # new path -> old path
+        if any(p not in index for p in head) and any(p not in head for p in index):
+            found = detect_renames(head, index, lambda oid: self._blob(txn, repo_id, oid))
+            renamed = {new: old for old, new in found.items()}
+        renamed_from = set(renamed.values())
+        entries: list[tuple[str, str]] = []
+        untracked: list[tuple[str, str]] = []  # git lists them after every tracked change
         for path in sorted(head.keys() | index.keys() | worktree.keys()):
             h, i, w = head.get(path), index.get(path), worktree.get(path)
-            if i is None and h is None:
-                entries.append(("??", path))
-                continue
-            x = " " if i == h else "A" if h is None else "D" if i is None else "M"
-            y = " " if i is None or w == i else "D" if w is None else "M"
-            if x != " " or y != " ":
-                entries.append((x + y, path))
-            if i is None and w is not None:
-                entries.append(("??", path))  # staged deletion, new untracked file in its place
-        return Status(current or "", entries)
+            if path in unresolved:
+                entries.append((unresolved[path], path))
+            elif path in renamed:
+                y = " " if w == i else "D" if w is None else "M"
+                entries.append(("R" + y, f"{renamed[path]} -> {path}"))
+            elif i is None and h is None:
+                untracked.append(("??", path))
+            else:
+                x = " " if i == h else "A" if h is None else "D" if i is None else "M"
+                y = " " if i is None or w == i else "D" if w is None else "M"
+                if (x != " " or y != " ") and path not in renamed_from:
+                    entries.append((x + y, path))
+                if i is None and w is not None:
+                    untracked.append(("??", path))  # staged deletion, a new file in its place
+        return Status(current or "", entries + untracked)
 
     # ---- merge ----
 
-    def merge_bases(self, txn: Txn, repo_id: str, a: str, b: str) -> list[str]:
-        """The lowest common ancestors of `a` and `b` (`git merge-base --all`), newest first:
-        one, or several in a criss-cross history, or none for unrelated histories."""
+    def merge_bases(self, txn: Txn, repo_id: str, a: str | list[str], b: str) -> list[str]:
+        """The lowest common ancestors of `a` (a commit, or several: the parents of a virtual
+        commit) and `b` (`git merge-base --all`), newest first: one, or several in a
+        criss-cross history, or none for unrelated histories."""
         ancestors_a = {c for c, _ in self.walk(txn, repo_id, a)}
         covered: set[str] = set()  # proper ancestors of candidates found so far
         candidates: list[str] = []
@@ -574,9 +705,68 @@ class VersionControl:
             candidates = [c for c in candidates if c not in lower]
         return candidates
 
-    def merge(self, txn: Txn, repo_id: str, source: str, target: str, message: str) -> MergeResult:
-        """Merge branch `source` into `target` (default: the current branch). MergeConflict
-        when the trees conflict: raised inside the write, it leaves nothing behind."""
+    def merge_commits(
+        self,
+        txn: Txn,
+        repo_id: str,
+        ours: str,
+        theirs: str,
+        ours_label: str,
+        theirs_label: str,
+        strategy: Strategy = Strategy.ORT,
+    ) -> tuple[TreeMerge, str]:
+        """`git merge-tree --write-tree ours theirs`: the merge of two commits and the id of
+        the tree it leaves (conflicted files with markers), stored in `txn`."""
+        bases = self.merge_bases(txn, repo_id, ours, theirs)
+        outcome = merge_trees(
+            self._virtual_base(txn, repo_id, bases, 1),
+            self.commit_files(txn, repo_id, ours),
+            self.commit_files(txn, repo_id, theirs),
+            lambda oid: self._blob(txn, repo_id, oid),
+            lambda data: self._store_blob(txn, repo_id, data),
+            ours_label=ours_label,
+            theirs_label=theirs_label,
+            strategy=strategy,
+        )
+        return outcome, self.objects.write_tree(txn, repo_id, outcome.files)
+
+    def _virtual_base(self, txn: Txn, repo_id: str, bases: list[str], depth: int) -> FileMap:
+        """The files of the merge base: the one base, an empty tree for unrelated histories,
+        or, in a criss-cross history, the bases merged into one virtual commit the way git's
+        recursive merge does (oldest first, conflicts kept as text with longer markers)."""
+        order = list(reversed(bases))
+        if not order:
+            return {}
+        merged = self.commit_files(txn, repo_id, order[0])
+        parents = [order[0]]
+        for following in order[1:]:
+            inner = self.merge_bases(txn, repo_id, parents, following)
+            merged = merge_trees(
+                self._virtual_base(txn, repo_id, inner, depth + 1),
+                merged,
+                self.commit_files(txn, repo_id, following),
+                lambda oid: self._blob(txn, repo_id, oid),
+                lambda data: self._store_blob(txn, repo_id, data),
+                ours_label="Temporary merge branch 1",
+                theirs_label="Temporary merge branch 2",
+                depth=depth,
+            ).files
+            parents.append(following)
+        return merged
+
+    def merge(
+        self,
+        txn: Txn,
+        repo_id: str,
+        source: str,
+        target: str,
+        message: str,
+        strategy: Strategy = Strategy.ORT,
+        leave_conflicts: bool = False,
+    ) -> MergeResult:
+        """Merge branch `source` into `target` (default: the current branch). On conflict,
+        MergeConflict (raised inside the write, it leaves nothing behind), or with
+        `leave_conflicts` the target left mid-merge as `git merge` leaves it."""
         current, _ = self.head(txn, repo_id)
         into = target or current
         if into is None:
@@ -589,6 +779,12 @@ class VersionControl:
             raise NotFound(f"target_branch {into!r} not found in repository {repo_id!r}")
         if source == into:
             raise InvalidArgument(f"source_branch and target_branch are both {into!r}")
+        if merge_in_progress(txn, repo_id):
+            raise FailedPrecondition(MERGE_IN_PROGRESS)
+        if leave_conflicts and into != current:
+            raise FailedPrecondition(
+                f"leave_conflicts needs target_branch {into!r} to be the checked-out branch"
+            )
         bases = self.merge_bases(txn, repo_id, source_tip, target_tip)
         if source_tip in bases:
             return MergeResult(target_tip)  # already up to date
@@ -599,13 +795,19 @@ class VersionControl:
                 self._switch_tree(txn, repo_id, old_files, new_files, "merge")
             txn.refs.put(repo_id, HEADS + into, source_tip)
             return MergeResult(source_tip, fast_forward=True)
-        merged = self._merge_files(txn, repo_id, bases, old_files, source_tip)
-        if into == current:
-            self._switch_tree(txn, repo_id, old_files, merged, "merge")
-        tree_id = self.objects.write_tree(txn, repo_id, merged)
+        outcome, tree_id = self.merge_commits(
+            txn, repo_id, target_tip, source_tip, into, source, strategy
+        )
         default = f"Merge branch '{source}'" + (
             "" if into in ("main", "master") else f" into {into}"
         )
+        if outcome.conflicts:
+            if not leave_conflicts:
+                raise MergeConflict(outcome.conflicts)
+            self._leave_conflicts(txn, repo_id, old_files, outcome, source_tip, message or default)
+            return MergeResult("", conflicts=outcome.conflicts)
+        if into == current:
+            self._switch_tree(txn, repo_id, old_files, outcome.files, "merge")
         signature = self.signature(None)
         commit = Commit(
             tree_id,
@@ -618,36 +820,98 @@ class VersionControl:
         txn.refs.put(repo_id, HEADS + into, commit_id)
         return MergeResult(commit_id)
 
-    def _merge_files(
-        self, txn: Txn, repo_id: str, bases: list[str], ours: FileMap, source_tip: str
-    ) -> FileMap:
-        """The three-way merge of `ours` and the source's files; MergeConflict if they conflict.
-
-        With several lowest common ancestors (a criss-cross history) git merges them into a
-        virtual base. We merge against each and take the result only when they all agree;
-        otherwise the paths where they differ are conflicts (never a silent choice).
-        """
-        theirs = self.commit_files(txn, repo_id, source_tip)
-        base_files = [self.commit_files(txn, repo_id, base) for base in bases] or [{}]
-        outcomes = [  # (unrelated histories: one empty base)
-            merge_trees(
-                files,
-                ours,
-                theirs,
-                lambda oid: self._blob(txn, repo_id, oid),
-                lambda data: self._store_blob(txn, repo_id, data),
-            )
-            for files in base_files
+    def _leave_conflicts(
+        self,
+        txn: Txn,
+        repo_id: str,
+        old_files: FileMap,
+        outcome: TreeMerge,
+        source_tip: str,
+        message: str,
+    ) -> None:
+        """Leave the checked-out branch mid-merge: merged paths staged, conflicted paths with
+        git's markers in the work tree and our version in the index, and what AbortMerge needs
+        to put every touched path back."""
+        conflicted = {c.path for c in outcome.conflicts}
+        dirty = [
+            path
+            for path in sorted(conflicted)
+            if _key(txn.index.get(repo_id, path)) != old_files.get(path)
+            or _key(txn.worktree.get(repo_id, path)) != old_files.get(path)
         ]
-        conflicts = {path for _, found in outcomes for path in found}
-        merged = outcomes[0][0]
-        if not conflicts:
-            conflicts = {
-                path
-                for other, _ in outcomes[1:]
-                for path in merged.keys() | other.keys()
-                if merged.get(path) != other.get(path)
-            }
-        if conflicts:
-            raise MergeConflict(sorted(conflicts))
-        return merged
+        if dirty:
+            shown = ", ".join(dirty[:10]) + (" ..." if len(dirty) > 10 else "")
+            raise FailedPrecondition(
+                f"cannot merge: local changes to {shown} would be overwritten by the merge"
+            )
+        staged = {p: v for p, v in outcome.files.items() if p not in conflicted}
+        for path in conflicted:
+            if path in old_files:
+                staged[path] = old_files[path]
+        touched = {p for p in staged.keys() | old_files.keys() if staged.get(p) != old_files.get(p)}
+        touched |= conflicted
+        saved = {
+            path: [
+                _hex(txn.index.get(repo_id, path)),
+                _hex(txn.worktree.get(repo_id, path)),
+            ]
+            for path in sorted(touched)
+        }
+        self._switch_tree(txn, repo_id, old_files, staged, "merge")
+        now = self._now_us()
+        for path in conflicted:
+            version = outcome.files.get(path)
+            if version is None:
+                txn.worktree.delete(repo_id, path)
+                continue
+            info = txn.objects.info(repo_id, version[1])
+            txn.worktree.put(
+                repo_id, path, Entry(version[1], version[0], info.size if info else 0, now)
+            )
+        state = {
+            "merge_head": source_tip,
+            "message": message,
+            "unresolved": {c.path: c.code for c in outcome.conflicts},
+            "saved": saved,
+        }
+        txn.refs.put(repo_id, MERGE_STATE, json.dumps(state, sort_keys=True))
+
+    def abort_merge(self, txn: Txn, repo_id: str) -> None:
+        """`git merge --abort`: every path the merge touched goes back to what it was."""
+        state = merge_in_progress(txn, repo_id)
+        if state is None:
+            raise FailedPrecondition(f"no merge is in progress in repository {repo_id!r}")
+        for path, (staged, working) in state["saved"].items():
+            for table, value in ((txn.index, staged), (txn.worktree, working)):
+                if value is None:
+                    table.delete(repo_id, path)
+                else:
+                    table.put(repo_id, path, Entry.decode(bytes.fromhex(value)))
+        txn.refs.delete(repo_id, MERGE_STATE)
+
+    def _mark_resolved(self, txn: Txn, repo_id: str, paths: Iterable[str]) -> None:
+        """AddFile or RemoveFile of a conflicted path resolves it (as `git add` / `git rm`)."""
+        state = merge_in_progress(txn, repo_id)
+        if state is None:
+            return
+        unresolved = state["unresolved"]
+        if any(unresolved.pop(p, None) is not None for p in list(paths)):
+            txn.refs.put(repo_id, MERGE_STATE, json.dumps(state, sort_keys=True))
+
+
+MERGE_STATE = "MERGE_STATE"  # a ref-table key outside refs/: the merge left with conflicts
+MERGE_IN_PROGRESS = "a merge is in progress: resolve and Commit, or AbortMerge"
+
+
+def merge_in_progress(txn: Txn, repo_id: str) -> dict[str, Any] | None:
+    """The state of a merge left with conflicts, or None."""
+    value = txn.refs.get(repo_id, MERGE_STATE)
+    return None if value is None else cast(dict[str, Any], json.loads(value))
+
+
+def _key(entry: Entry | None) -> tuple[int, bytes] | None:
+    return None if entry is None else (entry.mode, entry.oid)
+
+
+def _hex(entry: Entry | None) -> str | None:
+    return None if entry is None else entry.encode().hex()

@@ -1,7 +1,7 @@
 """Read-only SQL over a repository's data, through the standard library's sqlite3.
 
 Each query runs against a private in-memory database holding the repository's tables (files,
-commits, changes, branches, blobs), filled per query from the current work tree and from what
+commits, changes, branches, tags, blobs), filled per query from the current work tree and from what
 each commit changed, which is derived once per commit and kept (`govc.search.history`).
 The sandbox: one statement, an authorizer that allows reading and nothing else (no writes, no
 ATTACH, no PRAGMA, no functions outside a safe list), a time budget enforced by a progress
@@ -18,7 +18,7 @@ from typing import Any
 
 from govc.core.gitformat import Commit
 from govc.core.objects import file_extension, file_name
-from govc.core.versioncontrol import VersionControl
+from govc.core.versioncontrol import TagInfo, VersionControl
 from govc.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from govc.search.history import History
 from govc.storage import Storage, Txn
@@ -30,6 +30,8 @@ CREATE TABLE commits (hash TEXT PRIMARY KEY, author TEXT, email TEXT, message TE
                       timestamp TEXT, parent TEXT, parent_count INTEGER);
 CREATE TABLE changes ("commit" TEXT, path TEXT, type TEXT, hash TEXT);
 CREATE TABLE branches (name TEXT PRIMARY KEY, "commit" TEXT, is_current INTEGER);
+CREATE TABLE tags (name TEXT PRIMARY KEY, "commit" TEXT, tag_hash TEXT, message TEXT,
+                   tagger TEXT, timestamp TEXT);
 CREATE TABLE blobs (hash TEXT PRIMARY KEY, size INTEGER, stored_size INTEGER);
 """
 
@@ -259,6 +261,11 @@ class SqlEngine:
                 with_content = reads is None or "content" in reads["files"]
                 files = self._files(txn, repo_id, with_content)
                 db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
+            if wanted("tags"):
+                db.executemany(
+                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                    [_tag_row(tag) for tag in vc.list_tags(txn, repo_id)],
+                )
             if wanted("blobs"):
                 db.executemany("INSERT INTO blobs VALUES (?, ?, ?)", vc.blob_rows(txn, repo_id))
         db.commit()
@@ -351,3 +358,19 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
     if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SAFE_FUNCTIONS:
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
+
+
+def _tag_row(info: TagInfo) -> tuple[Any, ...]:
+    """name, commit, tag_hash ("" when lightweight), message, tagger, timestamp (annotated)."""
+    tag = info.tag
+    if tag is None:
+        return (info.name, info.commit_id, "", None, None, None)
+    tagger = tag.tagger
+    return (
+        info.name,
+        info.commit_id,
+        info.target,
+        tag.message.rstrip("\n"),
+        tagger.identity if tagger else None,
+        _iso(tagger.time) if tagger else None,
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from govc.core.database import Txn
 from govc.core.gitformat import DIR_MODE, parse_author, validate_object_id
-from govc.core.objects import prepare_blob
+from govc.core.objects import PreparedObject, prepare_blob
 from govc.core.validation import validate_path
 from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
@@ -118,6 +118,9 @@ class Params:
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidArgument(f"params.{name} must be an integer")
         return value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._params
 
     def flag(self, name: str, default: bool) -> bool:
         value = self._params.get(name, default)
@@ -221,9 +224,16 @@ class BatchExecutor:
 
     def _write(self, txn: Txn, repo_id: str, p: Params, _: ResponseBudget) -> dict[str, Any]:
         path = p.path()
-        prepared = prepare_blob(p.content())
-        self._vc.write_file(txn, repo_id, path, prepared, p.flag("stage", True))
-        return {"path": path, "hash": prepared.hex, "size": prepared.size}
+        blob: PreparedObject | bytes
+        blob_hash = p.text("blob_hash", required=False)
+        if blob_hash:
+            if "content" in p or "content_b64" in p:
+                raise InvalidArgument("set params.content or params.blob_hash, not both")
+            blob = validate_object_id(blob_hash, "params.blob_hash")
+        else:
+            blob = prepare_blob(p.content())
+        entry = self._vc.write_file(txn, repo_id, path, blob, p.flag("stage", True))
+        return {"path": path, "hash": entry.oid.hex(), "size": entry.size}
 
     def _read(self, txn: Txn, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
         path = p.path()

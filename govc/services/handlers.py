@@ -14,6 +14,7 @@ from typing_extensions import override
 
 from generated.google.protobuf import Empty
 from generated.govc import (
+    AbortMergeRequest,
     AddFileRequest,
     AddFileResponse,
     BatchOperationsRequest,
@@ -25,8 +26,10 @@ from generated.govc import (
     CreateBranchResponse,
     CreateRepositoryRequest,
     CreateRepositoryResponse,
+    CreateTagRequest,
     DeleteBranchRequest,
     DeleteRepositoryRequest,
+    DeleteTagRequest,
     ExecuteSqlQueryRequest,
     ExecuteSqlQueryResponse,
     FullTextSearchRequest,
@@ -49,6 +52,8 @@ from generated.govc import (
     ListCommitsResponse,
     ListRepositoriesRequest,
     ListRepositoriesResponse,
+    ListTagsRequest,
+    ListTagsResponse,
     MergeBranchRequest,
     MergeBranchResponse,
     MoveFileRequest,
@@ -63,6 +68,7 @@ from generated.govc import (
     StoreBlobWithDeltaResponse,
     StreamBlobRequest,
     StreamBlobResponse,
+    Tag,
     UploadBlobStreamRequest,
     UploadBlobStreamResponse,
     WriteFileRequest,
@@ -188,6 +194,22 @@ class Handlers(GoVcServiceBase):
     @override
     async def merge_branch(self, message: MergeBranchRequest) -> MergeBranchResponse:
         return await self.versioning.merge_branch(message)
+
+    @override
+    async def abort_merge(self, message: AbortMergeRequest) -> Empty:
+        return await self.versioning.abort_merge(message)
+
+    @override
+    async def create_tag(self, message: CreateTagRequest) -> Tag:
+        return await self.versioning.create_tag(message)
+
+    @override
+    async def list_tags(self, message: ListTagsRequest) -> ListTagsResponse:
+        return await self.versioning.list_tags(message)
+
+    @override
+    async def delete_tag(self, message: DeleteTagRequest) -> Empty:
+        return await self.versioning.delete_tag(message)
 
     @override
     async def get_status(self, message: GetStatusRequest) -> GetStatusResponse:

@@ -1,12 +1,14 @@
 """Version-control RPCs: files (AddFile, WriteFile, ReadFile, RemoveFile, MoveFile), commits
 (Commit, GetCommit, ListCommits), branches (CreateBranch, ListBranches, DeleteBranch,
-CheckoutBranch, MergeBranch) and GetStatus."""
+CheckoutBranch, MergeBranch, AbortMerge), tags (CreateTag, ListTags, DeleteTag) and
+GetStatus."""
 
 import datetime
 from collections.abc import Callable, Iterable
 
 from generated.google.protobuf import Empty
 from generated.govc import (
+    AbortMergeRequest,
     AddFileRequest,
     AddFileResponse,
     Branch,
@@ -15,7 +17,9 @@ from generated.govc import (
     CommitResponse,
     CreateBranchRequest,
     CreateBranchResponse,
+    CreateTagRequest,
     DeleteBranchRequest,
+    DeleteTagRequest,
     FileChange,
     GetCommitRequest,
     GetCommitResponse,
@@ -25,29 +29,60 @@ from generated.govc import (
     ListBranchesResponse,
     ListCommitsRequest,
     ListCommitsResponse,
+    ListTagsRequest,
+    ListTagsResponse,
     MergeBranchRequest,
     MergeBranchResponse,
+    MergeConflict,
     MoveFileRequest,
     ReadFileRequest,
     ReadFileResponse,
     RemoveFileRequest,
+    Tag,
     WriteFileRequest,
     WriteFileResponse,
 )
-from govc.core.gitformat import parse_author, require_message
+from govc.core import versioncontrol
+from govc.core.gitformat import parse_author, require_message, validate_object_id
+from govc.core.merge import Conflict, Strategy
 from govc.core.objects import PreparedObject
 from govc.core.validation import validate_branch_name, validate_path, validate_repo_id
-from govc.core.versioncontrol import CommitInfo, MergeConflict, VersionControl
+from govc.core.versioncontrol import CommitInfo, TagInfo, VersionControl
 from govc.errors import InvalidArgument
 from govc.services.access import Access
 from govc.services.blobs import prepare_blob
 from govc.services.convert import timestamp_from_us
 
 MAX_FILES_IN_COMMIT = 10_000
+STRATEGIES = {"": Strategy.ORT, "ort": Strategy.ORT} | {
+    s.value: s for s in Strategy if s is not Strategy.ORT
+}
 
 
 def _seconds(t: int) -> datetime.datetime:
     return timestamp_from_us(t * 1_000_000)
+
+
+def conflict_message(conflict: Conflict) -> MergeConflict:
+    return MergeConflict(
+        path=conflict.path,
+        base_hash=conflict.base[1].hex() if conflict.base else "",
+        ours_hash=conflict.ours[1].hex() if conflict.ours else "",
+        theirs_hash=conflict.theirs[1].hex() if conflict.theirs else "",
+        merged=conflict.merged,
+    )
+
+
+def tag_message(info: TagInfo) -> Tag:
+    tag = info.tag
+    return Tag(
+        name=info.name,
+        commit_hash=info.commit_id,
+        tag_hash=info.target if tag else "",
+        message=tag.message.rstrip("\n") if tag else "",
+        tagger=tag.tagger.identity if tag and tag.tagger else "",
+        timestamp=_seconds(tag.tagger.time) if tag and tag.tagger else None,
+    )
 
 
 def commit_message(info: CommitInfo) -> GetCommitResponse:
@@ -81,25 +116,32 @@ class VersioningService:
     # ---- files ----
 
     async def add_file(self, message: AddFileRequest) -> AddFileResponse:
-        prepared = await self._write(message, stage=True)
-        return AddFileResponse(hash=prepared.hex, size=prepared.size)
+        oid, size = await self._write(message, stage=True)
+        return AddFileResponse(hash=oid, size=size)
 
     async def write_file(self, message: WriteFileRequest) -> WriteFileResponse:
-        prepared = await self._write(message, stage=False)
-        return WriteFileResponse(hash=prepared.hex, size=prepared.size)
+        oid, size = await self._write(message, stage=False)
+        return WriteFileResponse(hash=oid, size=size)
 
     async def _write(
         self, message: AddFileRequest | WriteFileRequest, stage: bool
-    ) -> PreparedObject:
+    ) -> tuple[str, int]:
+        """The file's blob id and size: new `content`, or the stored blob `blob_hash` names."""
         repo_id = validate_repo_id(message.repository_id, "repository_id")
         path = validate_path(message.path, "path")
-        prepared = await prepare_blob(self._access, message.content)
-        await self._access.write(
+        blob: PreparedObject | bytes
+        if message.blob_hash:
+            if message.content:
+                raise InvalidArgument("set content or blob_hash, not both")
+            blob = validate_object_id(message.blob_hash, "blob_hash")
+        else:
+            blob = await prepare_blob(self._access, message.content)
+        entry = await self._access.write(
             repo_id,
-            lambda txn: self._vc.write_file(txn, repo_id, path, prepared, stage),
+            lambda txn: self._vc.write_file(txn, repo_id, path, blob, stage),
             then=lambda: self._changed(repo_id, [path]),
         )
-        return prepared
+        return entry.oid.hex(), entry.size
 
     async def read_file(self, message: ReadFileRequest) -> ReadFileResponse:
         repo_id = validate_repo_id(message.repository_id, "repository_id")
@@ -229,15 +271,74 @@ class VersioningService:
             if message.target_branch
             else ""
         )
+        strategy = STRATEGIES.get(message.strategy)
+        if strategy is None:
+            raise InvalidArgument(
+                f"strategy {message.strategy!r:.40} is not one of ort, ours, theirs, union"
+            )
         try:
             result = await self._access.write(
                 repo_id,
-                lambda txn: self._vc.merge(txn, repo_id, source, target, message.message),
+                lambda txn: self._vc.merge(
+                    txn,
+                    repo_id,
+                    source,
+                    target,
+                    message.message,
+                    strategy,
+                    message.leave_conflicts,
+                ),
                 then=lambda: self._changed(repo_id, None),
             )
-        except MergeConflict as conflict:  # an answer, not an error; nothing was written
-            return MergeBranchResponse(conflicts=True, conflict_files=conflict.paths)
-        return MergeBranchResponse(commit_hash=result.commit_id, conflicts=False)
+        except versioncontrol.MergeConflict as conflict:  # an answer; nothing was written
+            conflicts = conflict.conflicts
+        else:
+            conflicts = result.conflicts
+            if not conflicts:
+                return MergeBranchResponse(commit_hash=result.commit_id, conflicts=False)
+        return MergeBranchResponse(
+            conflicts=True,
+            conflict_files=[c.path for c in conflicts],
+            conflicts_detail=[conflict_message(c) for c in conflicts],
+        )
+
+    async def abort_merge(self, message: AbortMergeRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        await self._access.write(
+            repo_id,
+            lambda txn: self._vc.abort_merge(txn, repo_id),
+            then=lambda: self._changed(repo_id, None),
+        )
+        return Empty()
+
+    # ---- tags ----
+
+    async def create_tag(self, message: CreateTagRequest) -> Tag:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        name = validate_branch_name(message.name, "name")
+        tagger = (
+            parse_author(message.tagger, *self._vc.identity, field="tagger")
+            if message.tagger
+            else None
+        )
+        info = await self._access.write(
+            repo_id,
+            lambda txn: self._vc.create_tag(
+                txn, repo_id, name, message.target, message.message, tagger
+            ),
+        )
+        return tag_message(info)
+
+    async def list_tags(self, message: ListTagsRequest) -> ListTagsResponse:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        tags = await self._access.read(repo_id, lambda txn: self._vc.list_tags(txn, repo_id))
+        return ListTagsResponse(tags=[tag_message(t) for t in tags])
+
+    async def delete_tag(self, message: DeleteTagRequest) -> Empty:
+        repo_id = validate_repo_id(message.repository_id, "repository_id")
+        name = validate_branch_name(message.name, "name")
+        await self._access.write(repo_id, lambda txn: self._vc.delete_tag(txn, repo_id, name))
+        return Empty()
 
     # ---- status ----
 

@@ -36,7 +36,7 @@ from govc.errors import NotFound
 from govc.storage.scan import delete_prefix, scan_prefix
 from govc.storage.tables import repo_prefix
 
-KIND_CODES = {"blob": 1, "tree": 2, "commit": 3}
+KIND_CODES = {"blob": 1, "tree": 2, "commit": 3, "tag": 4}  # git's pack type codes
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 
 RAW = 0
