@@ -67,6 +67,58 @@ def services_in(response: reflection_pb2.ServerReflectionResponse) -> dict[str, 
     return {"kind": response.WhichOneof("message_response"), "files": files}
 
 
+def conflict_workflow(govc: Any) -> dict[str, Any]:
+    """A merge left with conflicts, resolved and committed; and one aborted."""
+    repo = "interop-merge"
+    seen: dict[str, Any] = {}
+    govc.CreateRepository(govc_pb2.CreateRepositoryRequest(id=repo), timeout=TIMEOUT)
+
+    def add(path: str, content: bytes) -> None:
+        request = govc_pb2.AddFileRequest(repository_id=repo, path=path, content=content)
+        govc.AddFile(request, timeout=TIMEOUT)
+
+    def commit(message: str) -> str:
+        request = govc_pb2.CommitRequest(repository_id=repo, message=message)
+        return str(govc.Commit(request, timeout=TIMEOUT).hash)
+
+    def status() -> list[str]:
+        request = govc_pb2.GetStatusRequest(repository_id=repo)
+        return list(govc.GetStatus(request, timeout=TIMEOUT).status_entries)
+
+    def merge() -> Any:
+        request = govc_pb2.MergeBranchRequest(
+            repository_id=repo, source_branch="feature", leave_conflicts=True
+        )
+        return govc.MergeBranch(request, timeout=TIMEOUT)
+
+    add("f.txt", b"1\n2\n3\n")
+    commit("base")
+    request = govc_pb2.CreateBranchRequest(repository_id=repo, name="feature")
+    govc.CreateBranch(request, timeout=TIMEOUT)
+    add("f.txt", b"1\nmain\n3\n")
+    seen["main_tip"] = commit("main")
+    checkout = govc_pb2.CheckoutBranchRequest(repository_id=repo, name="feature")
+    govc.CheckoutBranch(checkout, timeout=TIMEOUT)
+    add("f.txt", b"1\nfeature\n3\n")
+    seen["feature_tip"] = commit("feature")
+    checkout.name = "main"
+    govc.CheckoutBranch(checkout, timeout=TIMEOUT)
+
+    left = merge()
+    seen["conflicts"] = list(left.conflict_files)
+    seen["merged"] = left.conflicts_detail[0].merged.decode()
+    seen["status"] = status()
+    seen["early_commit"] = outcome(lambda: commit("too early"))
+    govc.AbortMerge(govc_pb2.AbortMergeRequest(repository_id=repo), timeout=TIMEOUT)
+    seen["status_after_abort"] = status()
+    merge()
+    add("f.txt", b"1\nboth\n3\n")
+    made = commit("Merge branch 'feature'")
+    request = govc_pb2.GetCommitRequest(repository_id=repo, hash=made)
+    seen["parents"] = list(govc.GetCommit(request, timeout=TIMEOUT).parent_hashes)
+    return seen
+
+
 def run(target: str, payload: bytes) -> dict[str, Any]:
     report: dict[str, Any] = {}
     options = [
@@ -127,6 +179,8 @@ def run(target: str, payload: bytes) -> dict[str, Any]:
         report["get_unknown_repo"] = outcome(lambda: get("no-such-repo", hello_hash))
         report["get_unknown_blob"] = outcome(lambda: get(REPO, "0" * 40))
         report["get_bad_hash"] = outcome(lambda: get(REPO, "not-a-hash"))
+
+        report["conflict_workflow"] = outcome(lambda: conflict_workflow(govc))
 
         health = health_pb2_grpc.HealthStub(channel)
 

@@ -162,3 +162,14 @@ def test_reflection_describes_govc_service(report: dict[str, Any]) -> None:
     # The server describes exactly the service the grpcio stubs were generated from.
     assert methods == report["local_govc_methods"]
     assert len(methods) == 33  # the original 29, AbortMerge and the three tag RPCs
+
+
+def test_conflict_workflow(report: dict[str, Any]) -> None:
+    seen = ok(report, "conflict_workflow")
+    assert seen["conflicts"] == ["f.txt"]
+    assert seen["merged"] == "1\n<<<<<<< main\nmain\n=======\nfeature\n>>>>>>> feature\n3\n"
+    assert seen["status"] == ["UU f.txt"]
+    early = seen["early_commit"]
+    assert early["code"] == "FAILED_PRECONDITION" and "f.txt" in early["details"]
+    assert seen["status_after_abort"] == []
+    assert seen["parents"] == [seen["main_tip"], seen["feature_tip"]]

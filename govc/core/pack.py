@@ -38,9 +38,6 @@ _TYPE_NUMBERS = {COMMIT: 1, TREE: 2, BLOB: 3, TAG: 4}
 _OFS_DELTA = 6
 
 MAX_DEPTH = 50  # git's pack.depth default
-ANCHOR_DEPTH = int(os.environ.get("ANCHOR_DEPTH", "10"))
-COMMIT_DELTA = os.environ.get("COMMIT_DELTA", "none")
-ANCHOR_LIMIT = int(os.environ.get("ANCHOR_LIMIT", "45"))
 # Smaller objects are stored whole: the delta header and a copy op would eat what a delta saves.
 MIN_DELTA_SIZE = 64
 # Larger objects are neither deltified nor bases. Encoding is linear, but it holds a few copies
@@ -136,8 +133,7 @@ class _Base:
 def _write_entries(writer: "_PackWriter", objects: Iterable[PackObject]) -> int:
     """Write every object, as a delta where one pays; returns the number of deltas."""
     seen: set[bytes] = set()
-    # (kind, path) -> [last written there, anchor]; least recently used first.
-    bases: OrderedDict[tuple[str, str], list[_Base | None]] = OrderedDict()
+    bases: OrderedDict[tuple[str, str], _Base] = OrderedDict()  # least recently used first
     by_name: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, file name) -> a bases key
     window = 0  # bytes held by bases
     deltas = 0
@@ -150,54 +146,42 @@ def _write_entries(writer: "_PackWriter", objects: Iterable[PackObject]) -> int:
         content = obj.content
         size = len(content)
         if (
-            (kind != BLOB and kind != TREE and kind != COMMIT_DELTA)
+            (kind != BLOB and kind != TREE)
             or not MIN_DELTA_SIZE <= size <= MAX_DELTA_SIZE
             or (kind == BLOB and not obj.path)  # no hint: unrelated blobs would be tried
         ):
             writer.add(oid, _TYPE_NUMBERS[kind], content)
             continue
         key = (kind, obj.path)
-        slot = bases.pop(key, None)
-        if slot is not None:
-            base, anchor = slot
-            window -= _held(slot)
+        base = bases.pop(key, None)
+        if base is not None:
+            window -= len(base.content)
         else:
             # A new path: a renamed file or directory whose newer version was written under
             # another path, most often with the same name (a move between directories).
             name_key = (kind, obj.path.rpartition("/")[2])
             other = by_name.get(name_key)
-            other_slot = bases.get(other) if other is not None else None
-            base, anchor = (other_slot[0], None) if other_slot is not None else (None, None)
+            base = bases.get(other) if other is not None else None
             by_name[name_key] = key
-        jump = base is not None and base.depth >= MAX_DEPTH
-        if jump:
-            base = anchor if anchor is not None and anchor.depth < ANCHOR_LIMIT else None
         delta = None
-        if base is not None:
+        if base is not None and base.depth < MAX_DEPTH:
             separators = TREE_SEPARATORS if kind == TREE else TEXT_SEPARATORS
             delta = make_delta(base.content, content, separators)
         if base is not None and delta is not None:
             number = writer.add(oid, _OFS_DELTA, delta, base.number)
-            written = _Base(number, content, base.depth + 1)
+            depth = base.depth + 1
             deltas += 1
         else:
-            written = _Base(writer.add(oid, _TYPE_NUMBERS[kind], content), content, 0)
-            anchor = None
-        if jump or written.depth <= ANCHOR_DEPTH:
-            anchor = written
-        slot = [written, anchor]
-        bases[key] = slot
-        window += _held(slot)
+            number = writer.add(oid, _TYPE_NUMBERS[kind], content)
+            depth = 0
+        # The newest candidate for this path is the one just written: the next (older) version
+        # becomes a delta of it, and the chain grows one deeper.
+        bases[key] = _Base(number, content, depth)
+        window += size
         while window > WINDOW_MEMORY:
             _, dropped = bases.popitem(last=False)
-            window -= _held(dropped)
+            window -= len(dropped.content)
     return deltas
-
-
-def _held(slot: list["_Base | None"]) -> int:
-    current, anchor = slot
-    held = len(current.content) if current is not None else 0
-    return held + (len(anchor.content) if anchor is not None and anchor is not current else 0)
 
 
 # ---- deltas ----

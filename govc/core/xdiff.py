@@ -41,6 +41,8 @@ changes rather than with the length of the files.
 
 import enum
 import re
+import sys
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -118,6 +120,8 @@ _K_HEUR = 4
 _MAX_CHAIN_LENGTH = 64
 _DEFAULT_MARKER_SIZE = 7
 
+_HIGH_BYTE = bytes([0]) + bytes([2]) * 255  # a count of 256 or more: class 2
+_THREE_IS_TWO = bytes([0, 1, 2, 2]) + bytes(252)
 _FLIP = bytes([1]) + bytes(255)  # kept (1, 2) or not (0) -> changed flag: only 0 -> 1
 _ALNUM = re.compile(rb"[0-9A-Za-z]")  # git's ctype is ASCII-only
 
@@ -254,11 +258,8 @@ def _discard(
     # translation table rather than a loop per line.
     try:
         dis = bytes(counts).translate(_dis_table(mlim))
-    except ValueError:  # a count above 255
-        if mlim < 256:
-            dis = bytes(map(min, counts, repeat(255))).translate(_dis_table(mlim))
-        else:
-            dis = bytes(0 if c == 0 else 2 if c >= mlim else 1 for c in counts)
+    except ValueError:  # a count above 255 (blank lines of a long file, say)
+        dis = _dis_wide(counts, mlim)
     n = len(seg)
     mask: bytearray | None = None  # dis with the discarded multi-match lines zeroed
     if dis.find(2) >= 0:
@@ -284,9 +285,29 @@ def _discard(
     return list(compress(range(dstart, dstart + n), keep)), list(compress(seg, keep))
 
 
+def _dis_wide(counts: list[int], mlim: int) -> bytes:
+    """The classes of counts that do not fit a byte: from their 16-bit low and high bytes,
+    classified apart and combined by one bitwise or of the two as big integers (0 | 0 = 0,
+    1 | 0 = 1, and 2 or 3 when the count reaches mlim)."""
+    if mlim < 256:
+        try:
+            raw = array("H", counts).tobytes()
+        except OverflowError:
+            pass
+        else:
+            low, high = (
+                (raw[0::2], raw[1::2]) if sys.byteorder == "little" else (raw[1::2], raw[0::2])
+            )
+            low = low.translate(_dis_table(mlim))
+            high = high.translate(_HIGH_BYTE)
+            both = int.from_bytes(low, "little") | int.from_bytes(high, "little")
+            return both.to_bytes(len(counts), "little").translate(_THREE_IS_TWO)
+    return bytes(0 if c == 0 else 2 if c >= mlim else 1 for c in counts)
+
+
 @cache
 def _dis_table(mlim: int) -> bytes:
-    """Translation of a count (capped at 255) into its discard class for this mlim."""
+    """Translation of a count below 256 into its discard class (0, 1, 2) for this mlim."""
     return bytes(0 if c == 0 else 2 if c >= mlim else 1 for c in range(256))
 
 
@@ -558,10 +579,10 @@ class _Histogram:
                 line2 = end2 + 1
 
     def _check_chains(self, line1: int, count1: int) -> None:
-        """scanA fails when 65 distinct lines of the region share one bucket of its hash table
-        (hashed from xdiff's class numbers, which count distinct lines in order of first
-        appearance). Bucket = (v + (v >> bits)) mod 2**bits grows with v, so that needs numbers
-        of at least 64 times the table size: only big inputs are examined at all."""
+        """scanA fails when 65 distinct lines of the region share one bucket of its hash table:
+        bucket (v + (v >> bits)) mod 2**bits of xdiff's class number v, which numbers distinct
+        lines in order of first appearance. As v + (v >> bits) increases with v, 65 numbers in
+        one bucket must reach 64 times the table size, so only big inputs are examined at all."""
         bits = _hashbits(count1)
         top = len(self.a)  # a's lines are numbered first, so their numbers stay below this
         if count1 <= _MAX_CHAIN_LENGTH or top + (top >> bits) < (_MAX_CHAIN_LENGTH << bits):
