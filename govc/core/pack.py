@@ -38,6 +38,10 @@ _TYPE_NUMBERS = {COMMIT: 1, TREE: 2, BLOB: 3, TAG: 4}
 _OFS_DELTA = 6
 
 MAX_DEPTH = 50  # git's pack.depth default
+# Anchors (see _write_entries): versions up to this depth become one; a chain is restarted with
+# a whole copy rather than go back to an anchor this deep (the branches would get too short).
+_ANCHOR_DEPTH = 10
+_ANCHOR_LIMIT = MAX_DEPTH - 5
 # Smaller objects are stored whole: the delta header and a copy op would eat what a delta saves.
 MIN_DELTA_SIZE = 64
 # Larger objects are neither deltified nor bases. Encoding is linear, but it holds a few copies
@@ -53,6 +57,7 @@ TEXT_SEPARATORS = (b"\n\n", b"\n")
 # A tree is "mode name\0" + 20 raw id bytes per entry: cut at the NUL, a unit is the previous
 # entry's id and this entry's mode and name.
 TREE_SEPARATORS = (b"\0",)
+_SEPARATORS = {COMMIT: TEXT_SEPARATORS, TREE: TREE_SEPARATORS, BLOB: TEXT_SEPARATORS}
 # For a middle with (almost) no newline, e.g. minified code: the first of these that is common.
 _OTHER_SEPARATORS = (b";", b" ", b",", b">", b"\0")
 _MAX_UNIT = 4096  # average unit length above which a separator is too rare to match by
@@ -123,19 +128,42 @@ def write_pack(
 
 @dataclass(slots=True)
 class _Base:
-    """A delta-base candidate: the object last written at one (kind, path)."""
+    """A delta-base candidate: an object written at one (kind, path)."""
 
     number: int  # of its entry in the pack
     content: bytes
     depth: int  # deltas to apply to read it (0: stored whole)
 
 
+@dataclass(slots=True)
+class _Slot:
+    """The delta-base candidates of one (kind, path): the last object written there, and an
+    anchor, a recent shallower one to go back to when `last` is as deep as chains may go."""
+
+    last: _Base
+    anchor: _Base | None
+
+    def held(self) -> int:
+        anchor = self.anchor
+        extra = len(anchor.content) if anchor is not None and anchor is not self.last else 0
+        return len(self.last.content) + extra
+
+
 def _write_entries(writer: "_PackWriter", objects: Iterable[PackObject]) -> int:
-    """Write every object, as a delta where one pays; returns the number of deltas."""
+    """Write every object, as a delta where one pays; returns the number of deltas.
+
+    Chains: each version of a path is a delta of the one written before it (the next newer),
+    one deeper. A plain chain would have to store every 51st version whole; instead, at the
+    depth limit the next version is a delta of the anchor, the last version at depth <= 10 or
+    the last such jump's result, and the chain goes on from there, so chains branch as git's do
+    and a whole copy serves hundreds of versions (NEWS of dulwich, 1342 versions: 28 whole
+    copies instead of 5 by git -- 520 KB against 73 KB -- before this; 5 after). The jump
+    costs little: an older version is mostly copies of a newer one however far apart.
+    """
     seen: set[bytes] = set()
-    bases: OrderedDict[tuple[str, str], _Base] = OrderedDict()  # least recently used first
-    by_name: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, file name) -> a bases key
-    window = 0  # bytes held by bases
+    slots: OrderedDict[tuple[str, str], _Slot] = OrderedDict()  # least recently used first
+    by_name: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, file name) -> a slots key
+    window = 0  # bytes held by slots
     deltas = 0
     for obj in objects:
         oid = obj.oid
@@ -144,43 +172,48 @@ def _write_entries(writer: "_PackWriter", objects: Iterable[PackObject]) -> int:
         seen.add(oid)
         kind = obj.kind
         content = obj.content
-        size = len(content)
         if (
-            (kind != BLOB and kind != TREE)
-            or not MIN_DELTA_SIZE <= size <= MAX_DELTA_SIZE
+            kind == TAG
+            or not MIN_DELTA_SIZE <= len(content) <= MAX_DELTA_SIZE
             or (kind == BLOB and not obj.path)  # no hint: unrelated blobs would be tried
         ):
             writer.add(oid, _TYPE_NUMBERS[kind], content)
             continue
+        # Commits have no path: each is tried against the one before it in the walk (author,
+        # committer, message trailers recur). Trees and blobs against their path's last one.
         key = (kind, obj.path)
-        base = bases.pop(key, None)
-        if base is not None:
-            window -= len(base.content)
+        base: _Base | None
+        slot = slots.pop(key, None)
+        if slot is not None:
+            window -= slot.held()
+            base, anchor = slot.last, slot.anchor
         else:
             # A new path: a renamed file or directory whose newer version was written under
             # another path, most often with the same name (a move between directories).
             name_key = (kind, obj.path.rpartition("/")[2])
             other = by_name.get(name_key)
-            base = bases.get(other) if other is not None else None
+            other_slot = slots.get(other) if other is not None else None
+            base, anchor = (other_slot.last if other_slot is not None else None), None
             by_name[name_key] = key
+        jump = base is not None and base.depth >= MAX_DEPTH
+        if jump:
+            base = anchor if anchor is not None and anchor.depth < _ANCHOR_LIMIT else None
         delta = None
-        if base is not None and base.depth < MAX_DEPTH:
-            separators = TREE_SEPARATORS if kind == TREE else TEXT_SEPARATORS
-            delta = make_delta(base.content, content, separators)
+        if base is not None:
+            delta = make_delta(base.content, content, _SEPARATORS[kind])
         if base is not None and delta is not None:
             number = writer.add(oid, _OFS_DELTA, delta, base.number)
-            depth = base.depth + 1
+            written = _Base(number, content, base.depth + 1)
             deltas += 1
         else:
-            number = writer.add(oid, _TYPE_NUMBERS[kind], content)
-            depth = 0
-        # The newest candidate for this path is the one just written: the next (older) version
-        # becomes a delta of it, and the chain grows one deeper.
-        bases[key] = _Base(number, content, depth)
-        window += size
+            written = _Base(writer.add(oid, _TYPE_NUMBERS[kind], content), content, 0)
+        if jump or written.depth <= _ANCHOR_DEPTH:
+            anchor = written
+        slot = _Slot(written, anchor)
+        slots[key] = slot
+        window += slot.held()
         while window > WINDOW_MEMORY:
-            _, dropped = bases.popitem(last=False)
-            window -= len(dropped.content)
+            window -= slots.popitem(last=False)[1].held()
     return deltas
 
 
