@@ -1,10 +1,10 @@
 """Export against git: a repository of about 40,000 objects, exported by govc (one pack with
-deltas) and copied by `git clone --bare --no-local` (git's own pack-objects), in one run.
-
-The history is built by git (fast-import, then `git repack -a -d -f`, so the source is a pack
-with git's own deltas) and imported into a govc data dir in this process; the export is timed
-in process, the clone as a child process (its time includes starting git, a few
-milliseconds). Repositories named in $GOVC_BENCH_REPOS (paths, separated by the path separator) are measured too.
+deltas) and copied by `git clone --bare --no-local` (git's own pack-objects), in one run. The
+history is built by git (fast-import, then `git repack -a -d -f`, so the source is a pack with
+git's own deltas) and imported into a govc data dir in this process; the export is timed in
+process, the clone as a child process (its time includes starting git, a few milliseconds).
+Repositories named in $GOVC_BENCH_REPOS (paths, separated by the path separator) are measured
+too.
 """
 
 from __future__ import annotations
@@ -145,12 +145,13 @@ def run(workdir: Path) -> str:
             "## Export against git",
             " ".join(
                 f"""A history of {COMMITS:,} commits over {FILES} text files ({EDITS_PER_COMMIT}
-                small edits per commit), built by git fast-import and packed by
-                `git repack -a -d -f`, imported into govc; then, {ROUNDS} times, govc's export
-                (a bare repository with one pack and its index) against `git clone --bare --no-local` of the source (git's
-                pack-objects, reusing the source's deltas). Median of the rounds. Bars: govc at
-                least 0.5 times git's objects/s, its pack at most 1.5 times the source pack.
-                Repositories in $GOVC_BENCH_REPOS are measured the same way.""".split()
+                small edits per commit), built by git fast-import and packed by `git repack -a
+                -d -f`, imported into govc; then, {ROUNDS} times, govc's export (a bare
+                repository with one pack and its index) against `git clone --bare --no-local` of
+                the source (git's pack-objects, reusing the source's deltas). Median of the
+                rounds. Bars: govc at least 0.5 times git's objects/s, its pack at most 1.5
+                times the source pack. Repositories in $GOVC_BENCH_REPOS are measured the same
+                way.""".split()
             ),
             table,
         ]
