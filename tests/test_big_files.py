@@ -3,7 +3,7 @@
 file over the message limit does this by itself."""
 
 import asyncio
-import hashlib
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -25,12 +25,10 @@ def git_blob_id(path: Path) -> str:
 
 def pseudo_random_file(path: Path, size: int) -> None:
     """Incompressible, reproducible content, written a MiB at a time."""
+    rng = random.Random(size)
     with path.open("wb") as out:
-        block = 0
         while out.tell() < size:
-            seed = hashlib.sha256(block.to_bytes(8, "big")).digest()
-            out.write((seed * (1 << 15))[: min(1 << 20, size - out.tell())])
-            block += 1
+            out.write(rng.randbytes(min(1 << 20, size - out.tell())))
 
 
 async def export_and_fsck(server: GovcServer, dest: Path) -> None:
