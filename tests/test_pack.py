@@ -1,11 +1,13 @@
 """Pack writer: what real git makes of our packs (verify-pack, fsck, index-pack), and the
 delta encoder against a reference decoder."""
 
+import hashlib
 import random
 import shutil
 import struct
 import subprocess
 import zlib
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +189,7 @@ def test_verify_pack_lists_every_object_with_bounded_deltas(exported: Exported) 
     assert max(depths) == pack.MAX_DEPTH  # chain.txt changes in 61 commits: the cap is hit
     kinds = {row[0]: row[1] for row in rows}
     assert all(kinds[row[6]] == row[1] for row in deltas)  # a delta's base is of its kind
-    assert {row[1] for row in deltas} == {"tree", "blob"}
+    assert {"tree", "blob"} <= {row[1] for row in deltas} <= {"tree", "blob", "commit"}
     assert exported.result.pack_size == exported.result.pack.stat().st_size
 
 
@@ -223,6 +225,15 @@ def test_index_pack_writes_the_same_idx(exported: Exported, tmp_path: Path) -> N
     ]  # no temporary file left
 
 
+def test_bytes_do_not_depend_on_threads(exported: Exported, tmp_path: Path) -> None:
+    big = sum(len(o.content) >= pack.THREAD_MIN for o in exported.objects)
+    assert big > 5  # some objects are compressed by the workers
+    one = write_pack(tmp_path / "one", exported.objects, threads=0)
+    two = write_pack(tmp_path / "two", exported.objects, threads=2)
+    assert one.checksum == two.checksum
+    assert one.pack.read_bytes() == two.pack.read_bytes()
+
+
 def test_edge_objects_and_delta_choices(exported: Exported) -> None:
     rows = {row[0]: row for row in verify_pack(exported.result)}
 
@@ -245,6 +256,28 @@ def test_edge_objects_and_delta_choices(exported: Exported) -> None:
     assert len(blob("HEAD~20:data/blob.bin")) == 7
 
 
+def test_long_history_branches_instead_of_restarting(tmp_path: Path) -> None:
+    """300 versions of one file, newest first: chains stay within 50 and branch at anchors, so
+    few versions are stored whole (a plain chain would store every 51st)."""
+    rng = random.Random(9)
+    versions = [text(rng, 200)]
+    for _ in range(299):
+        versions.append(edit(rng, versions[-1]))
+    versions.reverse()  # newest first, as a history walk yields them
+    objects = [PackObject("blob", bytes.fromhex(pack_oid("blob", v)), v, "f.txt") for v in versions]
+    Git(tmp_path / "repo.git", bare=True)
+    result = write_pack(tmp_path / "repo.git" / "objects" / "pack", objects)
+    rows = verify_pack(result)
+    assert len(rows) == len(set(versions))
+    assert max(int(row[5]) for row in rows if len(row) == 7) <= pack.MAX_DEPTH
+    assert sum(len(row) == 5 for row in rows) <= 2
+    ids = "".join(o.oid.hex() + "\n" for o in objects).encode()
+    out = git(tmp_path / "repo.git", "cat-file", "--batch", stdin=ids)
+    assert out == b"".join(
+        f"{o.oid.hex()} blob {len(o.content)}\n".encode() + o.content + b"\n" for o in objects
+    )
+
+
 def test_empty_pack(tmp_path: Path) -> None:
     result = write_pack(tmp_path, [])
     assert (result.objects, result.deltas, result.pack_size) == (0, 0, 32)
@@ -262,18 +295,17 @@ def test_duplicates_are_written_once(tmp_path: Path) -> None:
     assert len(verify_pack(result)) == 1
 
 
-def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
-    def objects() -> list[PackObject]:
-        return [PackObject("blob", b"\1" * 20, b"a"), PackObject("nonsense", b"\2" * 20, b"")]
-
-    with pytest.raises(KeyError):
-        write_pack(tmp_path, objects())
+@pytest.mark.parametrize(
+    "bad", [PackObject("nonsense", b"\2" * 20, b""), PackObject("blob", b"\2" * 19, b"")]
+)
+def test_failed_write_leaves_nothing(tmp_path: Path, bad: PackObject) -> None:
+    big = PackObject("blob", b"\3" * 20, bytes(100_000), "big")  # in a worker thread
+    with pytest.raises(ValueError, match="not a git object"):
+        write_pack(tmp_path, [PackObject("blob", b"\1" * 20, b"a"), big, bad], threads=1)
     assert list(tmp_path.iterdir()) == []
 
 
 def pack_oid(kind: str, content: bytes) -> str:
-    import hashlib
-
     return hashlib.sha1(f"{kind} {len(content)}\0".encode() + content).hexdigest()
 
 
@@ -368,25 +400,67 @@ def test_delta_of_trees_and_binary() -> None:
     assert apply_delta(line, delta) == edited
 
 
+def test_delta_round_trips_on_edited_text() -> None:
+    """Versions as commits make them (and repeated ones), both ways round."""
+    for seed in range(1000):
+        rng = random.Random(seed)
+        older = text(rng, rng.randint(3, 60)) * rng.randint(1, 3)
+        newer = older
+        for _ in range(rng.randint(1, 4)):
+            newer = edit(rng, newer)
+        for base, target in ((newer, older), (older, newer)):
+            delta = make_delta(base, target)
+            assert delta is None or apply_delta(base, delta) == target
+
+
+def test_delta_of_same_size_versions() -> None:
+    base = bytes(range(256)) * 40
+    for changed in ([0], [len(base) - 1], [0, len(base) - 1], [5, 700], [3000]):
+        target = bytearray(base)
+        for at in changed:
+            target[at] ^= 0xFF
+        delta = make_delta(base, bytes(target), pack.TREE_SEPARATORS)
+        assert delta is not None and len(delta) < 40
+        assert apply_delta(base, delta) == target
+    assert apply_delta(base, make_delta(base, base) or b"") == base
+
+
+def test_delta_where_a_run_would_start_past_the_base() -> None:
+    # Found by search: the "continue where the last run ended" guess lies past the end of base.
+    base = (
+        b"pack\ntree yy delta blob yy blob x yy\ntree x beta\nyy x pack\n"
+        b"alpha gamma beta x x x tree blob\n"
+    )
+    target = (
+        b"yy beta pack pack commit pack commit delta delta\npack pack blob delta delta pack commit"
+        b"\ncommit beta pack\ndelta\npack\ntree delta gamma beta blob yy beta beta\n"
+    )
+    delta = make_delta(base, target)
+    assert delta is None or apply_delta(base, delta) == target
+
+
 def test_delta_not_worth_it() -> None:
     rng = random.Random(5)
     assert make_delta(rng.randbytes(1000), rng.randbytes(1000)) is None
     assert make_delta(b"short", b"short" * 100) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     base=st.binary(max_size=3000),
+    repeat=st.integers(1, 4),
     edits=st.lists(
-        st.tuples(st.integers(0, 3000), st.integers(0, 300), st.binary(max_size=200)), max_size=6
+        st.tuples(st.integers(0, 12000), st.integers(0, 300), st.binary(max_size=200)),
+        max_size=6,
     ),
     text_mode=st.booleans(),
 )
 def test_delta_round_trips(
-    base: bytes, edits: list[tuple[int, int, bytes]], text_mode: bool
+    base: bytes, repeat: int, edits: list[tuple[int, int, bytes]], text_mode: bool
 ) -> None:
     if text_mode:  # line structure, where the dicts do their work
         base = base.replace(b"\0", b"\n")
+    base *= repeat  # repeated content: units found more than once
     target = base
     for at, cut, insert in edits:
         at = min(at, len(target))
@@ -428,8 +502,6 @@ def test_deflate_streams_inflate() -> None:
 
 
 def test_index_with_offsets_past_2_gib() -> None:
-    from array import array
-
     oids = [bytes([b]) * 20 for b in (9, 1, 200)]
     offsets = array("Q", [12, 0x80000000, 0x1_2345_6789])
     crcs = array("L", [1, 2, 3])
@@ -447,6 +519,4 @@ def test_index_with_offsets_past_2_gib() -> None:
     assert struct.unpack(">2Q", idx[pos : pos + 16]) == (0x80000000, 0x1_2345_6789)
     pos += 16
     assert idx[pos : pos + 20] == b"\xaa" * 20
-    import hashlib
-
     assert idx[pos + 20 :] == hashlib.sha1(idx[: pos + 20]).digest()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from govc.core.database import Database
-from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TAG, TREE, Tag
+from govc.core.gitformat import BLOB, COMMIT, DIR_MODE, TAG, TREE, Tag, decode_tree
 from govc.core.objects import prepare_object
 from govc.core.pack import PackObject, write_pack
 from govc.core.registry import HEADS, TAGS
@@ -81,7 +81,7 @@ def _reachable(vc: VersionControl, txn: Txn, repo_id: str, tips: list[str]) -> I
                 commits.append(oid.hex())
                 break
             elif kind == TREE:
-                yield from _tree_objects(vc, txn, repo_id, oid, "", seen)
+                yield from _tree_objects(txn, repo_id, oid, "", seen)
                 break
             else:
                 seen.add(oid)
@@ -95,11 +95,11 @@ def _reachable(vc: VersionControl, txn: Txn, repo_id: str, tips: list[str]) -> I
             continue
         seen.add(oid)
         yield PackObject(COMMIT, oid, vc.objects.read_kind(txn, repo_id, oid, COMMIT))
-        yield from _tree_objects(vc, txn, repo_id, bytes.fromhex(commit.tree), "", seen)
+        yield from _tree_objects(txn, repo_id, bytes.fromhex(commit.tree), "", seen)
 
 
 def _tree_objects(
-    vc: VersionControl, txn: Txn, repo_id: str, root: bytes, root_path: str, seen: set[bytes]
+    txn: Txn, repo_id: str, root: bytes, root_path: str, seen: set[bytes]
 ) -> Iterator[PackObject]:
     store = txn.objects
     stack = [(root, root_path)]
@@ -108,8 +108,9 @@ def _tree_objects(
         if tree_oid in seen:
             continue
         seen.add(tree_oid)
-        yield PackObject(TREE, tree_oid, store.read(repo_id, tree_oid, TREE), path)
-        for mode, name, child in vc.objects.tree(txn, repo_id, tree_oid):
+        content = store.read(repo_id, tree_oid, TREE)
+        yield PackObject(TREE, tree_oid, content, path)
+        for mode, name, child in decode_tree(content):
             child_path = f"{path}/{name}" if path else name
             if mode == DIR_MODE:
                 stack.append((child, child_path))
