@@ -56,7 +56,6 @@ Files = dict[str, bytes]
 CHECKOUT_ADOPTS_IDENTICAL_UNTRACKED = True
 
 
-
 def without_renames(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Status entries with each staged rename shown as git shows it without rename
     detection: a deletion of the old path and an addition of the new one (rename detection
@@ -70,6 +69,7 @@ def without_renames(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
             changes.append((code, path))
     untracked = [entry for entry in entries if entry[0] == "??"]
     return sorted(changes, key=lambda entry: entry[1]) + untracked
+
 
 class ModelError(Exception):
     def __init__(self, kind: type[GovcError]) -> None:
