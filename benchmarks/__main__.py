@@ -14,7 +14,16 @@ from typing import Protocol
 import uvloop
 from grpclib.client import Channel
 
-from benchmarks import batch, blobs, export, loopstall, search, streaming, versioning
+from benchmarks import (
+    batch,
+    blobs,
+    export,
+    loopstall,
+    merge_replay,
+    search,
+    streaming,
+    versioning,
+)
 from benchmarks.harness import (
     PROJECT_ROOT,
     Case,
@@ -175,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         results, sections = uvloop.run(measure(args, workdir))
         sections.append(uvloop.run(loopstall.run(workdir)))
+        _progress("merges against git merge-tree")
+        sections.append(merge_replay.run(workdir))
         _progress("export against git clone")
         sections.append(export.run(workdir))
         filesystem = filesystem_of(workdir)

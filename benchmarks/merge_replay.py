@@ -372,7 +372,8 @@ def replay(path: Path, progress: Progress = _quiet, limit: int | None = None) ->
 
 SPEED_FILES = 1000
 SPEED_LINES = 3000
-SPEED_REPEAT = 9
+SPEED_REPEAT = 15
+SPEED_WARMUP = 5
 BAR = 2.0  # govc at most this many times git's time
 
 SpeedRow = tuple[str, float, float, float]  # (case, govc seconds, git seconds, govc/git)
@@ -427,7 +428,11 @@ def _speed_history(git_dir: Path, home: Path, same_files: bool) -> tuple[str, st
 def _paired_medians(
     govc: Callable[[], object], git: Callable[[], object], repeat: int = SPEED_REPEAT
 ) -> tuple[float, float]:
-    """Median seconds of each, the runs interleaved (a burst of outside load hits both)."""
+    """Median seconds of each, the runs interleaved (a burst of outside load hits both), after
+    SPEED_WARMUP unrecorded runs of each (caches, the storage's first pages, the CPU's clock)."""
+    for _ in range(SPEED_WARMUP):
+        govc()
+        git()
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
         for call, out in ((govc, times[0]), (git, times[1])):

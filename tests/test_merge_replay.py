@@ -1,9 +1,15 @@
 """Every merge of a history made with the real git, made again by govc and by `git merge-tree`
 (benchmarks.merge_replay): clean text merges and conflicts, identical changes, add/add,
-modify/delete, renames against edits, rename/rename, rename/delete, rename/add, directory
-renames, binary files, modes and symlinks, file/directory clashes, empty files, criss-cross
-histories (virtual merge bases), unrelated histories, and merges whose conflicts the test
-committed. govc must agree with git on every one."""
+modify/delete, renames against edits, rename/rename (1to1, 1to2, 2to1), rename/delete,
+rename/add, directory renames (ort's "file location" conflicts, splits, collisions, paths in
+the way, transitive renames), binary files, modes, symlinks and submodules, file/directory
+clashes, empty files, criss-cross histories whose merge bases conflict in every way (virtual
+merge bases), trees with modes git no longer writes, unrelated histories, and merges whose
+conflicts the test committed (any resolution). govc must agree with git on every one, and its
+conflicted trees (markers included) must be git's too.
+
+At the end, two cases where ort's rename detection depends on directory renames (sources that
+matter only for their location, basename guesses from subdirectories)."""
 
 import os
 import subprocess
@@ -62,6 +68,7 @@ class History:
             "GIT_AUTHOR_DATE": f"@{when} +0000",
             "GIT_COMMITTER_DATE": f"@{when} +0000",
             "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
             "HOME": str(self.path),
         }
         done = subprocess.run(
@@ -579,12 +586,6 @@ def replay_one(tmp_path: Path, base: Files, ours: Files, theirs: Files) -> Repla
 SHARED = b"".join(b"shared line %d of the text\n" % i for i in range(30))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="renames.py lacks diffcore-rename's handle_early_known_dir_renames: once the "
-    "renames found so far settle where a directory went, ort drops its sources that matter "
-    "only for their location (RELEVANT_LOCATION) before the inexact matrix",
-)
 def test_gap_location_sources_culled(tmp_path: Path) -> None:
     # lib/ moves to src/ (three exact renames settle it) while the other side adds lib/new.py,
     # which makes lib/L.txt a rename source for its location only. src/d.txt looks most like
@@ -604,12 +605,6 @@ def test_gap_location_sources_culled(tmp_path: Path) -> None:
     assert not result.disagreements, result.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="renames.py counts directory renames for its basename guesses (idx_possible_rename) "
-    "with every removed directory NOT_RELEVANT; ort passes its dirs_removed, where a directory "
-    "the other side added to is RELEVANT_FOR_SELF and also counts renames from deeper down",
-)
 def test_gap_basename_guess_from_subdirectories(tmp_path: Path) -> None:
     # X/sub/* move to Y/sub/* exactly, so ort guesses X -> Y (X is RELEVANT_FOR_SELF: the other
     # side added X/new.py) and pairs X/common.txt with Y/common.txt by basename; govc only sees

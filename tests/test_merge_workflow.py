@@ -269,3 +269,23 @@ async def test_remove_file_of_an_unstaged_file(client: GovcClient) -> None:
     with pytest.raises(GovcRpcError) as info:
         await client.remove_file(REPO, "draft.txt")
     assert info.value.status.name == "NOT_FOUND"
+
+
+def test_a_file_git_cannot_merge_is_a_clear_error() -> None:
+    """At 65 distinct lines in one bucket of its histogram, xdiff gives up and `git merge`
+    fails ("failure to merge"); govc refuses the merge naming the file, never INTERNAL."""
+    from govc.core.gitformat import blob_id
+    from govc.core.merge import merge_trees
+    from govc.errors import FailedPrecondition
+
+    unique = [b"u%d\n" % i for i in range(8400)]
+    same_bucket = [v for v in range(8400) if (v + (v >> 7)) & 127 == 5][:65]
+    base = b"".join(unique + [unique[v] for v in same_bucket])
+    ours, theirs = b"".join([*unique, b"x\n"]), b"t\n" + base
+    blobs = {bytes.fromhex(blob_id(data)): data for data in (base, ours, theirs)}
+
+    def version(data: bytes) -> dict[str, tuple[int, bytes]]:
+        return {"big.txt": (0o100644, bytes.fromhex(blob_id(data)))}
+
+    with pytest.raises(FailedPrecondition, match=r"big\.txt"):
+        merge_trees(version(base), version(ours), version(theirs), blobs.__getitem__, lambda d: b"")

@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 
 from govc.core.objects import FileMap
 from govc.core.renames import detect_renames
-from govc.core.xdiff import Favor, merge_file
+from govc.core.xdiff import Favor, XDiffError, merge_file
+from govc.errors import FailedPrecondition
 
 BlobReader = Callable[[bytes], bytes]  # blob id -> content
 BlobWriter = Callable[[bytes], bytes]  # content -> blob id (stored)
@@ -437,9 +438,11 @@ class _OrtMerge:
     def renames(self, relevant: tuple[set[str], set[str]]) -> None:
         base = self.trees[0]
         removed_dirs: list[dict[str, int]] = [{}, {}, {}]
+        location_only: list[set[str]] = [set(), set(), set()]
         for side in (1, 2):
             relevance, located = self.dirs_removed(side)
             removed_dirs[side] = relevance
+            location_only[side] = located - relevant[side - 1]
             relevant[side - 1].update(located)
         if not relevant[0] and not relevant[1]:
             return  # possible_renames: no rename matters, none is looked for
@@ -447,7 +450,12 @@ class _OrtMerge:
         for side in (1, 2):
             if relevant[side - 1]:
                 found[side] = detect_renames(
-                    base, self.trees[side], self._read, relevant_sources=relevant[side - 1]
+                    base,
+                    self.trees[side],
+                    self._read,
+                    relevant_sources=relevant[side - 1],
+                    location_sources=location_only[side],
+                    dirs_removed=removed_dirs[side],
                 )
         dir_renames: list[dict[str, str]] = [{}, {}, {}]
         if not self.depth:
@@ -806,16 +814,21 @@ class _OrtMerge:
                 f"{self.branch1}:{pathnames[1]}",
                 f"{self.branch2}:{pathnames[2]}",
             )
-        result = merge_file(
-            base,
-            ours,
-            theirs,
-            base_label=labels[0],
-            ours_label=labels[1],
-            theirs_label=labels[2],
-            favor=Favor.NORMAL if self.depth else self.favor,
-            marker_size=7 + extra_marker,
-        )
+        try:
+            result = merge_file(
+                base,
+                ours,
+                theirs,
+                base_label=labels[0],
+                ours_label=labels[1],
+                theirs_label=labels[2],
+                favor=Favor.NORMAL if self.depth else self.favor,
+                marker_size=7 + extra_marker,
+            )
+        except XDiffError as exc:
+            # git gives up on the whole merge here too ("failure to merge").
+            path = pathnames[1]
+            raise FailedPrecondition(f"git's line merge cannot merge {path}: {exc}") from None
         return result.content, result.conflicts == 0, result.conflicts > 0
 
     # ---- 3. process_entries ----

@@ -53,7 +53,7 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from govc.core.objects import FileMap
 
@@ -93,6 +93,7 @@ _S_IFREG = 0o100000
 # merge every removed directory is NOT_RELEVANT; the loop that reads them is kept whole so the
 # counting is git's.
 _NOT_RELEVANT = 0
+_RELEVANT_FOR_ANCESTOR = 1
 _RELEVANT_FOR_SELF = 2
 
 _M32 = 0xFFFFFFFF
@@ -736,6 +737,56 @@ def _inexact_matrix(r: _Renames, blobs: _Blobs, remaining: list[int]) -> None:
         r.record(d, s)
 
 
+_UNKNOWN_DIR = "/"  # diffcore-rename.c UNKNOWN_DIR: a placeholder no directory is called
+
+
+def _determinable(per_dir: dict[str, int]) -> bool:
+    """dir_rename_already_determinable: the leading destination wins however the sources
+    not yet paired (UNKNOWN_DIR) turn out."""
+    first = second = unknown = 0
+    for new_dir, count in per_dir.items():
+        if new_dir == _UNKNOWN_DIR:
+            unknown = count
+        elif count >= first:
+            first, second = count, first
+        elif count >= second:
+            second = count
+    return first > second + unknown
+
+
+def _cull_known_dir_renames(
+    r: _Renames, remaining: list[int], removed: dict[str, int], location_only: frozenset[str]
+) -> list[int]:
+    """handle_early_known_dir_renames: a directory RELEVANT_FOR_SELF whose rename the pairs
+    found so far already settle becomes RELEVANT_FOR_ANCESTOR, and a source that matters only
+    for its location (RELEVANT_LOCATION) leaves the matrix unless a directory above it still
+    needs renames (RELEVANT_FOR_SELF) before one that does not matter (NOT_RELEVANT)."""
+    counts: dict[str, dict[str, int]] = {}
+    for d, s in enumerate(r.dst_src):
+        if s >= 0:
+            _count_dir_rename(counts, removed, r.srcs[s], r.dsts[d])
+    for s in remaining:
+        directory = _dirname(r.srcs[s])
+        while directory and removed.get(directory, _NOT_RELEVANT) != _NOT_RELEVANT:
+            per_dir = counts.setdefault(directory, {})
+            per_dir[_UNKNOWN_DIR] = per_dir.get(_UNKNOWN_DIR, 0) + 1
+            directory = _dirname(directory)
+    for directory, per_dir in counts.items():
+        if removed.get(directory) == _RELEVANT_FOR_SELF and _determinable(per_dir):
+            removed[directory] = _RELEVANT_FOR_ANCESTOR
+    kept = []
+    for s in remaining:
+        path = r.srcs[s]
+        if path in location_only:
+            directory = _dirname(path)
+            while (flag := removed.get(directory, _NOT_RELEVANT)) == _RELEVANT_FOR_ANCESTOR:
+                directory = _dirname(directory)
+            if flag != _RELEVANT_FOR_SELF:
+                continue  # RELEVANT_NO_MORE
+        kept.append(s)
+    return kept
+
+
 def detect_renames(
     base: FileMap,
     side: FileMap,
@@ -743,6 +794,8 @@ def detect_renames(
     *,
     limit: int = DEFAULT_RENAME_LIMIT,
     relevant_sources: Collection[str] | None = None,
+    location_sources: Collection[str] = (),
+    dirs_removed: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """The renames ort finds between the merge base and one side: old path -> new path, for
     paths deleted from `base` and added in `side`.
@@ -753,7 +806,11 @@ def detect_renames(
     ort, the ones whose mode or blob the other side changed, or that it deleted too): only they
     are paired by basename or similarity, any source by identical blob. By default all matter,
     as in `git diff -M`. When none of the deleted paths does, ort does not look for renames at
-    all, so the result is empty.
+    all, so the result is empty. `location_sources` are relevant only for where their directory
+    went (ort's RELEVANT_LOCATION): once the renames found so far settle that, they are dropped
+    before the inexact matrix (handle_early_known_dir_renames). `dirs_removed` is ort's map of
+    removed directories to their relevance, which its basename guesses count renames with
+    (default: every removed directory, not relevant).
     """
     if limit <= 0:
         limit = DEFAULT_RENAME_LIMIT
@@ -778,11 +835,20 @@ def detect_renames(
         return r.result()
 
     blobs = _Blobs(read_blob)
-    _find_basename_matches(r, blobs, remaining, relevant, lambda: _removed_dirs(base, side))
+    removed = dict(dirs_removed) if dirs_removed is not None else None
+    _find_basename_matches(
+        r,
+        blobs,
+        remaining,
+        relevant,
+        (lambda: removed) if removed is not None else (lambda: _removed_dirs(base, side)),
+    )
     # Cull again: paired sources, and sources whose rename does not matter to the merge.
     remaining = [
         s for s in remaining if not r.src_used[s] and (relevant is None or r.srcs[s] in relevant)
     ]
+    if removed is not None and location_sources:
+        remaining = _cull_known_dir_renames(r, remaining, removed, frozenset(location_sources))
     num_destinations = len(dsts) - r.count
     if not num_destinations or not remaining:
         return r.result()

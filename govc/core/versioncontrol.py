@@ -86,18 +86,22 @@ class Status:
 @dataclass(frozen=True)
 class MergeResult:
     commit_id: str  # "" when the merge was left with conflicts
-    fast_forward: bool = False
     conflicts: list[Conflict] = field(default_factory=list)
+    # Conflicts without a conflicted path (e.g. a directory renamed to two places), as git
+    # describes them.
+    other_conflicts: list[str] = field(default_factory=list)
+    fast_forward: bool = False
 
 
 class MergeConflict(FailedPrecondition):
     """The merge conflicts; raised inside the write, so whatever it stored is rolled back
     with it."""
 
-    def __init__(self, conflicts: list[Conflict]) -> None:
+    def __init__(self, conflicts: list[Conflict], other_conflicts: list[str]) -> None:
         self.conflicts = conflicts
+        self.other_conflicts = other_conflicts
         self.paths = [c.path for c in conflicts]
-        super().__init__(f"merge conflicts in {', '.join(self.paths)}")
+        super().__init__("merge conflicts: " + "; ".join(self.paths + other_conflicts))
 
 
 class VersionControl:
@@ -801,11 +805,11 @@ class VersionControl:
         default = f"Merge branch '{source}'" + (
             "" if into in ("main", "master") else f" into {into}"
         )
-        if outcome.conflicts:
+        if not outcome.clean:
             if not leave_conflicts:
-                raise MergeConflict(outcome.conflicts)
+                raise MergeConflict(outcome.conflicts, outcome.other_conflicts)
             self._leave_conflicts(txn, repo_id, old_files, outcome, source_tip, message or default)
-            return MergeResult("", conflicts=outcome.conflicts)
+            return MergeResult("", outcome.conflicts, outcome.other_conflicts)
         if into == current:
             self._switch_tree(txn, repo_id, old_files, outcome.files, "merge")
         signature = self.signature(None)

@@ -294,8 +294,9 @@ class VersioningService:
             conflicts = conflict.conflicts
         else:
             conflicts = result.conflicts
-            if not conflicts:
+            if result.commit_id:
                 return MergeBranchResponse(commit_hash=result.commit_id, conflicts=False)
+        # (A conflict without a path, such as a directory renamed two ways, lists no file.)
         return MergeBranchResponse(
             conflicts=True,
             conflict_files=[c.path for c in conflicts],
