@@ -23,6 +23,7 @@ from govc.core.xdiff import Algorithm, Favor, Level, Style, XDiffError, merge_fi
 
 MERGE_FILE_CASES = 2400
 ORT_CASES = 500
+PLAIN_CASES = 300
 WORKERS = 4
 
 # Small alphabets make repetitive text, where diff algorithms (and their heuristics) differ;
@@ -133,6 +134,42 @@ def _case(seed: int) -> tuple[bytes, bytes, bytes]:
     return text(base), text(ours), text(theirs)
 
 
+def _plain_case(seed: int) -> tuple[bytes, bytes, bytes]:
+    """Distinct lines edited in one or two places per side, mostly with new text: the shape for
+    which merge_file skips the diff search (the edit between the common head and tail is all
+    of the diff), sometimes spoilt by a line copied from elsewhere or by a repeated new line."""
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, 2, 3, 5, 20, 20, 40, 100, 300])
+    base = [b"line %d of the base" % i for i in range(size)]
+
+    def new() -> bytes:
+        pick = rng.random()
+        if pick < 0.08 and base:
+            return rng.choice(base)  # an old line in a new place
+        if pick < 0.16:
+            return b"same new line"
+        return b"new %d" % rng.randrange(1_000_000)
+
+    def side() -> list[bytes]:
+        lines = list(base)
+        for _ in range(rng.choice([1, 1, 1, 2])):
+            at = rng.randint(0, len(lines))
+            op = rng.random()
+            if op < 0.5 and at < len(lines):
+                lines[at : at + rng.randint(1, 2)] = [new() for _ in range(rng.randint(1, 3))]
+            elif op < 0.8:
+                lines[at:at] = [new() for _ in range(rng.randint(1, 3))]
+            else:
+                del lines[at : at + rng.randint(1, 3)]
+        return lines
+
+    def text(lines: list[bytes]) -> bytes:
+        data = b"".join(line + b"\n" for line in lines)
+        return data[:-1] if data and rng.random() < 0.1 else data
+
+    return text(base), text(side()), text(side())
+
+
 # The merge-file options a case runs with: command-line arguments and merge_file keywords.
 Options = tuple[list[str], dict[str, Any]]
 
@@ -214,6 +251,32 @@ def test_merge_file_agrees_with_git_merge_file(tmp_path: Path) -> None:
     )
 
 
+def test_plain_merges_agree_with_git_merge_file(tmp_path: Path) -> None:
+    """_plain_case with merge-file's Myers diff (the ort settings: in the merge-tree test)."""
+    env = _git_env(tmp_path)
+
+    def run(seed: int) -> str | None:
+        inputs = base, ours, theirs = _plain_case(seed)
+        paths = [tmp_path / f"{seed}.{name}" for name in ("ours", "base", "theirs")]
+        for path, data in zip(paths, (ours, base, theirs), strict=True):
+            path.write_bytes(data)
+        labels = ["-L", "ours", "-L", "base", "-L", "theirs"]
+        git = subprocess.run(
+            ["git", "merge-file", "-p", *labels, *map(str, paths)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+        )
+        mine = merge_file(base, ours, theirs, algorithm=Algorithm.MYERS, level=Level.ZEALOUS_ALNUM)
+        if (mine.content, min(mine.conflicts, 127)) != (git.stdout, git.returncode):
+            return _describe(seed, inputs, f"_plain_case: git = {git.stdout!r}")
+        return None
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        failures = [f for f in pool.map(run, range(PLAIN_CASES)) if f]
+    assert not failures, f"{len(failures)} of {PLAIN_CASES} differ:\n" + "\n".join(failures[:5])
+
+
 def _large_case(seed: int) -> tuple[bytes, bytes, bytes]:
     """33,000 lines of 20 distinct texts, 400 edits on each side: big enough (over 65,536
     diagonals) for xdl_split's snake heuristic to cut its search short, which smaller files
@@ -277,6 +340,7 @@ def test_default_merge_agrees_with_git_merge_tree(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", "--bare", str(repo)], env=env, check=True)
     cases = {f"{n}": _case(1_000_000 + n) for n in range(ORT_CASES)}
+    cases.update((f"plain{n}", _plain_case(n)) for n in range(PLAIN_CASES))
     cases["chain64"] = _chain_case(64)
     cases["chain65"] = _chain_case(65)
 

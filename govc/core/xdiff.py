@@ -36,7 +36,8 @@ git 2.39.5 writes it for `-L ""`; newer git drops the space), and None leaves th
 For speed every line is interned once to an int and the algorithms run on int lists; runs of
 equal lines are compared by slices (C speed) rather than one element at a time, and per-line
 flags live in bytearrays searched with find(), so the Python-level work grows with the number of
-changes rather than with the length of the files.
+changes rather than with the length of the files. Where a diff provably changes just what lies
+between the common head and tail of the two files (see _plain), its search is skipped.
 """
 
 import enum
@@ -46,6 +47,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
 from itertools import compress, count, repeat
@@ -94,6 +96,13 @@ class Style(enum.Enum):
     ZDIFF3 = 2
 
 
+# Plain names for the members merge_file tests on every call (an enum's attribute costs more).
+_HISTOGRAM = Algorithm.HISTOGRAM
+_MINIMAL, _EAGER, _ZEALOUS = int(Level.MINIMAL), int(Level.EAGER), int(Level.ZEALOUS)
+_NORMAL = Favor.NORMAL
+_MERGE, _ZDIFF3 = Style.MERGE, Style.ZDIFF3
+
+
 class XDiffError(Exception):
     """xdiff gave up (git's merge then fails too): a histogram hash chain grew too long."""
 
@@ -119,6 +128,7 @@ _SNAKE_CNT = 20
 _K_HEUR = 4
 _MAX_CHAIN_LENGTH = 64
 _DEFAULT_MARKER_SIZE = 7
+_PLAIN_CHECK_MAX = 256  # see _plain and _Lines.distinct
 
 _HIGH_BYTE = bytes([0]) + bytes([2]) * 255  # a count of 256 or more: class 2
 _THREE_IS_TWO = bytes([0, 1, 2, 2]) + bytes(252)
@@ -476,26 +486,38 @@ def _split(
             return bbest1, bbest - bbest1, False, True
 
 
+def _trim(a: list[int], b: list[int]) -> tuple[int, int, int]:
+    """xdl_trim_ends: the length of the common head, and where the common tail begins in a
+    and in b (the tail no longer than what the head leaves of the shorter file)."""
+    n1 = len(a)
+    n2 = len(b)
+    lim = min(n1, n2)
+    head = _prefix(a, 0, b, 0, lim) if lim else 0
+    tail = _suffix(a, n1, b, n2, lim - head) if lim > head else 0
+    return head, n1 - tail, n2 - tail
+
+
 def _myers(
-    a: list[int], b: list[int], a_counts: Counter[int] | None = None
+    a: list[int],
+    b: list[int],
+    a_counts: Callable[[], Counter[int]] | None = None,
+    trimmed: tuple[int, int, int] | None = None,
 ) -> tuple[bytearray, bytearray]:
     """xdl_do_diff without an algorithm flag: changed-line flags for both files.
 
     Each flag array has one extra zero at the end, which doubles as the zero xdiff keeps before
-    the first line (index -1 wraps around to it)."""
+    the first line (index -1 wraps around to it). `trimmed` is _trim(a, b) if already known."""
     n1 = len(a)
     n2 = len(b)
     rchg1 = bytearray(n1 + 1)
     rchg2 = bytearray(n2 + 1)
     # xdl_trim_ends: common head and tail never enter the diff.
-    lim = min(n1, n2)
-    head = _prefix(a, 0, b, 0, lim) if lim else 0
-    tail = _suffix(a, n1, b, n2, lim - head) if lim > head else 0
-    seg1 = a[head : n1 - tail]
-    seg2 = b[head : n2 - tail]
+    head, end1, end2 = _trim(a, b) if trimmed is None else trimmed
+    seg1 = a[head:end1]
+    seg2 = b[head:end2]
     # xdl_cleanup_records: the classifier counted every line of both whole files.
     rindex1, ha1 = _discard(seg1, Counter(b), n1, head, rchg1)
-    rindex2, ha2 = _discard(seg2, Counter(a) if a_counts is None else a_counts, n2, head, rchg2)
+    rindex2, ha2 = _discard(seg2, Counter(a) if a_counts is None else a_counts(), n2, head, rchg2)
     nreff1 = len(ha1)
     nreff2 = len(ha2)
     ndiags = nreff1 + nreff2 + 3
@@ -706,14 +728,19 @@ def _change_compact(recs: list[int], rchg: bytearray, rchgo: bytearray, nreco: i
 
     Groups are numbered by how many unchanged lines precede them, which is the same in both
     files; the other file's flags never change here, so its groups are found by that number
-    and only non-empty groups of this file are visited."""
+    and only non-empty groups of this file are visited. The other file's groups are looked at
+    only for a group that slides down, and listed only then."""
     nrec = len(recs)
-    unch = _unchanged(rchgo, nreco)
-    nunch = len(unch)
+    unch: list[int] = []
+    listed = False
 
     def other_nonempty(k: int) -> bool:
+        nonlocal unch, listed
+        if not listed:
+            unch = _unchanged(rchgo, nreco)
+            listed = True
         start = unch[k - 1] + 1 if k else 0
-        end = unch[k] if k < nunch else nreco
+        end = unch[k] if k < len(unch) else nreco
         return end > start
 
     start = rchg.find(1)
@@ -734,9 +761,11 @@ def _change_compact(recs: list[int], rchg: bytearray, rchgo: bytearray, nreco: i
                 start = rchg.rfind(0, 0, start) + 1
                 k -= 1
             earliest_end = end
-            if other_nonempty(k):
+            # Then down as far as possible, merging with groups below. If the group does not
+            # move, end_matching_other goes unread (a further pass resets it, and after the
+            # last end == earliest_end), so the other file is consulted only when it moves.
+            if end < nrec and recs[start] == recs[end] and other_nonempty(k):
                 end_matching_other = end
-            # Then down as far as possible, merging with groups below.
             while end < nrec and recs[start] == recs[end]:
                 rchg[start] = 0
                 start += 1
@@ -815,23 +844,104 @@ def _positions(a: list[int]) -> dict[int, list[int]]:
     return positions
 
 
-def _diff(
-    a: list[int],
-    b: list[int],
-    histogram: bool,
-    a_counts: Counter[int] | None = None,
-    a_positions: dict[int, list[int]] | None = None,
-) -> list[_Hunk]:
-    """xdl_do_diff, xdl_change_compact both ways and xdl_build_script. The merge diffs the
-    base twice, so what depends on a alone can be passed in, computed once."""
+class _Lines:
+    """A file's line ids and what the diffs derive from them alone, each made once and only
+    when needed: the merge diffs the base twice."""
+
+    __slots__ = ("_counts", "_distinct", "_positions", "ids")
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self._distinct: AbstractSet[int] | None = None
+        self._positions: dict[int, list[int]] | None = None
+        self._counts: Counter[int] | None = None
+
+    def distinct(self) -> AbstractSet[int]:
+        """The distinct lines: a set for a short file, else the positions' keys (which the
+        histogram diff needs anyway, unless its search is skipped)."""
+        if self._distinct is None:
+            ids = self.ids
+            self._distinct = set(ids) if len(ids) <= _PLAIN_CHECK_MAX else self.positions().keys()
+        return self._distinct
+
+    def positions(self) -> dict[int, list[int]]:
+        if self._positions is None:
+            self._positions = _positions(self.ids)
+        return self._positions
+
+    def counts(self) -> Counter[int]:
+        if self._counts is None:
+            self._counts = Counter(self.ids)
+        return self._counts
+
+
+def _plain(a_lines: _Lines, b: list[int], histogram: bool, head: int, end1: int, end2: int) -> bool:
+    """Does the diff of a and b (a_lines.ids) change exactly a[head:end1] and b[head:end2],
+    what lies between their common head and tail (_trim)? Answers yes only where that is
+    certain, without running the diff:
+
+    - Myers (xdiff's own diff trims head and tail first): when no line left in a has an equal
+      among those left in b. Whatever xdl_cleanup_records discards and wherever xdl_split cuts,
+      no diagonal step exists then, so every line of both is changed.
+    - Histogram (which does not trim): when every line of a is unique in a (the caller checks
+      this first) and none of b[head:end2] occurs in a at all. Then the only pairs of equal
+      lines are those of the head and of the tail, which neither reaches into the other's lines
+      (that would need a line of b[head:end2] in a, or a line twice in a); every count is 1, so
+      find_lcs takes the longer run, the first met in b on a tie (the head). Each region of the
+      recursion loses the run chosen, and what is left when both are gone, or when a region's
+      side of a or b is empty, holds no equal pair and is all changed. Nor can scanA's hash
+      chain check fail on the way: a's lines, all distinct, are numbered 0, 1, ... in order, so
+      a region of count1 lines holds consecutive numbers v, whose buckets v + (v >> bits) rise
+      strictly and span at most count1 <= 2**bits, two to a bucket at most."""
     if histogram:
-        env = _Histogram(a, b, _positions(a) if a_positions is None else a_positions)
+        return a_lines.distinct().isdisjoint(b[head:end2])
+    if head in (end1, end2):
+        return True
+    seg1 = a_lines.ids[head:end1]
+    seg2 = b[head:end2]
+    if len(seg2) < len(seg1):
+        seg1, seg2 = seg2, seg1
+    # Only a short segment is worth a set: long ones rarely are disjoint, and _myers copes.
+    return len(seg1) <= _PLAIN_CHECK_MAX and set(seg1).isdisjoint(seg2)
+
+
+def _diff(a_lines: _Lines, b: list[int], histogram: bool) -> list[_Hunk]:
+    """xdl_do_diff, xdl_change_compact both ways and xdl_build_script.
+
+    Where the diff provably changes exactly what lies between the common head and tail of a
+    and b (see _plain), its search is skipped, and so is the compaction and pairing of runs
+    where the two groups that leaves cannot slide."""
+    a = a_lines.ids
+    n1 = len(a)
+    n2 = len(b)
+    trimmed: tuple[int, int, int] | None = None
+    if not histogram or len(a_lines.distinct()) == n1:
+        trimmed = head, end1, end2 = _trim(a, b)
+        if _plain(a_lines, b, histogram, head, end1, end2):
+            if head == end1 and head == end2:
+                return []
+            if (
+                head == end1
+                or ((not head or a[head - 1] != a[end1 - 1]) and (end1 == n1 or a[head] != a[end1]))
+            ) and (
+                head == end2
+                or ((not head or b[head - 1] != b[end2 - 1]) and (end2 == n2 or b[head] != b[end2]))
+            ):
+                # xdl_change_compact moves neither group, and they pair into one hunk.
+                return [(head, head, end1 - head, end2 - head)]
+            rchg1 = bytearray(n1 + 1)
+            rchg2 = bytearray(n2 + 1)
+            rchg1[head:end1] = b"\x01" * (end1 - head)
+            rchg2[head:end2] = b"\x01" * (end2 - head)
+            _change_compact(a, rchg1, rchg2, n2)
+            _change_compact(b, rchg2, rchg1, n1)
+            return _build_script(rchg1, n1, rchg2, n2)
+    if histogram:
+        env = _Histogram(a, b, a_lines.positions())
         env.run()
         rchg1, rchg2 = env.rchg1, env.rchg2
     else:
-        rchg1, rchg2 = _myers(a, b, a_counts)
-    n1 = len(a)
-    n2 = len(b)
+        rchg1, rchg2 = _myers(a, b, a_lines.counts, trimmed)
     _change_compact(a, rchg1, rchg2, n2)
     _change_compact(b, rchg2, rchg1, n1)
     return _build_script(rchg1, n1, rchg2, n2)
@@ -875,7 +985,7 @@ def _refine_conflicts(
             continue
         i1 = m[_I1]
         i2 = m[_I2]
-        script = _diff(ours[i1 : i1 + m[_CHG1]], theirs[i2 : i2 + m[_CHG2]], histogram)
+        script = _diff(_Lines(ours[i1 : i1 + m[_CHG1]]), theirs[i2 : i2 + m[_CHG2]], histogram)
         if not script:
             m[_MODE] = 4
             out.append(m)
@@ -1022,20 +1132,20 @@ def merge_file(
     base_ids = base_file.ids
     ours_ids = ours_file.ids
     theirs_ids = theirs_file.ids
-    histogram = algorithm is Algorithm.HISTOGRAM
+    histogram = algorithm is _HISTOGRAM
 
-    counts = None if histogram else Counter(base_ids)
-    positions = _positions(base_ids) if histogram else None
-    script1 = _diff(base_ids, ours_ids, histogram, counts, positions)
-    script2 = _diff(base_ids, theirs_ids, histogram, counts, positions)
+    base_lines = _Lines(base_ids)
+    script1 = _diff(base_lines, ours_ids, histogram)
+    script2 = _diff(base_lines, theirs_ids, histogram)
     if not script1:
         return MergeFileResult(theirs, 0)
     if not script2:
         return MergeFileResult(ours, 0)
 
     lvl = int(level)
-    if style is not Style.MERGE and lvl > Level.EAGER:
-        lvl = Level.EAGER  # "diff3 -m" output makes no sense for more aggressive levels
+    with_base = style is not _MERGE
+    if with_base and lvl > _EAGER:
+        lvl = _EAGER  # "diff3 -m" output makes no sense for more aggressive levels
 
     # xdl_do_merge: walk both scripts over the base together.
     changes: list[list[int]] = []
@@ -1056,7 +1166,7 @@ def merge_file(
             q += 1
             continue
         if (
-            lvl == Level.MINIMAL
+            lvl == _MINIMAL
             or x1i1 != x2i1
             or x1c1 != x2c1
             or x1c2 != x2c2
@@ -1097,23 +1207,23 @@ def merge_file(
         _append_merge(changes, 2, x2i1, x2c1, x2i1 + len(ours_ids) - nbase, x2c1, x2i2, x2c2)
         q += 1
 
-    if style is Style.ZDIFF3:
+    if style is _ZDIFF3:
         _refine_zdiff3_conflicts(changes, ours_ids, theirs_ids)
-    elif lvl >= Level.ZEALOUS:
+    elif lvl >= _ZEALOUS:
         changes = _refine_conflicts(changes, ours_ids, theirs_ids, histogram)
-        _simplify_non_conflicts(changes, ours_file.parts, lvl > Level.ZEALOUS)
+        _simplify_non_conflicts(changes, ours_file.parts, lvl > _ZEALOUS)
 
-    content = _fill(
+    content, conflicts = _fill(
         changes,
         base_file,
         ours_file,
         theirs_file,
-        favor.value,
-        style,
+        0 if favor is _NORMAL else favor.value,
+        with_base,
         marker_size if marker_size > 0 else _DEFAULT_MARKER_SIZE,
-        (_label(ours_label), _label(base_label), _label(theirs_label)),
+        (ours_label, base_label, theirs_label),
     )
-    return MergeFileResult(content, sum(1 for m in changes if m[_MODE] == 0))
+    return MergeFileResult(content, conflicts)
 
 
 def _fill(
@@ -1122,12 +1232,17 @@ def _fill(
     ours: _File,
     theirs: _File,
     favor: int,
-    style: Style,
+    with_base: bool,
     marker_size: int,
-    labels: tuple[bytes, bytes, bytes],
-) -> bytes:
-    """xdl_fill_merge_buffer: the merged file, conflict markers included. A favor turns every
-    conflict into that mode first (so no conflict is left to count)."""
+    labels: tuple[str | None, str | None, str | None],
+) -> tuple[bytes, int]:
+    """xdl_fill_merge_buffer: the merged file, conflict markers included, and how many
+    conflicts it holds. A favor turns every conflict into that mode first (so no conflict is
+    left to count).
+
+    What comes from ours between and in hunks that take ours (mode 1, and 4: the same change
+    on both sides) is copied in one piece up to the next hunk that does not: copies without
+    the newline fix-up join up exactly (a copy's last line keeps its own newline)."""
     out: list[bytes] = []
     emit = out.append
 
@@ -1140,33 +1255,47 @@ def _fill(
             needs_cr = base.is_eol_crlf(0)
         return 0 if needs_cr < 0 else needs_cr
 
-    ours_label, base_label, theirs_label = labels
-    with_base = style is not Style.MERGE
+    markers: tuple[bytes, bytes, bytes, bytes] | None = None
+    conflicts = 0
     i = 0
     for m in changes:
-        if favor and not m[_MODE]:
-            m[_MODE] = favor
         mode = m[_MODE]
+        if not mode and favor:
+            m[_MODE] = mode = favor
         if mode == 0:
+            conflicts += 1
+            if markers is None:
+                ours_label, base_label, theirs_label = labels
+                markers = (
+                    b"<" * marker_size + _label(ours_label),
+                    b"|" * marker_size + _label(base_label),
+                    b"=" * marker_size,
+                    b">" * marker_size + _label(theirs_label),
+                )
             needs_cr = cr_needed(m)
             eol = b"\r\n" if needs_cr else b"\n"
             ours.copy(emit, i, m[_I1] - i, 0, 0)
-            emit(b"<" * marker_size + ours_label + eol)
+            emit(markers[0] + eol)
             ours.copy(emit, m[_I1], m[_CHG1], needs_cr, 1)
             if with_base:
-                emit(b"|" * marker_size + base_label + eol)
+                emit(markers[1] + eol)
                 base.copy(emit, m[_I0], m[_CHG0], needs_cr, 1)
-            emit(b"=" * marker_size + eol)
+            emit(markers[2] + eol)
             theirs.copy(emit, m[_I2], m[_CHG2], needs_cr, 1)
-            emit(b">" * marker_size + theirs_label + eol)
-        elif mode & 3:
-            ours.copy(emit, i, m[_I1] - i, 0, 0)
+            emit(markers[3] + eol)
+        elif mode & 2:
             if mode & 1:
-                ours.copy(emit, m[_I1], m[_CHG1], cr_needed(m), mode & 2)
-            if mode & 2:
-                theirs.copy(emit, m[_I2], m[_CHG2], 0, 0)
+                # Union: ours' side, with the newline fix-up if it ends in the unterminated
+                # last line (the only case where the CR choice is read).
+                j = m[_I1] + m[_CHG1]
+                ours.copy(emit, i, m[_I1] - i, 0, 0)
+                cr = cr_needed(m) if m[_CHG1] > 0 and j == ours.n and not ours.terminated else 0
+                ours.copy(emit, m[_I1], m[_CHG1], cr, 2)
+            else:
+                ours.copy(emit, i, m[_I1] - i, 0, 0)
+            theirs.copy(emit, m[_I2], m[_CHG2], 0, 0)
         else:
-            continue
+            continue  # ours (1) or the same change on both sides (4): copied with what follows
         i = m[_I1] + m[_CHG1]
     ours.copy(emit, i, ours.n - i, 0, 0)
-    return b"".join(out)
+    return b"".join(out), conflicts
