@@ -51,3 +51,7 @@ class DeadlineExceeded(GovcError):
 
 class Unavailable(GovcError):
     """The server is shutting down or storage is closed."""
+
+
+class StorageFull(ResourceExhausted):
+    """The disk holding the data dir is full: writes fail until space is freed (reads work)."""

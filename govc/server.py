@@ -31,7 +31,7 @@ from govc.services.batch import BatchService
 from govc.services.batch_ops import BatchExecutor
 from govc.services.blobs import BlobService
 from govc.services.handlers import Handlers, missing_rpcs
-from govc.services.health import HealthService
+from govc.services.health import HealthService, raise_open_file_limit
 from govc.services.repositories import RepositoryService
 from govc.services.search import SearchService
 from govc.services.streaming import StreamingService
@@ -130,6 +130,8 @@ class GovcServer:
     async def _start(self) -> None:
         self._speedups = speedups.apply()
         _InterpreterTuning.apply()
+        soft, hard = raise_open_file_limit()
+        log.info("open file limit: %d (hard limit %d)", soft, hard)
         config = self.config
         data_dir = config.data_dir
         if config.ephemeral:

@@ -22,6 +22,14 @@ reached yet compares that repository first. An index that is missing, unreadable
 format is rebuilt from storage. `catch_up_progress` tells how far that is until every queued
 repository is indexed (not only compared).
 
+Both background threads are supervised: they survive their own errors. When the indexer cannot
+work (too many open files, no space left, a tantivy writer killed by such an error: anything
+that is not one repository's fault), nothing is given up: what was uncommitted is rolled back
+(a rollback that fails costs the writer, and a new one is opened) and queued again, and the
+thread retries with exponential backoff (BACKOFF_MIN .. BACKOFF_MAX). Meanwhile `trouble` says
+why: health reports it and searches that would wait for the index answer UNAVAILABLE with it.
+The first commit that works again (or an idle indexer with a writer) clears it.
+
 Indexing a repository the index does not hold yet reads all its files: seconds for a big one.
 So the indexer thread takes such repositories one at a time, each batch with the repositories
 whose documents it keeps (cheap to update), and a repository a search waits for comes first:
@@ -36,6 +44,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -66,6 +75,13 @@ REPOSITORIES_KEPT = 256  # repositories whose documents and file times stay in m
 COMMIT_INTERVAL = 0.25
 RETRIES = 1  # a repository whose indexing failed is tried again this many times, then given up
 UNCOMMITTED_MAX = REPOSITORIES_KEPT // 2  # repositories with uncommitted changes, at most
+# A background thread that cannot work waits this long before it retries, doubling each time.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+REASON_MAX_CHARS = 300  # of an error's text, in `trouble`
+# tantivy reports I/O errors as ValueError; these say the process or the disk is in trouble
+# (or that the writer was killed by such an error), not the document.
+_TANTIVY_TROUBLE = re.compile(r"IoError|Os \{ code|TooManyOpenFiles|Lockfile|killed|No space")
 
 
 class CatchUpProgress(NamedTuple):
@@ -86,6 +102,39 @@ class _RepositoryFailed(Exception):
     def __init__(self, repo_id: str) -> None:
         super().__init__(f"indexing repository {repo_id!r} failed")
         self.repo_id = repo_id
+
+
+class _Trouble(Exception):
+    """The indexer cannot work (the cause, if any, is chained): `_run` backs off and retries."""
+
+
+def _cannot_work(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the process, the disk or the writer is in trouble
+    (too many open files, no space left, a writer killed by such an error: tantivy's I/O errors
+    are ValueErrors, its panics BaseExceptions) rather than that a repository's documents cannot
+    be indexed."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (OSError, _Trouble)) or not isinstance(cause, Exception):
+            return True
+        if isinstance(cause, ValueError) and _TANTIVY_TROUBLE.search(str(cause)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """`exc` and its cause in a line, short enough for health and an error message."""
+    if isinstance(exc, (_RepositoryFailed, _Trouble)) and exc.__cause__ is not None:
+        text = f"{exc}: {_reason(exc.__cause__)}"
+    elif isinstance(exc, OSError):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
 
 
 class Indexer:
@@ -141,6 +190,11 @@ class Indexer:
         self._awaited: dict[str, int] = {}
         #: Why the indexer thread stopped, if it did (nothing indexes any more).
         self.failure: BaseException | None = None
+        # Why the indexer thread, and the catch-up, cannot work now (they retry): see `trouble`.
+        self._index_trouble: str | None = None
+        self._catch_up_trouble: str | None = None
+        # The indexer thread's: repository -> version applied in the writer, not yet published.
+        self._applied: dict[str, int] = {}
         self._scan_total = 0  # repositories `_catch_up` compares, how many it has done...
         self._scanned = 0
         self._scan_done = threading.Event()  # ...and whether it has finished
@@ -159,9 +213,20 @@ class Indexer:
         # meta.json and store its searcher after ours, and a search would then see an index
         # older than the version it was told is indexed.
         self.index.config_reader(reload_policy="Manual")
-        self._writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=2)
+        # None after a rollback failed, until the indexer thread opens a new one.
+        self._writer: tantivy.IndexWriter | None = self._open_writer()
+
+    @property
+    def trouble(self) -> str | None:
+        """Why indexing (or catching up with storage) cannot work at the moment, or None. It is
+        retried with backoff; health reports this and waiting searches answer with it."""
+        troubles = [t for t in (self._index_trouble, self._catch_up_trouble) if t is not None]
+        return "; ".join(troubles) if troubles else None
 
     # ---- lifetime ----
+
+    def _open_writer(self) -> tantivy.IndexWriter:
+        return self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=2)
 
     def _open(self) -> tantivy.Index:
         state_path = os.path.join(self._directory, STATE_FILE)
@@ -189,32 +254,53 @@ class Indexer:
     def _catch_up(self) -> None:
         """(Thread started by `start`.) Queue every repository whose state differs from the
         index, and drop the documents of those deleted meanwhile. It reads every work tree, so
-        it runs while the server serves; `close` stops it."""
+        it runs while the server serves; `close` stops it. When that fails it starts again
+        (repositories compared meanwhile are skipped) after a backoff, until it has finished;
+        searches still compare each repository they ask for."""
+        delay = BACKOFF_MIN
         try:
-            with self._storage.read() as txn:
-                ids = self._repositories.ids(txn)
-            self._scan_total = len(ids)
-            gone = set(self._fingerprints).difference(ids)
-            for start in range(0, len(ids), SCAN_CHUNK):
-                if self._stopping:
+            while not self._stopping:
+                try:
+                    self._compare_all()
+                    self._catch_up_trouble = None
                     return
-                with self._storage.read() as txn:
-                    for repo_id in ids[start : start + SCAN_CHUNK]:
-                        if repo_id not in self._known:
-                            self._compare_in(txn, repo_id)
-                        self._scanned += 1
-            for repo_id in gone:
-                self._touch(repo_id, None, behind=True)
-            if self._stale or gone:
-                log.info(
-                    "search index: catching up %d repositories, dropping %d",
-                    len(self._stale),
-                    len(gone),
-                )
-        except Exception:  # searches still compare each repository they ask for
-            log.exception("search index: comparing repositories with storage failed")
+                except Exception as exc:
+                    log.exception("search index: comparing repositories with storage failed")
+                    self._catch_up_trouble = f"comparing repositories failed: {_reason(exc)}"
+                if not self._back_off(delay):
+                    return
+                delay = min(delay * 2, BACKOFF_MAX)
         finally:
+            self._catch_up_trouble = None
             self._scan_done.set()
+
+    def _compare_all(self) -> None:
+        with self._storage.read() as txn:
+            ids = self._repositories.ids(txn)
+        self._scan_total = len(ids)
+        self._scanned = 0
+        gone = set(self._fingerprints).difference(ids)
+        for start in range(0, len(ids), SCAN_CHUNK):
+            if self._stopping:
+                return
+            with self._storage.read() as txn:
+                for repo_id in ids[start : start + SCAN_CHUNK]:
+                    if repo_id not in self._known:
+                        self._compare_in(txn, repo_id)
+                    self._scanned += 1
+        for repo_id in gone:
+            self._touch(repo_id, None, behind=True)
+        if self._stale or gone:
+            log.info(
+                "search index: catching up %d repositories, dropping %d",
+                len(self._stale),
+                len(gone),
+            )
+
+    def _back_off(self, delay: float) -> bool:
+        """Wait `delay` seconds, or until `close`; False when closing."""
+        with self._cond:
+            return not self._cond.wait_for(lambda: self._stopping, delay)
 
     def catch_up_progress(self) -> CatchUpProgress | None:
         """How far catching up with storage is; None once every repository has been compared
@@ -254,7 +340,7 @@ class Indexer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self._writer.wait_merging_threads()
+        self._drop_writer()
 
     # ---- the write side's view ----
 
@@ -287,12 +373,15 @@ class Indexer:
 
     async def caught_up(self, repo_id: str, timeout: float) -> bool:
         """Wait until the index reflects every write to `repo_id` acknowledged before this call;
-        False when `timeout` passed first."""
+        False when `timeout` passed first, or at once while the indexer cannot work (`trouble`,
+        `failure`)."""
         if repo_id not in self._known:
             await asyncio.to_thread(self._compare, repo_id)
         target = self._wanted.get(repo_id, 0)
         if self._indexed.get(repo_id, 0) >= target:
             return True
+        if self._index_trouble is not None or self.failure is not None:
+            return False
         assert self._loop is not None and self._published is not None, "indexer not started"
         deadline = self._loop.time() + timeout
         # Somebody waits: commit what is applied without delay, and take this repository
@@ -304,7 +393,7 @@ class Indexer:
         try:
             while self._indexed.get(repo_id, 0) < target:
                 remaining = deadline - self._loop.time()
-                if remaining <= 0 or self.failure is not None:
+                if remaining <= 0 or self.failure is not None or self._index_trouble is not None:
                     return False
                 try:
                     await asyncio.wait_for(self._published.wait(), remaining)
@@ -341,25 +430,102 @@ class Indexer:
     # ---- the indexer thread ----
 
     def _run(self) -> None:
+        """The indexer thread: `_index`, supervised. Whatever it raises (tantivy's panics are
+        BaseExceptions) is survived: what was uncommitted is rolled back and queued again,
+        `trouble` says why, waiting searches are told at once, and after a backoff (doubling
+        while the failures go on) indexing resumes with a writer, a new one if need be."""
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                if self._writer is None:
+                    self._writer = self._open_writer()
+                self._index()
+                return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # Nothing indexes any more: health says so, and waiting searches give up now
+                # rather than at their time limit.
+                log.critical("search indexer stopped", exc_info=True)
+                self.failure = exc
+                self._wake_searches()
+                return
+            except BaseException as exc:
+                # Failing again before anything worked: wait longer.
+                delay = BACKOFF_MIN if self._index_trouble is None else min(delay * 2, BACKOFF_MAX)
+                self._index_trouble = f"indexing failed: {_reason(exc)}"
+                log.error(
+                    "search indexing cannot work (%s); retrying in %g s",
+                    self._index_trouble,
+                    delay,
+                    exc_info=not isinstance(exc, _Trouble),
+                )
+                self._requeue_uncommitted()
+                self._wake_searches()
+            if not self._back_off(delay):
+                return
+
+    def _wake_searches(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._publish)
+
+    def _requeue_uncommitted(self) -> None:
+        """Roll back what the writer holds, forget what we believed the index holds for those
+        repositories (re-read next time) and queue them again, compared whole. Never raises."""
         try:
-            self._index()
-        except BaseException as exc:
-            # (A bug: `_index` handles what indexing raises.) Nothing indexes any more: health
-            # says so, and waiting searches give up now rather than at their time limit.
-            log.critical("search indexer stopped", exc_info=True)
-            self.failure = exc
-            if self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed
-                    self._loop.call_soon_threadsafe(self._publish)
+            self._roll_back()
+            self._uncommitted.clear()
+            self._committed_early.clear()
+            applied, self._applied = self._applied, {}
+            for repo_id in applied:
+                self._forget(repo_id)
+            with self._cond:
+                for repo_id, version in applied.items():
+                    self._dirty[repo_id] = max(version, self._dirty.get(repo_id, 0))
+                    self._changed[repo_id] = None
+        except Exception:  # (a bug) the next start catches up what this leaves out
+            log.exception("search index: requeueing uncommitted repositories failed")
+
+    def _roll_back(self) -> None:
+        """Drop the writer's uncommitted changes. Never raises: a writer whose rollback fails
+        is dropped (tantivy's rollback builds a new writer, and when that fails the old one
+        holds no lock and panics at every later rollback); `_run` opens a new one."""
+        if self._writer is None:
+            return
+        try:
+            self._writer.rollback()
+        except BaseException as exc:  # (tantivy panics: BaseException)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            log.warning("search index: rollback failed (%s); the writer is dropped", _reason(exc))
+            self._drop_writer()
+
+    def _live_writer(self) -> tantivy.IndexWriter:
+        if self._writer is None:  # (`_run` opens one before indexing)
+            raise _Trouble("no index writer")
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        """Close the writer (its lock is released), if there is one. Never raises."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.wait_merging_threads()  # consumes the writer even when it fails
+        except BaseException as exc:  # (tantivy panics: BaseException)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            log.warning("search index: closing the writer failed (%s)", _reason(exc))
 
     def _index(self) -> None:
-        applied: dict[str, int] = {}  # repository -> version in the writer, not yet committed
+        applied = self._applied  # repository -> version in the writer, not yet committed
         uncommitted = 0  # documents added or deleted since the last commit
         last_commit = 0.0
         while True:
             with self._cond:
                 while not (self._stopping or self._dirty):
                     if not applied:
+                        # Idle, with a writer: whatever kept the indexer from working is gone.
+                        self._index_trouble = None
                         self._cond.wait()
                         continue
                     due = last_commit + COMMIT_INTERVAL - time.monotonic()
@@ -371,39 +537,48 @@ class Indexer:
             started = time.perf_counter()
             self._committed_early.clear()
             try:
-                if batch:
-                    uncommitted += self._apply({repo_id: changed.get(repo_id) for repo_id in batch})
+                try:
+                    if batch:
+                        uncommitted += self._apply(
+                            {repo_id: changed.get(repo_id) for repo_id in batch}
+                        )
+                finally:  # (also when it failed: rolled back with the rest, or queued again)
                     for repo_id, version in batch.items():
                         applied[repo_id] = max(version, applied.get(repo_id, 0))
                 commit_now = (
                     stopping
                     or not uncommitted
                     or self._waiting > 0
+                    or self._index_trouble is not None  # prove it works again
                     or time.monotonic() - last_commit >= COMMIT_INTERVAL
                 )
                 if applied and commit_now:
                     self._commit(uncommitted)
             except Exception as failed:
+                if not isinstance(failed, _RepositoryFailed) or _cannot_work(failed):
+                    # Nobody's fault: the process or the disk (or the writer) is in trouble.
+                    # `_run` rolls back, queues everything again and retries after a backoff.
+                    raise
                 # The rollback dropped every uncommitted change, of this batch and of earlier
                 # ones: forget what we believed the index holds for those repositories (re-read
                 # next time) and apply them again, from a whole comparison, while searches
                 # wait. Never leave searches waiting on documents that cannot be applied: a
-                # repository that failed (all of them, when the commit did) is given up after
-                # RETRIES: published, and compared with storage again by its next search. Those
-                # committed before the failure are published as they are.
+                # repository that failed is given up after RETRIES: published, and compared
+                # with storage again by its next search. Those committed before the failure
+                # are published as they are.
                 log.exception("search indexing failed for %d repositories", len(applied))
-                self._writer.rollback()
+                self._roll_back()
+                if self._writer is None:
+                    raise _Trouble("the writer could not roll back") from failed
                 self._uncommitted.clear()
                 uncommitted = 0
-                culprit = failed.repo_id if isinstance(failed, _RepositoryFailed) else None
-                for repo_id, version in batch.items():
-                    applied[repo_id] = max(version, applied.get(repo_id, 0))
+                culprit = failed.repo_id
                 retry = {}
                 for repo_id, version in applied.items():
                     if repo_id in self._committed_early:
                         continue
                     self._forget(repo_id)
-                    if culprit is None or repo_id == culprit:
+                    if repo_id == culprit:
                         self._failures[repo_id] = self._failures.get(repo_id, 0) + 1
                     if self._failures.get(repo_id, 0) <= RETRIES:
                         retry[repo_id] = version
@@ -414,7 +589,8 @@ class Indexer:
                     for repo_id, version in retry.items():
                         self._dirty[repo_id] = max(version, self._dirty.get(repo_id, 0))
                         self._changed[repo_id] = None
-                applied = {r: v for r, v in applied.items() if r not in retry}
+                for repo_id in retry:
+                    del applied[repo_id]
                 commit_now = True
             if applied and commit_now:
                 log.debug(
@@ -426,7 +602,9 @@ class Indexer:
                 self._publish_versions(applied)
                 for repo_id in applied:
                     self._failures.pop(repo_id, None)
-                applied, uncommitted, last_commit = {}, 0, time.monotonic()
+                applied.clear()
+                uncommitted, last_commit = 0, time.monotonic()
+                self._index_trouble = None
             if stopping:
                 return
 
@@ -480,7 +658,7 @@ class Indexer:
         self._save_state()
 
     def _commit_writer(self) -> None:
-        self._writer.commit()
+        self._live_writer().commit()
         self.index.reload()
         self._uncommitted.clear()
 
@@ -525,7 +703,7 @@ class Indexer:
             if not self._repositories.exists(txn, repo_id):
                 had_documents = bool(self._indexed_docs(repo_id))
                 if had_documents:
-                    self._writer.delete_documents_by_term("repo", repo_id)
+                    self._live_writer().delete_documents_by_term("repo", repo_id)
                 self._history.forget(repo_id)
                 self._forget(repo_id)
                 # Once the delete commits the index holds nothing of it. Until then the
@@ -628,7 +806,7 @@ class Indexer:
         """Delete the documents of `removed` and add those of `changed` (their blobs read from
         storage). False when a blob is gone (the repository was deleted meanwhile: its own touch
         follows); then what is kept for it is dropped."""
-        writer = self._writer
+        writer = self._live_writer()
         # Every add is preceded by a delete of its key: when what is kept for a repository was
         # dropped (evicted, or after a failure) while changes were uncommitted, the committed
         # index it is re-read from lacks them, and the same document is added again; the

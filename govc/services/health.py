@@ -1,8 +1,12 @@
-"""GetHealth: real checks of storage (a read, the writer's state), the search index and disk.
+"""GetHealth: real checks of storage (a read, the writer's state), the search index, disk and
+open files.
 
 It writes nothing: a health probe that anyone may call must not cost an fsync each time."""
 
 import datetime
+import logging
+import os
+import resource
 import shutil
 import time
 
@@ -11,8 +15,46 @@ from generated.govc import HealthResponse
 from govc.core.database import Database
 from govc.search.indexer import CatchUpProgress, Indexer
 
+log = logging.getLogger(__name__)
+
 # Less free disk than this is `degraded`: writes may soon fail.
 MIN_FREE_BYTES = 256 * 1024 * 1024
+# More open files than this share of the limit is `degraded`: opening more may soon fail
+# (EMFILE), for connections, the index and storage alike.
+MAX_OPEN_FILES_SHARE = 0.9
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit, for the
+    server to call at start (every connection, index segment and file costs one; shells often
+    start with a soft limit of 256 or 1024). Returns the (soft, hard) limits in force after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # (an unlimited hard limit, on some systems)
+            log.warning("cannot raise the open file limit from %d to %d: %s", soft, hard, exc)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft, hard
+
+
+def open_file_count() -> int:
+    """How many files (sockets included) this process has open (Linux: /proc/self/fd)."""
+    return len(os.listdir("/proc/self/fd")) - 1  # (less the one listing them)
+
+
+def _open_files(checks: dict[str, str]) -> bool:
+    """Fill the open file checks; whether they are `degraded`."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = soft == resource.RLIM_INFINITY
+    checks["open_files_limit"] = "unlimited" if unlimited else str(soft)
+    try:
+        count = open_file_count()
+    except OSError as exc:  # EMFILE itself: not even /proc/self/fd can be opened
+        checks["open_files"] = f"failed: {exc}"
+        return True
+    checks["open_files"] = str(count)
+    return not unlimited and count > soft * MAX_OPEN_FILES_SHARE
 
 
 def _catch_up(progress: CatchUpProgress) -> str:
@@ -40,7 +82,11 @@ class HealthService:
         degraded = False
         storage = self._db.health()
         checks.update(storage)
-        failed = storage["storage_read"] != "ok" or storage["storage_write"] != "ok"
+        write = storage["storage_write"]
+        full = write.startswith("degraded")
+        failed = storage["storage_read"] != "ok" or (write != "ok" and not full)
+        if full:  # the disk is full: writes fail, reads and searches work
+            degraded = True
         try:
             free = shutil.disk_usage(self._db.path).free
             checks["disk_free_bytes"] = str(free)
@@ -52,16 +98,20 @@ class HealthService:
         except OSError as exc:
             checks["disk"] = f"failed: {exc}"
             degraded = True
+        degraded |= _open_files(checks)
         try:
             checks["search_documents"] = str(self._indexer.index.searcher().num_docs)
             progress = self._indexer.catch_up_progress()
             checks["search_catch_up"] = "done" if progress is None else _catch_up(progress)
-            failure = self._indexer.failure
-            if failure is None:
-                checks["search_index"] = "ok"
-            else:  # the index no longer follows the writes: searches answer UNAVAILABLE
+            failure, trouble = self._indexer.failure, self._indexer.trouble
+            if failure is not None:  # the index no longer follows the writes
                 checks["search_index"] = f"failed: the indexer stopped: {failure!r}"
                 degraded = True
+            elif trouble is not None:  # it cannot now; it retries, and recovers by itself
+                checks["search_index"] = f"failed: {trouble}; retrying"
+                degraded = True
+            else:
+                checks["search_index"] = "ok"
         except Exception as exc:
             checks["search_index"] = f"failed: {exc}"
             degraded = True

@@ -106,6 +106,12 @@ class SearchService:
         if not await self._indexer.caught_up(repo_id, self._index_wait):
             if self._indexer.failure is not None:
                 raise Unavailable("the search index no longer follows the writes; retry later")
+            trouble = self._indexer.trouble
+            if trouble is not None:
+                raise Unavailable(
+                    f"the search index cannot follow the writes at the moment ({trouble}); "
+                    "retry later"
+                )
             raise Unavailable(
                 f"the search index has not caught up with repository {repo_id!r} within "
                 f"{self._index_wait:g} s; retry"

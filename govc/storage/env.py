@@ -17,7 +17,7 @@ from typing import Any
 
 import lmdb
 
-from govc.errors import Unavailable
+from govc.errors import StorageFull, Unavailable
 from govc.storage.txn import FORMAT_KEY, Txn
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,11 @@ class Storage:
 
     def health(self) -> dict[str, str]:
         """Checks of this storage for GetHealth: a real read, the writer's state, its counts.
-        A value not "ok" under `storage_read` or `storage_write` means the check failed."""
+
+        `storage_read` and `storage_write` are "ok", or "failed: <why>" when the check failed,
+        or (`storage_write` only) "degraded: <why>" while writes fail for want of disk space:
+        reads and searches still work, and writes resume by themselves once space is freed
+        (the first write that commits clears it)."""
         checks: dict[str, str] = {}
         try:
             with self.read() as txn:
@@ -143,6 +147,8 @@ class Storage:
         writer = self.writer
         if not writer.alive:
             checks["storage_write"] = "failed: the writer is not running"
+        elif isinstance(writer.last_error, StorageFull):
+            checks["storage_write"] = f"degraded: {writer.last_failure}"
         elif writer.last_failure is not None:
             checks["storage_write"] = f"failed: {writer.last_failure}"
         else:

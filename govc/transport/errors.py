@@ -23,6 +23,12 @@ STATUS_OF: dict[type[errors.GovcError], Status] = {
 }
 
 
+class MalformedMessage(GRPCError):
+    """A request the door refuses before any handler sees it: bytes that are not the message
+    they claim to be, or gRPC framing that breaks the protocol. The client's error, so it is
+    logged in one line (by the guard), never with a traceback."""
+
+
 def to_grpc_error(exc: Exception, method: str) -> GRPCError:
     """The status a client sees for `exc`. Never carries a traceback."""
     if isinstance(exc, GRPCError):

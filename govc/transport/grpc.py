@@ -1,9 +1,11 @@
 """The grpclib adapter: binds the transport-agnostic handlers to the generated service.
 
 Every call passes through one guard that (1) refuses new calls while the server drains,
-(2) counts calls in flight so shutdown can wait for them, (3) enforces the request message size
-limit from the 5-byte gRPC length prefix, before the message is buffered (grpclib has no limit
-of its own), and (4) maps domain errors to status codes.
+(2) counts calls in flight so shutdown can wait for them, (3) maps domain errors to status
+codes, and (4) logs a malformed request in one line. Below grpclib, every request of every
+call is read through RequestFraming (the size limit from the 5-byte gRPC length prefix before
+the message is buffered, as grpclib has no limit of its own; the compressed flag; truncation)
+and decoded by the strict codec, so a malformed request never reaches a handler.
 """
 
 import asyncio
@@ -21,13 +23,14 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.health.v1 import health_pb2
 from grpclib.protocol import H2Protocol
+from grpclib.protocol import Stream as H2Stream
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server, Stream
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.services.handlers import Handlers
 from govc.transport.codec import GovcCodec
-from govc.transport.errors import to_grpc_error
+from govc.transport.errors import MalformedMessage, to_grpc_error
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,28 @@ class DrainingServer(Server):
     (kernel send queue empty), then closes it.
     """
 
-    def __init__(self, handlers: Collection[Any]) -> None:
-        super().__init__(handlers, codec=GovcCodec())
+    def __init__(self, handlers: Collection[Any], max_message_bytes: int) -> None:
+        super().__init__(handlers, codec=GovcCodec(strict=True))
+        self._max_message_bytes = max_message_bytes
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:
         protocol: H2Protocol = super()._protocol_factory()
         self._protocols.add(protocol)
+        handler = protocol.handler
+        accept = handler.accept
+
+        def accept_framed(stream: H2Stream, headers: Any, release_stream: Any) -> None:
+            """Every call of every service (health and reflection too) reads its requests
+            through RequestFraming, which needs the call's headers and cardinality."""
+            fields = dict(headers)
+            method = self._mapping.get(fields.get(":path", ""))
+            unary_request = method is not None and not method.cardinality.client_streaming
+            encoding = fields.get("grpc-encoding")
+            RequestFraming(stream, self._max_message_bytes, encoding, unary_request)
+            accept(stream, headers, release_stream)
+
+        handler.accept = accept_framed  # type: ignore[method-assign]
         return protocol
 
     def stop_listening(self) -> None:
@@ -113,34 +131,100 @@ def _unsent_bytes(transport: Any) -> int:
     return buffered + int(struct.unpack("i", queued)[0])
 
 
-def limit_request_size(stream: Stream[Any, Any], max_bytes: int) -> None:
-    """Reject a request message longer than `max_bytes` as soon as its length prefix arrives.
+class RequestFraming:
+    """The gRPC framing of one call's requests, checked as grpclib reads them.
 
-    grpclib reads a message as `recv_data(5)` (flag + length) and then `recv_data(length)`; the
-    check sits on the second read so an oversized message is never buffered.
+    grpclib reads a request message as `recv_data(5)` (compressed flag + length) and then
+    `recv_data(length)`. Wrapping that read, before anything is buffered: a message longer than
+    `max_bytes` is RESOURCE_EXHAUSTED; a set compressed flag is answered as gRPC's compression
+    spec says (this server accepts no compression: without a `grpc-encoding` other than
+    identity it is an invalid Compressed-Flag, INTERNAL; with one, an unsupported encoding,
+    UNIMPLEMENTED) where grpclib raised NotImplementedError; a stream that ends inside a
+    message, or a unary call's stream that ends with none, is INVALID_ARGUMENT where grpclib
+    failed an assertion. Each is a MalformedMessage: one line in the log, no traceback.
     """
-    transport_stream = stream._stream  # grpclib.protocol.Stream (grpclib is pinned exactly)
-    recv_data = transport_stream.recv_data
 
-    async def limited_recv_data(size: int) -> bytes:
-        if size > max_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"request message is {size} bytes, over the server's limit of {max_bytes} bytes",
+    def __init__(
+        self,
+        stream: H2Stream,
+        max_bytes: int,
+        encoding: str | None,
+        unary_request: bool,
+    ) -> None:
+        self._recv_data = stream.recv_data
+        self._max_bytes = max_bytes
+        self._encoding = encoding
+        self._unary_request = unary_request
+        self._prefix_next = True
+        self._messages = 0
+        stream.recv_data = self.recv_data  # type: ignore[method-assign]
+
+    async def recv_data(self, size: int) -> bytes:
+        if self._prefix_next:
+            return await self._recv_prefix(size)
+        try:
+            data: bytes = await self._recv_data(size)
+        except AssertionError:  # grpclib's buffer: the stream ended before `size` bytes
+            data = b""
+        if len(data) != size:
+            raise MalformedMessage(
+                Status.INVALID_ARGUMENT,
+                f"request message truncated: its prefix declares {size} bytes, "
+                "the stream ended before them",
             )
-        data: bytes = await recv_data(size)
+        self._prefix_next = True
+        self._messages += 1
         return data
 
-    transport_stream.recv_data = limited_recv_data  # type: ignore[method-assign]
+    async def _recv_prefix(self, size: int) -> bytes:
+        try:
+            prefix: bytes = await self._recv_data(size)
+        except AssertionError:
+            prefix = b"?"  # some bytes, fewer than the 5 of a prefix
+        if not prefix:  # the end of the request stream
+            if self._unary_request and self._messages == 0:
+                raise MalformedMessage(
+                    Status.INVALID_ARGUMENT, "the request stream ended without a message"
+                )
+            return prefix
+        if len(prefix) != 5:
+            raise MalformedMessage(
+                Status.INVALID_ARGUMENT,
+                "request message truncated: the stream ended inside its 5-byte prefix",
+            )
+        flag, length = prefix[0], int.from_bytes(prefix[1:5], "big")
+        if flag == 1:
+            if self._encoding in (None, "identity"):
+                raise MalformedMessage(
+                    Status.INTERNAL,
+                    "invalid Compressed-Flag: the request message is marked compressed, "
+                    "but the call has no grpc-encoding header (other than identity)",
+                )
+            raise MalformedMessage(
+                Status.UNIMPLEMENTED,
+                f"grpc-encoding {self._encoding!r} is not supported; this server accepts "
+                "only uncompressed (identity) messages",
+            )
+        if flag != 0:
+            raise MalformedMessage(
+                Status.INVALID_ARGUMENT, f"invalid Compressed-Flag {flag} (must be 0 or 1)"
+            )
+        if length > self._max_bytes:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"request message is {length} bytes, over the server's limit of "
+                f"{self._max_bytes} bytes",
+            )
+        self._prefix_next = False
+        return prefix
 
 
 class GuardedService:
     """The handler table as grpclib serves it: every RPC of `handlers` through one guard."""
 
-    def __init__(self, handlers: Handlers, tracker: CallTracker, max_message_bytes: int):
+    def __init__(self, handlers: Handlers, tracker: CallTracker):
         self._handlers = handlers
         self._tracker = tracker
-        self._max_message_bytes = max_message_bytes
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -152,15 +236,16 @@ class GuardedService:
         self, path: str, func: Callable[[Stream[Any, Any]], Awaitable[None]]
     ) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
         tracker = self._tracker
-        max_bytes = self._max_message_bytes
 
         async def guarded(stream: Stream[Any, Any]) -> None:
             if not tracker.accepting:
                 raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
             tracker.enter()
-            limit_request_size(stream, max_bytes)
             try:
                 await func(stream)
+            except MalformedMessage as exc:
+                log.warning("refused a malformed %s request: %s", path, exc.message)
+                raise
             except GRPCError:
                 raise
             except Exception as exc:
@@ -213,10 +298,12 @@ class GrpcDoor:
     def __init__(self, handlers: Handlers, max_message_bytes: int) -> None:
         self.tracker = CallTracker()
         self._serving = ServiceStatus()
-        service = GuardedService(handlers, self.tracker, max_message_bytes)
+        service = GuardedService(handlers, self.tracker)
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
-        self._server = DrainingServer(ServerReflection.extend(services, pool=_ReflectionPool()))
+        self._server = DrainingServer(
+            ServerReflection.extend(services, pool=_ReflectionPool()), max_message_bytes
+        )
 
     async def start(self, host: str, port: int) -> int:
         """Listen (OSError if the port cannot be bound); returns the port bound."""

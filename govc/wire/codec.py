@@ -7,7 +7,8 @@ messages have a simple shape (strings, bytes, integers, bools, doubles, timestam
 repeated messages, repeated strings), so they are encoded and decoded here, by functions
 generated from their layouts; the bytes are exactly betterproto2's (property tests check both
 directions). Anything unexpected on decode (an unknown wire type, bad UTF-8, two members of a
-oneof) falls back to betterproto2, which decides.
+oneof) falls back to betterproto2, which decides; at the server's door (`strict`) the bytes are
+first checked by `check_wire`, as betterproto2 decodes leniently what is not a message at all.
 
 Only the list of root messages (ROOTS) is written by hand. Each layout is derived, at import, from
 the generated betterproto2 classes (their dataclass fields' metadata), so a field added to the
@@ -521,17 +522,209 @@ def encode_message(message: Any, message_type: type) -> bytes:
     return bytes(message.SerializeToString())
 
 
-def decode_message(data: bytes, message_type: type) -> Any:
-    """A `message_type` from `data`; InvalidArgument when the bytes are not one."""
+def decode_message(data: bytes, message_type: type, *, strict: bool = False) -> Any:
+    """A `message_type` from `data`; InvalidArgument when the bytes are not one.
+
+    `strict` (the server's door): also InvalidArgument for what betterproto2 would decode
+    leniently (see `check_wire`). A message the fast path decodes is already well formed."""
     decoder = _ROOT_DECODE.get(message_type)
     if decoder is not None:
         try:
             return decoder(data)
         except _Fallback:
             pass
+    if strict:
+        check_wire(data, message_type)
     try:
         return cast(Any, message_type).FromString(data)
     except Exception as exc:  # bad UTF-8 in a string field, a truncated field, ...
         raise InvalidArgument(
             f"the message is not a valid {message_type.__name__}: {exc}"
         ) from None
+
+
+# ---- strict validation of untrusted bytes (the server's door) ----
+#
+# betterproto2 decodes leniently: a field that runs past the end of its message is cut short
+# (a truncated StoreBlob stored the shortened content), a known field with another wire type
+# puts an int or None where a string belongs, and two members of a oneof both end up set.
+# `check_wire` walks the bytes once, against the layout read from the generated classes, and
+# refuses all of that before betterproto2 sees it.
+
+_WIRE_NAMES = {
+    0: "varint",
+    1: "64-bit",
+    2: "length-delimited",
+    3: "start-group",
+    4: "end-group",
+    5: "32-bit",
+    6: "invalid",
+    7: "invalid",
+}
+_MAX_DEPTH = 100  # protobuf's default recursion limit
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """How one known field may appear on the wire."""
+
+    name: str
+    wire: int  # its wire type when not packed
+    kind: str  # "string", "message", "packed" (a repeated number, packed or not), "plain"
+    nested: type | None = None  # kind "message": the message (or map entry) inside
+    packed_size: int = 0  # kind "packed": bytes per element, 0 for varints
+    oneof: str | None = None
+
+
+_RULES: dict[type, dict[int, _Rule] | None] = {}
+
+
+def _rules(cls: type) -> dict[int, _Rule] | None:
+    """The wire rules of the betterproto2 message `cls`, by field number; None for a class that
+    is not a betterproto2 message (a protobuf class, which its own strict parser checks)."""
+    if cls in _RULES:
+        return _RULES[cls]
+    rules: dict[int, _Rule] | None = None
+    if isinstance(cls, type) and issubclass(cls, betterproto2.Message):
+        rules = {}
+        for f in dataclasses.fields(cast(Any, cls)):
+            meta = f.metadata.get("betterproto")
+            if isinstance(meta, betterproto2.FieldMetadata):
+                rules[meta.number] = _rule(cls, f.name, meta)
+    _RULES[cls] = rules
+    return rules
+
+
+def _rule(cls: type, name: str, meta: betterproto2.FieldMetadata) -> _Rule:
+    proto_type = meta.proto_type
+    if proto_type in betterproto2.WIRE_VARINT_TYPES:
+        wire, size = 0, 0
+    elif proto_type in betterproto2.WIRE_FIXED_64_TYPES:
+        wire, size = 1, 8
+    elif proto_type in betterproto2.WIRE_FIXED_32_TYPES:
+        wire, size = 5, 4
+    elif proto_type == betterproto2.TYPE_STRING:
+        return _Rule(name, 2, "string", oneof=meta.group)
+    elif proto_type in (betterproto2.TYPE_MESSAGE, betterproto2.TYPE_MAP):
+        nested: Any = meta.unwrap() if meta.unwrap is not None else None
+        if nested is None:
+            try:
+                nested = cast(Any, cls)._betterproto.cls_by_field[name]
+            except Exception:  # not resolvable: betterproto2 alone decides about its content
+                nested = None
+        return _Rule(name, 2, "message", nested=nested, oneof=meta.group)
+    else:  # bytes, and anything unknown: only the wire type is checked
+        return _Rule(name, 2, "plain", oneof=meta.group)
+    if meta.repeated and proto_type in betterproto2.PACKED_TYPES:
+        return _Rule(name, wire, "packed", packed_size=size, oneof=meta.group)
+    return _Rule(name, wire, "plain", oneof=meta.group)
+
+
+def check_wire(data: bytes, message_type: type) -> None:
+    """InvalidArgument, naming the problem, unless `data` is a well-formed `message_type`:
+    every varint ends within 10 bytes, every field lies inside its message, wire types are
+    0, 1, 2 or 5, each known field has its own wire type (repeated numbers: packed or not),
+    strings are UTF-8, nested messages are well formed too (to a depth of 100), and at most one
+    member of each oneof is on the wire. Unknown fields are allowed (protobuf keeps them)."""
+    problem = _check(data, message_type, message_type.__name__, 0)
+    if problem is not None:
+        raise InvalidArgument(f"the message is not a valid {message_type.__name__}: {problem}")
+
+
+def _check(data: bytes, cls: type, where: str, depth: int) -> str | None:
+    """What is wrong with `data` as a `cls` (at `where`), or None."""
+    rules = _rules(cls)
+    if rules is None:
+        return None
+    if depth > _MAX_DEPTH:
+        return f"{where}: messages nested more than {_MAX_DEPTH} deep"
+    pos, end = 0, len(data)
+    members: dict[str, _Rule] = {}
+    while pos < end:
+        key, pos = _checked_varint(data, pos, end)
+        if key < 0:
+            return f"{where}: a field key is a truncated or over-long varint"
+        number, wire = key >> 3, key & 7
+        rule = rules.get(number)
+        name = f"{where}.{rule.name}" if rule is not None else f"{where} field {number}"
+        if not 1 <= number < 1 << 29:
+            return f"{where}: field number {number} is out of range"
+        if wire == 0:
+            _, pos = _checked_varint(data, pos, end)
+            if pos < 0:
+                return f"{name}: a truncated or over-long varint"
+            start = pos
+        elif wire in (1, 5):
+            start, pos = pos, pos + (8 if wire == 1 else 4)
+            if pos > end:
+                return f"{name}: a {_WIRE_NAMES[wire]} value runs past the end of the message"
+        elif wire == 2:
+            length, start = _checked_varint(data, pos, end)
+            if length < 0:
+                return f"{name}: its length is a truncated or over-long varint"
+            pos = start + length
+            if pos > end:
+                return (
+                    f"{name}: its length {length} runs past the end of the message "
+                    f"({end - start} bytes left)"
+                )
+        else:
+            return f"{name}: wire type {wire} ({_WIRE_NAMES[wire]}) is not accepted"
+        if rule is None:
+            continue  # unknown: kept, as protobuf keeps it
+        problem = _check_value(data, start, pos, wire, rule, name, depth)
+        if problem is not None:
+            return problem
+        if rule.oneof is not None:
+            other = members.setdefault(rule.oneof, rule)
+            if other is not rule:
+                return (
+                    f"{where}: more than one member of oneof {rule.oneof!r} is set "
+                    f"({other.name} and {rule.name})"
+                )
+    return None
+
+
+def _check_value(
+    data: bytes, start: int, stop: int, wire: int, rule: _Rule, name: str, depth: int
+) -> str | None:
+    if wire != rule.wire and not (rule.kind == "packed" and wire == 2):
+        return (
+            f"{name} has wire type {wire} ({_WIRE_NAMES[wire]}), "
+            f"expected {rule.wire} ({_WIRE_NAMES[rule.wire]})"
+        )
+    if wire != 2:
+        return None
+    if rule.kind == "string":
+        try:
+            data[start:stop].decode()
+        except UnicodeDecodeError as exc:
+            return f"{name} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    elif rule.kind == "message" and rule.nested is not None:
+        return _check(data[start:stop], rule.nested, name, depth + 1)
+    elif rule.kind == "packed":
+        if rule.packed_size:
+            if (stop - start) % rule.packed_size:
+                size = rule.packed_size
+                return f"{name}: {stop - start} bytes of packed values, not a multiple of {size}"
+        else:
+            pos = start
+            while pos < stop:
+                _, pos = _checked_varint(data, pos, stop)
+                if pos < 0:
+                    return f"{name}: a packed value is a truncated or over-long varint"
+    return None
+
+
+def _checked_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at `pos` (ending before `end`, at most 10 bytes) and the position after it;
+    (-1, -1) if it is truncated or longer."""
+    result = shift = 0
+    while pos < end and shift < 70:
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    return -1, -1
