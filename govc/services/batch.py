@@ -15,6 +15,7 @@ from govc.services.batch_ops import (
     BatchExecutor,
     Operation,
     OperationResult,
+    ResponseBudget,
     parse_operation,
     run_operations,
     sql_in_writing_batch,
@@ -22,7 +23,9 @@ from govc.services.batch_ops import (
 
 
 def _message(result: OperationResult) -> BatchOperationResult:
-    payload = json.dumps(result.result, separators=(",", ":")).encode() if result.result else b""
+    payload = result.payload
+    if not payload and result.result:
+        payload = json.dumps(result.result, separators=(",", ":")).encode()
     return BatchOperationResult(
         id=result.id, success=result.success, result=payload, error=result.error
     )
@@ -53,12 +56,17 @@ class BatchService:
         ops = [parse_operation(op.id, op.type, op.params) for op in message.operations]
         if not message.parallel:  # (parallel batches run queries beside, not inside, writes)
             sql_in_writing_batch(ops)
+        # One response budget and one time budget (its queries') for all the operations, also
+        # when a parallel batch runs them in several transactions at once.
+        budget = ResponseBudget(
+            self._executor.max_response_bytes, time.monotonic() + self._executor.time_budget
+        )
         error = ""
         try:
             if message.parallel:
-                results = await self._run_parallel(repo_id, ops)
+                results = await self._run_parallel(repo_id, ops, budget)
             else:
-                results = await self._run_sequential(repo_id, ops, message.transaction)
+                results = await self._run_sequential(repo_id, ops, message.transaction, budget)
         except BatchAborted as aborted:
             results, error = aborted.results, aborted.message
         failed = [r for r in results if not r.success]
@@ -72,19 +80,23 @@ class BatchService:
         )
 
     async def _run_sequential(
-        self, repo_id: str, ops: list[Operation], transaction: bool
+        self, repo_id: str, ops: list[Operation], transaction: bool, budget: ResponseBudget
     ) -> list[OperationResult]:
         """The operations in one transaction: a read in the work pool when none writes, else
         one write (each operation nested unless `transaction`). The repository must exist in
         that very transaction, or the whole call is NOT_FOUND."""
         if all(op.read_only or op.error for op in ops):
-            runner = run_operations(self._executor, repo_id, ops, transaction, nested=False)
+            runner = run_operations(self._executor, repo_id, ops, transaction, False, budget)
             return await self._access.read(repo_id, runner)
-        runner = run_operations(self._executor, repo_id, ops, transaction, nested=True)
+        runner = run_operations(self._executor, repo_id, ops, transaction, True, budget)
         return await self._access.write(repo_id, runner, then=lambda: self._changed(repo_id, None))
 
-    async def _run_parallel(self, repo_id: str, ops: list[Operation]) -> list[OperationResult]:
-        """Runs of read-only operations run concurrently; writes between them, in order."""
+    async def _run_parallel(
+        self, repo_id: str, ops: list[Operation], budget: ResponseBudget
+    ) -> list[OperationResult]:
+        """Runs of read-only operations run concurrently; writes between them, in order; all
+        of them on the call's one budget. (The reads wait for the read pool's few threads, so
+        only that many results are being built at once, each checked against what is left.)"""
         results: list[OperationResult] = []
         index = 0
         while index < len(ops):
@@ -95,10 +107,10 @@ class BatchService:
             segment = ops[index:end]
             if read_only:
                 parts = await asyncio.gather(
-                    *(self._run_sequential(repo_id, [op], False) for op in segment)
+                    *(self._run_sequential(repo_id, [op], False, budget) for op in segment)
                 )
                 results += [r for part in parts for r in part]
             else:
-                results += await self._run_sequential(repo_id, segment, False)
+                results += await self._run_sequential(repo_id, segment, False, budget)
             index = end
         return results

@@ -11,6 +11,7 @@ import binascii
 import datetime
 import fnmatch
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from govc.core.objects import PreparedObject, prepare_blob
 from govc.core.validation import validate_path
 from govc.core.versioncontrol import CommitInfo, VersionControl
 from govc.errors import GovcError, InvalidArgument, NotFound, ResourceExhausted
+from govc.search.sql import sql_deadline, sql_time_budget
 
 MAX_OPERATIONS = 1000
 READ_ONLY = frozenset({"get_blob", "read", "get_commit", "list_commits", "get_tree", "query"})
@@ -45,8 +47,9 @@ class Operation:
 class OperationResult:
     id: str
     success: bool
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # (unused once `payload` holds it)
     error: str = ""
+    payload: bytes = b""  # the result as JSON, encoded once (what the response carries)
 
 
 def parse_operation(op_id: str, op_type: str, raw_params: bytes) -> Operation:
@@ -155,25 +158,46 @@ def _unicode(value: str, name: str) -> str:
     return value
 
 
-class ResponseBudget:
-    """How much file content and query rows one call may still return (the response is one
-    message)."""
+RESULT_OVERHEAD = 64  # what one result costs in the response besides its JSON and its id
 
-    def __init__(self, limit: int) -> None:
+
+class ResponseBudget:
+    """How much one call may still return (the response is one message) and until when its
+    queries may run: one budget for all the call's operations, shared by those that run
+    concurrently in a parallel batch (so it is thread-safe)."""
+
+    def __init__(self, limit: int, deadline: float | None = None) -> None:
         self.limit = limit
         self.left = limit
+        self.deadline = deadline  # time.monotonic() after which no query may run
+        self._lock = threading.Lock()
+
+    def _over(self, size: int, field: str, instead: str) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{field}: its result ({size} bytes as JSON) would take this call's response "
+            f"over the {self.limit}-byte message limit; {instead}"
+        )
+
+    def check(self, size: int, field: str, instead: str) -> None:
+        """Fail early (before building the result) when `size` alone no longer fits."""
+        if size > self.left:
+            raise self._over(size, field, instead)
 
     def take(self, size: int, field: str, instead: str) -> None:
-        if size > self.left:
-            raise ResourceExhausted(
-                f"{field}: its result ({size} bytes as JSON) would take this call's response "
-                f"over the {self.limit}-byte message limit; {instead}"
-            )
-        self.left -= size
+        with self._lock:
+            if size > self.left:
+                raise self._over(size, field, instead)
+            self.left -= size
+
+    def charge(self, size: int) -> None:
+        """What a failed operation's error costs: taken even when it does not fit (an error
+        has to be reported), which leaves nothing for later results."""
+        with self._lock:
+            self.left = max(0, self.left - size)
 
     def content(self, fields: dict[str, Any], field: str) -> dict[str, Any]:
         size = len(fields.get("content", "")) + len(fields.get("content_b64", ""))
-        self.take(size, field, "read it with StreamBlob or ReadFile")
+        self.check(size, field, "read it with StreamBlob or ReadFile")
         return fields
 
 
@@ -184,9 +208,17 @@ SqlRunner = Callable[[Txn, str, str], list[dict[str, str]]]
 class BatchExecutor:
     """Runs one parsed operation inside a given transaction."""
 
-    def __init__(self, vc: VersionControl, max_response_bytes: int, run_sql: SqlRunner) -> None:
+    def __init__(
+        self,
+        vc: VersionControl,
+        max_response_bytes: int,
+        run_sql: SqlRunner,
+        time_budget: float | None = None,
+    ) -> None:
         self._vc = vc
         self.max_response_bytes = max_response_bytes
+        # How long a call's queries may run, all together (the engine's budget for one query).
+        self.time_budget = sql_time_budget() if time_budget is None else time_budget
         self._run_sql = run_sql
         self._handlers: dict[str, Callable[[Txn, str, Params, ResponseBudget], dict[str, Any]]] = {
             "store_blob": self._store_blob,
@@ -219,6 +251,7 @@ class BatchExecutor:
         hex_id = p.text("hash")
         oid = validate_object_id(hex_id, "params.hash")
         content = self._vc.objects.read_kind(txn, repo_id, oid, "blob")
+        budget.check(len(content), "params.hash", "read it with StreamBlob or ReadFile")
         fields = budget.content(_content_fields(content), "params.hash")
         return {"hash": hex_id, "size": len(content), **fields}
 
@@ -238,6 +271,7 @@ class BatchExecutor:
     def _read(self, txn: Txn, repo_id: str, p: Params, budget: ResponseBudget) -> dict[str, Any]:
         path = p.path()
         found = self._vc.read_file(txn, repo_id, path, p.text("ref", required=False), "params.ref")
+        budget.check(len(found.content), "params.path", "read it with StreamBlob or ReadFile")
         fields = budget.content(_content_fields(found.content), "params.path")
         return {"path": path, "hash": found.oid.hex(), "size": len(found.content), **fields}
 
@@ -302,11 +336,11 @@ class BatchExecutor:
         if "sql" in p._params:
             # Only in batches without writes (see `sql_in_writing_batch`): `txn` is a read.
             try:
-                rows = self._run_sql(txn, repo_id, p.text("sql"))
+                with sql_deadline(budget.deadline):
+                    rows = self._run_sql(txn, repo_id, p.text("sql"))
             except GovcError as exc:  # the engine names ExecuteSQLQuery's field
                 exc.message = exc.message.replace("sql_query", "params.sql", 1)
                 raise
-            budget.take(len(json.dumps(rows)), "params.sql", "add a LIMIT")
             return {"results": rows}
         pattern = p.text("pattern")
         files = self._vc.current_files(txn, repo_id)
@@ -340,32 +374,62 @@ class BatchAborted(GovcError):
         self.results = results
 
 
+# Where an operation's result is too big for the response: the field to name, what to do.
+_TOO_BIG = {
+    "read": ("params.path", "read it with StreamBlob or ReadFile"),
+    "get_blob": ("params.hash", "read it with StreamBlob or ReadFile"),
+    "list_commits": ("params.limit", "list fewer commits at a time"),
+    "get_tree": ("params.path", "list a smaller directory"),
+}
+
+
+def _payload(operation: Operation, value: dict[str, Any], budget: ResponseBudget) -> bytes:
+    """`value` as JSON, taken from the call's response budget (ResourceExhausted if it does
+    not fit)."""
+    payload = json.dumps(value, separators=(",", ":")).encode() if value else b""
+    if operation.type == "query":
+        field, instead = ("params.sql", "add a LIMIT")
+        if "sql" not in operation.params:
+            field, instead = ("params.pattern", "match fewer files")
+    else:
+        field, instead = _TOO_BIG.get(operation.type, ("result", "split the batch"))
+    budget.take(len(payload) + len(operation.id) + RESULT_OVERHEAD, field, instead)
+    return payload
+
+
 def run_operations(
     executor: BatchExecutor,
     repo_id: str,
     ops: list[Operation],
     transaction: bool,
     nested: bool,
+    budget: ResponseBudget | None = None,
 ) -> Callable[[Txn], list[OperationResult]]:
     """A transaction function running `ops` in order.
 
     `transaction`: all in the given transaction; the first failure raises BatchAborted, which
     aborts it. Otherwise, with `nested`, each operation runs in a child transaction, so a failed
     one leaves no trace and the others still apply (`nested=False`: a read-only batch).
+    `budget`: the call's, when it runs its operations in several parts (a parallel batch).
     """
 
     def op(txn: Txn) -> list[OperationResult]:
         results: list[OperationResult] = []
-        budget = ResponseBudget(executor.max_response_bytes)
+        nonlocal budget
+        if budget is None:
+            budget = ResponseBudget(executor.max_response_bytes)
         for index, operation in enumerate(ops):
             try:
                 if transaction or not nested:
                     value = executor.execute(txn, repo_id, operation, budget)
+                    payload = _payload(operation, value, budget)
                 else:
                     with txn.nested() as child:
                         value = executor.execute(child, repo_id, operation, budget)
+                        payload = _payload(operation, value, budget)
             except GovcError as exc:
                 if not transaction:
+                    budget.charge(len(exc.message) + len(operation.id) + RESULT_OVERHEAD)
                     results.append(OperationResult(operation.id, False, error=exc.message))
                     continue
                 aborted = [OperationResult(r.id, False, error=ROLLED_BACK) for r in results]
@@ -378,7 +442,8 @@ def run_operations(
                     f"transaction aborted: operation {index} ({operation.id or operation.type}) "
                     f"failed: {exc.message}",
                 ) from None
-            results.append(OperationResult(operation.id, True, value))
+            # Only the payload is kept: it is what the response carries.
+            results.append(OperationResult(operation.id, True, payload=payload))
         return results
 
     return op
