@@ -9,6 +9,10 @@ from pathlib import Path
 
 from govc.search.indexer import DEFAULT_WAIT_SECONDS
 from govc.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
     GovcServer,
@@ -32,6 +36,10 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             max_upload_bytes=args.max_upload_bytes,
             index_wait_seconds=args.index_wait_seconds,
+            max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
+            idle_timeout=args.idle_timeout,
+            max_concurrent_streams=args.max_concurrent_streams,
         )
     except ValueError as exc:
         print(f"govc serve: {exc}", file=sys.stderr)
@@ -103,6 +111,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_WAIT_SECONDS,
         help="how long a search waits for the index to catch up with earlier writes",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="most client connections open at once; more are closed right after accept "
+        "(GOAWAY ENHANCE_YOUR_CALM) (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections-per-peer",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        help="most connections open at once from one client IP address; more are closed "
+        "right after accept (default %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="seconds a connection may sit with no call open and no frame received before "
+        "it is closed with GOAWAY; 0: never (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_STREAMS,
+        help="calls one connection may have open at once (HTTP/2 "
+        "SETTINGS_MAX_CONCURRENT_STREAMS) (default %(default)s). Independently, a connection "
+        "whose client cancels more than 200 calls in 10 s (and more than it completes) is "
+        "closed with GOAWAY ENHANCE_YOUR_CALM (HTTP/2 rapid reset)",
     )
     serve.set_defaults(func=_serve)
 

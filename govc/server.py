@@ -39,12 +39,16 @@ from govc.services.versioning import VersioningService
 from govc.storage import Storage, StorageConfig
 from govc.storage.datadir import DataDirLock
 from govc.transport import speedups
-from govc.transport.grpc import GrpcDoor
+from govc.transport.grpc import ConnectionLimits, GrpcDoor
 
 log = logging.getLogger("govc.server")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 100
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_CONCURRENT_STREAMS = 128
 
 
 @dataclass
@@ -58,6 +62,14 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     drain_timeout: float = 30.0
+    # HTTP/2 connection limits (see govc.transport.grpc.ConnectionLimits): connections in all
+    # and per peer address (more are closed at accept), seconds a connection may sit without
+    # an open stream or a frame (then GOAWAY; 0: no limit), and the streams one connection may
+    # have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     initial_map_size: int = 1 << 30
     # How long a search waits for the index to catch up with the writes before it (then:
     # UNAVAILABLE).
@@ -72,6 +84,15 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be positive")
         if not self.index_wait_seconds > 0:
             raise ValueError("index_wait_seconds must be positive")
+        self.connection_limits()  # ValueError if a limit is out of range
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_connections=self.max_connections,
+            max_connections_per_peer=self.max_connections_per_peer,
+            idle_timeout=self.idle_timeout,
+            max_concurrent_streams=self.max_concurrent_streams,
+        )
 
 
 class _InterpreterTuning:
@@ -182,7 +203,7 @@ class GovcServer:
         )
         if missing := missing_rpcs():
             raise TypeError(f"no handler serves {', '.join(missing)}")
-        self._door = door = GrpcDoor(handlers, config.max_message_bytes)
+        self._door = door = GrpcDoor(handlers, config.max_message_bytes, config.connection_limits())
         try:
             self.port = await door.start(config.host, config.grpc_port)
         except OSError as exc:

@@ -6,15 +6,26 @@ codes, and (4) logs a malformed request in one line. Below grpclib, every reques
 call is read through RequestFraming (the size limit from the 5-byte gRPC length prefix before
 the message is buffered, as grpclib has no limit of its own; the compressed flag; truncation)
 and decoded by the strict codec, so a malformed request never reaches a handler.
+
+Each connection is served by HardenedProtocol (grpclib's H2Protocol with limits): the number of
+connections (in all, and per peer address), an idle timeout, the advertised
+SETTINGS_MAX_CONCURRENT_STREAMS, and a guard against HTTP/2 rapid reset (CVE-2023-44487): a
+connection whose client cancels too many streams is sent GOAWAY(ENHANCE_YOUR_CALM) and closed,
+and every cancelled stream releases its buffered data at once.
 """
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import struct
 import termios
+import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from grpclib.const import Handler, Status
@@ -22,10 +33,16 @@ from grpclib.exceptions import GRPCError
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.health.v1 import health_pb2
-from grpclib.protocol import H2Protocol
+from grpclib.protocol import Connection, EventsProcessor, H2Protocol, _set_nodelay
 from grpclib.protocol import Stream as H2Stream
 from grpclib.reflection.service import ServerReflection
+from grpclib.server import Handler as GrpclibHandler
 from grpclib.server import Server, Stream
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import StreamReset
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
 
 from generated.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from govc.services.handlers import Handlers
@@ -64,8 +81,253 @@ class CallTracker:
         return not self._tasks
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one server allows its HTTP/2 connections (see `govc serve --help`)."""
+
+    max_connections: int = 1000  # open connections in all; more are closed at accept
+    max_connections_per_peer: int = 100  # open connections from one peer IP address
+    idle_timeout: float = 300.0  # seconds without an open stream or a frame: GOAWAY; 0: never
+    max_concurrent_streams: int = 128  # SETTINGS_MAX_CONCURRENT_STREAMS advertised
+    # Rapid reset: more than `max_resets` streams cancelled by the client within
+    # `reset_window` seconds, and more of them than streams completed in that window,
+    # is answered GOAWAY(ENHANCE_YOUR_CALM). (nghttp2 and grpc-go use budgets of this size.)
+    max_resets: int = 200
+    reset_window: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_connections_per_peer < 1:
+            raise ValueError("connection limits must be at least 1")
+        if self.idle_timeout < 0:
+            raise ValueError("idle_timeout must not be negative")
+        if not 1 <= self.max_concurrent_streams <= 2**31 - 1:
+            raise ValueError("max_concurrent_streams must be 1 to 2**31-1")
+
+
+class _ResetBudget:
+    """Stream resets and completed streams of one connection over a sliding window, counted
+    in one-second buckets (so its size does not grow with the call rate)."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self._max = limits.max_resets
+        self._window = max(1, round(limits.reset_window))
+        self._buckets: deque[list[int]] = deque()  # [second, resets, completed]
+        self._resets = 0
+        self._completed = 0
+
+    def _bucket(self, now: float) -> list[int]:
+        second = int(now)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= second - self._window:
+            _, resets, completed = buckets.popleft()
+            self._resets -= resets
+            self._completed -= completed
+        if not buckets or buckets[-1][0] != second:
+            buckets.append([second, 0, 0])
+        return buckets[-1]
+
+    def completed(self, now: float) -> None:
+        self._bucket(now)[2] += 1
+        self._completed += 1
+
+    def reset(self, now: float) -> bool:
+        """Count one reset; True if the connection has now spent its budget."""
+        self._bucket(now)[1] += 1
+        self._resets += 1
+        return self._resets > self._max and self._resets > self._completed
+
+
+class _HardenedEvents(EventsProcessor):
+    """grpclib's event processor, plus: a stream the client resets is released at once (its
+    buffered data dropped and acknowledged, whether or not its task ever ran), and resets are
+    counted against the connection's budget."""
+
+    def __init__(self, handler: Any, connection: Connection, protocol: "HardenedProtocol"):
+        super().__init__(handler, connection)
+        self._protocol = protocol
+
+    def register(self, stream: H2Stream) -> Callable[[], None]:
+        assert stream.id is not None
+        self.streams[stream.id] = stream
+        return partial(self._release, stream, True)
+
+    def _release(self, stream: H2Stream, completed: bool = False) -> None:
+        """grpclib's release_stream, made idempotent (the task that serves a stream calls it
+        at its end, which a stream cancelled before its task started never reaches)."""
+        assert stream.id is not None
+        if self.streams.get(stream.id) is not stream:
+            return
+        del self.streams[stream.id]
+        self.connection.stream_close_waiter.set()
+        if not self.connection.is_closing():
+            self.connection.ack(stream.id, stream.buffer.unacked_size())
+        if completed:
+            self._protocol.stream_completed()
+
+    def process_stream_reset(self, event: StreamReset) -> None:
+        stream = self.streams.get(event.stream_id)
+        super().process_stream_reset(event)
+        if stream is not None:
+            self._release(stream)
+            if event.remote_reset:
+                self._protocol.stream_reset()
+
+
+class HardenedProtocol(H2Protocol):
+    """One server connection: grpclib's H2Protocol under the server's ConnectionLimits."""
+
+    processor: _HardenedEvents
+
+    def __init__(self, server: "DrainingServer", handler: GrpclibHandler) -> None:
+        super().__init__(handler, server._config, server._h2_config)
+        self._server = server
+        self._limits = server.limits
+        self._budget = _ResetBudget(server.limits)
+        self._peer: str | None = None
+        self._counted = False
+        self._closed = False
+        self._last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        refusal = self._server.admit(self)
+        self._counted = refusal is None
+        self._start_h2(transport)
+        if refusal is not None:
+            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, refusal)
+            return
+        self._last_activity = time.monotonic()
+        if self._limits.idle_timeout > 0:
+            self._schedule_idle_check(self._limits.idle_timeout)
+
+    def _start_h2(self, transport: Any) -> None:
+        """grpclib's H2Protocol.connection_made, with our SETTINGS_MAX_CONCURRENT_STREAMS in
+        the first SETTINGS frame (h2 enforces it from the start) and our event processor."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _set_nodelay(sock)
+        h2_conn = H2Connection(config=self.h2_config)
+        h2_conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: self._limits.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: h2_conn.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        h2_conn.initiate_connection()
+        config = self.config
+        initial = h2_conn.local_settings.initial_window_size
+        conn_delta = config.http2_connection_window_size - initial
+        stream_delta = config.http2_stream_window_size - initial
+        if conn_delta:
+            h2_conn.increment_flow_control_window(conn_delta)
+        if stream_delta:
+            h2_conn.update_settings(
+                {SettingCodes.INITIAL_WINDOW_SIZE: config.http2_stream_window_size}
+            )
+        self.connection = Connection(h2_conn, transport, config=config)
+        self.connection.flush()
+        self.connection.initialize()
+        self.processor = _HardenedEvents(self.handler, self.connection, self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._last_activity = time.monotonic()
+        connection = self.connection
+        try:
+            events = connection.feed(data)
+        except ProtocolError:
+            log.debug("HTTP/2 protocol error from %s", self._peer, exc_info=True)
+            self._close("Protocol error")  # flushes h2's GOAWAY first
+            return
+        connection.flush()
+        process = self.processor.process
+        for event in events:
+            process(event)
+            if self._closed:
+                return
+        connection.flush()
+
+    def stream_completed(self) -> None:
+        self._budget.completed(time.monotonic())
+
+    def stream_reset(self) -> None:
+        if self._closed or not self._budget.reset(time.monotonic()):
+            return
+        self._server.note_refusal(
+            f"{self._peer}: too many streams reset by the client (rapid reset); "
+            "GOAWAY(ENHANCE_YOUR_CALM)"
+        )
+        self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+
+    def goaway(self, code: ErrorCodes, reason: str) -> None:
+        """Send GOAWAY (`code`, `reason` as its debug data) and close the connection; calls on
+        it are cancelled."""
+        if self._closed:
+            return
+        h2_conn = self.connection._connection
+        with contextlib.suppress(ProtocolError):  # h2 has already closed the connection
+            h2_conn.close_connection(
+                error_code=code,
+                additional_data=reason.encode(),
+                last_stream_id=h2_conn.highest_inbound_stream_id,
+            )
+        self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        transport = getattr(self.connection, "_transport", None)
+        if transport is not None and not transport.is_closing():
+            data = self.connection._connection.data_to_send()
+            if data:
+                transport.write(data)
+        self.processor.close(reason)  # closes the transport (after writing what it holds)
+        self.processor.streams.clear()
+
+    def _schedule_idle_check(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._closed:
+            return
+        timeout = self._limits.idle_timeout
+        if self.processor.streams:
+            self._schedule_idle_check(timeout)
+            return
+        idle = time.monotonic() - self._last_activity
+        if idle < timeout:
+            self._schedule_idle_check(timeout - idle)
+            return
+        log.debug("closing connection from %s: idle for %.1f s", self._peer, idle)
+        self.goaway(ErrorCodes.NO_ERROR, "idle timeout")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.release(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._closed = True
+        super().connection_lost(exc)
+        self.processor.streams.clear()  # their tasks are cancelled; they hold their own
+
+    @property
+    def peer(self) -> str | None:
+        return self._peer
+
+
 class DrainingServer(Server):
-    """grpclib's Server, remembering its connections so shutdown can flush them.
+    """grpclib's Server, remembering its connections so shutdown can flush them, and serving
+    each through HardenedProtocol under `limits`.
 
     `Server.close()` cancels calls and leaves connections to die with the process, which
     drops whatever is still buffered for a client. `flush_connections` waits until the bytes
@@ -73,15 +335,65 @@ class DrainingServer(Server):
     (kernel send queue empty), then closes it.
     """
 
-    def __init__(self, handlers: Collection[Any], max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        handlers: Collection[Any],
+        max_message_bytes: int,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         super().__init__(handlers, codec=GovcCodec(strict=True))
         self._max_message_bytes = max_message_bytes
+        self.limits = limits or ConnectionLimits()
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self.connections = 0
+        self._per_peer: dict[str | None, int] = {}
+        self._last_refusal_log = -1e9
+        self._refusals_unlogged = 0
+
+    def admit(self, protocol: HardenedProtocol) -> str | None:
+        """Count a new connection in; or the reason it is refused (then not counted)."""
+        peer = protocol.peer
+        if self.connections >= self.limits.max_connections:
+            reason = f"too many connections (limit {self.limits.max_connections})"
+        elif self._per_peer.get(peer, 0) >= self.limits.max_connections_per_peer:
+            reason = (
+                f"too many connections from {peer} (limit {self.limits.max_connections_per_peer})"
+            )
+        else:
+            self.connections += 1
+            self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+            return None
+        self.note_refusal(f"refused a connection: {reason}")
+        return reason
+
+    def release(self, protocol: HardenedProtocol) -> None:
+        peer = protocol.peer
+        self.connections -= 1
+        left = self._per_peer.get(peer, 1) - 1
+        if left > 0:
+            self._per_peer[peer] = left
+        else:
+            self._per_peer.pop(peer, None)
+
+    def note_refusal(self, message: str) -> None:
+        """Log a refusal; at most one line in 10 s (a flood would flood the log too)."""
+        now = time.monotonic()
+        if now - self._last_refusal_log < 10.0:
+            self._refusals_unlogged += 1
+            return
+        more = f" (and {self._refusals_unlogged} more since the last report)"
+        log.warning("%s%s", message, more if self._refusals_unlogged else "")
+        self._last_refusal_log = now
+        self._refusals_unlogged = 0
 
     def _protocol_factory(self) -> H2Protocol:
-        protocol: H2Protocol = super()._protocol_factory()
+        self.__gc_step__()
+        handler = GrpclibHandler(
+            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
+        )
+        self._handlers.add(handler)
+        protocol = HardenedProtocol(self, handler)
         self._protocols.add(protocol)
-        handler = protocol.handler
         accept = handler.accept
 
         def accept_framed(stream: H2Stream, headers: Any, release_stream: Any) -> None:
@@ -106,7 +418,9 @@ class DrainingServer(Server):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         transports = [
-            p.connection._transport for p in list(self._protocols) if hasattr(p, "connection")
+            t
+            for p in list(self._protocols)
+            if (t := getattr(getattr(p, "connection", None), "_transport", None)) is not None
         ]
         pending = [t for t in transports if not t.is_closing()]
         while pending and loop.time() < deadline:
@@ -295,14 +609,19 @@ class GrpcDoor:
     clients, and only then are connections closed.
     """
 
-    def __init__(self, handlers: Handlers, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        max_message_bytes: int,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.tracker = CallTracker()
         self._serving = ServiceStatus()
         service = GuardedService(handlers, self.tracker)
         health = Health({service: [self._serving]})
         services: list[Any] = [service, health]
         self._server = DrainingServer(
-            ServerReflection.extend(services, pool=_ReflectionPool()), max_message_bytes
+            ServerReflection.extend(services, pool=_ReflectionPool()), max_message_bytes, limits
         )
 
     async def start(self, host: str, port: int) -> int:
