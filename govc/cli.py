@@ -40,6 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_connections_per_peer=args.max_connections_per_peer,
             idle_timeout=args.idle_timeout,
             max_concurrent_streams=args.max_concurrent_streams,
+            stream_stall_seconds=args.stream_stall_seconds,
+            max_concurrent_uploads=args.max_concurrent_uploads,
         )
     except ValueError as exc:
         print(f"govc serve: {exc}", file=sys.stderr)
@@ -141,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
         "SETTINGS_MAX_CONCURRENT_STREAMS) (default %(default)s). Independently, a connection "
         "whose client cancels more than 200 calls in 10 s (and more than it completes) is "
         "closed with GOAWAY ENHANCE_YOUR_CALM (HTTP/2 rapid reset)",
+    )
+    serve.add_argument(
+        "--stream-stall-seconds",
+        type=float,
+        default=30.0,
+        help="a StreamBlob or UploadBlobStream whose peer neither reads nor sends for this "
+        "long ends with DEADLINE_EXCEEDED and releases its memory (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-concurrent-uploads",
+        type=int,
+        default=64,
+        help="uploads at once; more are RESOURCE_EXHAUSTED (default %(default)s)",
     )
     serve.set_defaults(func=_serve)
 

@@ -70,6 +70,10 @@ class ServerConfig:
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    # A stream whose peer neither reads nor sends for this long is ended (DEADLINE_EXCEEDED)
+    # and its memory released; uploads beyond the cap are RESOURCE_EXHAUSTED.
+    stream_stall_seconds: float = 30.0
+    max_concurrent_uploads: int = 64
     initial_map_size: int = 1 << 30
     # How long a search waits for the index to catch up with the writes before it (then:
     # UNAVAILABLE).
@@ -84,6 +88,10 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be positive")
         if not self.index_wait_seconds > 0:
             raise ValueError("index_wait_seconds must be positive")
+        if not self.stream_stall_seconds > 0:
+            raise ValueError("stream_stall_seconds must be positive")
+        if self.max_concurrent_uploads < 1:
+            raise ValueError("max_concurrent_uploads must be at least 1")
         self.connection_limits()  # ValueError if a limit is out of range
 
     def connection_limits(self) -> ConnectionLimits:
@@ -198,7 +206,13 @@ class GovcServer:
                 clock=config.clock,
                 index_wait_seconds=config.index_wait_seconds,
             ),
-            streaming=StreamingService(access, blobs, config.max_upload_bytes),
+            streaming=StreamingService(
+                access,
+                blobs,
+                config.max_upload_bytes,
+                stall_seconds=config.stream_stall_seconds,
+                max_uploads=config.max_concurrent_uploads,
+            ),
             health=HealthService(db, indexer, started),
         )
         if missing := missing_rpcs():

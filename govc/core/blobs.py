@@ -271,7 +271,9 @@ class UploadSink:
         return oid.hex(), info, sha256.hex()
 
     def abort(self) -> None:
-        """Remove whatever was written (blocking)."""
+        """Remove whatever was written (blocking), and let go of what was not."""
+        self._encoded = []
+        self._buffer = bytearray()
         with contextlib.suppress(Exception):  # a failed transaction wrote nothing
             self._settle()
         if self._marked:
