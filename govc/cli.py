@@ -9,7 +9,10 @@ from pathlib import Path
 
 from govc.search.indexer import DEFAULT_WAIT_SECONDS
 from govc.server import (
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE_SECONDS,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
@@ -40,6 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
             max_connections_per_peer=args.max_connections_per_peer,
             idle_timeout=args.idle_timeout,
             max_concurrent_streams=args.max_concurrent_streams,
+            header_timeout=args.header_timeout,
+            keepalive_seconds=args.keepalive_seconds,
+            keepalive_timeout=args.keepalive_timeout,
             stream_stall_seconds=args.stream_stall_seconds,
             max_concurrent_uploads=args.max_concurrent_uploads,
         )
@@ -143,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
         "SETTINGS_MAX_CONCURRENT_STREAMS) (default %(default)s). Independently, a connection "
         "whose client cancels more than 200 calls in 10 s (and more than it completes) is "
         "closed with GOAWAY ENHANCE_YOUR_CALM (HTTP/2 rapid reset)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a connection has to finish the HTTP/2 preface, and any request headers "
+        "(HEADERS + CONTINUATION) once begun; slower ones are closed (slowloris). A "
+        "connection idle after its preface is left to --idle-timeout (default %(default)s)",
+    )
+    serve.add_argument(
+        "--keepalive-seconds",
+        type=float,
+        default=DEFAULT_KEEPALIVE_SECONDS,
+        help="seconds without a frame from a connection with calls open before the server "
+        "sends it an HTTP/2 PING; 0: never (default %(default)s)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        help="seconds to wait for the PING ACK; none: the connection is closed and its calls "
+        "cancelled (default %(default)s)",
     )
     serve.add_argument(
         "--stream-stall-seconds",

@@ -49,6 +49,9 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 100
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONCURRENT_STREAMS = 128
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_SECONDS = 60.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 
 
 @dataclass
@@ -70,6 +73,13 @@ class ServerConfig:
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    # Seconds a connection has for its preface and first complete HEADERS, and for any later
+    # header block once started (slowloris); then it is closed.
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    # After this many seconds without a frame on a connection with open calls, PING it (0: no
+    # pings); no PING ACK within `keepalive_timeout` s: the connection is closed, calls cancelled.
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     # A stream whose peer neither reads nor sends for this long is ended (DEADLINE_EXCEEDED)
     # and its memory released; uploads beyond the cap are RESOURCE_EXHAUSTED.
     stream_stall_seconds: float = 30.0
@@ -100,6 +110,9 @@ class ServerConfig:
             max_connections_per_peer=self.max_connections_per_peer,
             idle_timeout=self.idle_timeout,
             max_concurrent_streams=self.max_concurrent_streams,
+            header_timeout=self.header_timeout,
+            keepalive_seconds=self.keepalive_seconds,
+            keepalive_timeout=self.keepalive_timeout,
         )
 
 

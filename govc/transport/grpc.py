@@ -11,13 +11,18 @@ Each connection is served by HardenedProtocol (grpclib's H2Protocol with limits)
 connections (in all, and per peer address), an idle timeout, the advertised
 SETTINGS_MAX_CONCURRENT_STREAMS, and a guard against HTTP/2 rapid reset (CVE-2023-44487): a
 connection whose client cancels too many streams is sent GOAWAY(ENHANCE_YOUR_CALM) and closed,
-and every cancelled stream releases its buffered data at once.
+and every cancelled stream releases its buffered data at once. Against slowloris, a connection
+must send the HTTP/2 preface and its first complete HEADERS within a header timeout, and so must
+any later header block (HEADERS and its CONTINUATIONs) once started; against dead peers, a
+connection with calls open and nothing received for a keepalive interval is sent a PING, and
+closed (its calls cancelled) if no PING ACK comes back in time.
 """
 
 import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import struct
 import termios
 import time
@@ -40,7 +45,7 @@ from grpclib.server import Handler as GrpclibHandler
 from grpclib.server import Server, Stream
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import StreamReset
+from h2.events import PingAckReceived, StreamReset
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
@@ -94,6 +99,13 @@ class ConnectionLimits:
     # is answered GOAWAY(ENHANCE_YOUR_CALM). (nghttp2 and grpc-go use budgets of this size.)
     max_resets: int = 200
     reset_window: float = 10.0
+    # Slowloris: seconds for the preface and the first complete HEADERS of a connection, and
+    # for any later header block once started (HEADERS without END_HEADERS, then CONTINUATION).
+    header_timeout: float = 10.0
+    # Dead peers: after `keepalive_seconds` without a frame received on a connection with open
+    # streams, PING; no PING ACK within `keepalive_timeout`: close. 0 seconds: no pings.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_connections_per_peer < 1:
@@ -102,6 +114,12 @@ class ConnectionLimits:
             raise ValueError("idle_timeout must not be negative")
         if not 1 <= self.max_concurrent_streams <= 2**31 - 1:
             raise ValueError("max_concurrent_streams must be 1 to 2**31-1")
+        if not self.header_timeout > 0:
+            raise ValueError("header_timeout must be positive")
+        if not self.keepalive_seconds >= 0:
+            raise ValueError("keepalive_seconds must not be negative")
+        if not self.keepalive_timeout > 0:
+            raise ValueError("keepalive_timeout must be positive")
 
 
 class _ResetBudget:
@@ -172,6 +190,9 @@ class _HardenedEvents(EventsProcessor):
             if event.remote_reset:
                 self._protocol.stream_reset()
 
+    def process_ping_ack_received(self, event: PingAckReceived) -> None:
+        self._protocol.ping_acked(event.ping_data)
+
 
 class HardenedProtocol(H2Protocol):
     """One server connection: grpclib's H2Protocol under the server's ConnectionLimits."""
@@ -188,6 +209,13 @@ class HardenedProtocol(H2Protocol):
         self._closed = False
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        # The header timeout: when the pending preface / header block must be complete.
+        self._header_deadline: float | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        # Keepalive: the payload of the PING awaiting its ACK, and when it was sent.
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._ping_sent = 0.0
 
     def connection_made(self, transport: Any) -> None:
         peername = transport.get_extra_info("peername")
@@ -201,6 +229,9 @@ class HardenedProtocol(H2Protocol):
         self._last_activity = time.monotonic()
         if self._limits.idle_timeout > 0:
             self._schedule_idle_check(self._limits.idle_timeout)
+        self._track_headers()
+        if self._limits.keepalive_seconds > 0:
+            self._schedule_keepalive(self._limits.keepalive_seconds)
 
     def _start_h2(self, transport: Any) -> None:
         """grpclib's H2Protocol.connection_made, with our SETTINGS_MAX_CONCURRENT_STREAMS in
@@ -250,6 +281,7 @@ class HardenedProtocol(H2Protocol):
             if self._closed:
                 return
         connection.flush()
+        self._track_headers()
 
     def stream_completed(self) -> None:
         self._budget.completed(time.monotonic())
@@ -263,9 +295,10 @@ class HardenedProtocol(H2Protocol):
         )
         self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
 
-    def goaway(self, code: ErrorCodes, reason: str) -> None:
+    def goaway(self, code: ErrorCodes, reason: str, abort: bool = False) -> None:
         """Send GOAWAY (`code`, `reason` as its debug data) and close the connection; calls on
-        it are cancelled."""
+        it are cancelled. `abort`: drop what the peer has not read yet (a dead peer never
+        will) rather than wait for it to go out."""
         if self._closed:
             return
         h2_conn = self.connection._connection
@@ -275,20 +308,124 @@ class HardenedProtocol(H2Protocol):
                 additional_data=reason.encode(),
                 last_stream_id=h2_conn.highest_inbound_stream_id,
             )
-        self._close(reason)
+        self._close(reason, abort)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, abort: bool = False) -> None:
         self._closed = True
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._cancel_timers()
         transport = getattr(self.connection, "_transport", None)
         if transport is not None and not transport.is_closing():
             data = self.connection._connection.data_to_send()
             if data:
                 transport.write(data)
+            if abort:
+                transport.abort()  # connection_lost follows at once, not after a flush
         self.processor.close(reason)  # closes the transport (after writing what it holds)
         self.processor.streams.clear()
+
+    def _cancel_timers(self) -> None:
+        for name in ("_idle_timer", "_header_timer", "_keepalive_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    def _track_headers(self) -> None:
+        """Start the header timeout when the connection owes us bytes it started sending (the
+        rest of the preface, or of a header block); stop it when it owes none. A connection
+        that finished its preface and sends nothing yet is idle, the idle timeout's business:
+        clients often connect well before their first call."""
+        h2_conn = self.connection._connection
+        incoming = h2_conn.incoming_buffer
+        partial = incoming._data  # the start of a frame not yet complete
+        pending = (
+            bool(incoming._preamble_len)  # the preface is not complete yet
+            or bool(incoming._headers_buffer)  # a header block without END_HEADERS yet
+            # a HEADERS or CONTINUATION frame (or a frame header) not yet complete
+            or (bool(partial) and (len(partial) < 9 or partial[3] in (0x1, 0x9)))
+        )
+        if not pending:
+            self._header_deadline = None
+        elif self._header_deadline is None:
+            timeout = self._limits.header_timeout
+            self._header_deadline = time.monotonic() + timeout
+            if self._header_timer is None:
+                self._header_timer = asyncio.get_running_loop().call_later(
+                    timeout, self._check_headers
+                )
+
+    def _check_headers(self) -> None:
+        self._header_timer = None
+        if self._closed or self._header_deadline is None:
+            return
+        left = self._header_deadline - time.monotonic()
+        if left > 0:
+            self._header_timer = asyncio.get_running_loop().call_later(left, self._check_headers)
+            return
+        timeout = self._limits.header_timeout
+        h2_conn = self.connection._connection
+        incoming = h2_conn.incoming_buffer
+        if incoming._preamble_len:
+            self._server.note_refusal(
+                f"{self._peer}: no HTTP/2 preface within the header timeout ({timeout:g} s); closed"
+            )
+            self._close("header timeout")
+        elif incoming._headers_buffer or incoming._data:
+            self._server.note_refusal(
+                f"{self._peer}: a header block not completed within the header timeout "
+                f"({timeout:g} s); GOAWAY(PROTOCOL_ERROR)"
+            )
+            self.goaway(ErrorCodes.PROTOCOL_ERROR, "header timeout")
+        else:
+            self._server.note_refusal(
+                f"{self._peer}: no request headers within the header timeout ({timeout:g} s); "
+                "GOAWAY"
+            )
+            self.goaway(ErrorCodes.NO_ERROR, "header timeout")
+
+    def _schedule_keepalive(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._keepalive_timer = loop.call_later(delay, self._check_keepalive)
+
+    def _check_keepalive(self) -> None:
+        """Every keepalive interval of silence on a connection with open streams: PING; no
+        ACK within the keepalive timeout: the peer is gone, close (its calls are cancelled).
+        A connection without streams is not pinged (the idle timeout is for those)."""
+        self._keepalive_timer = None
+        if self._closed:
+            return
+        now = time.monotonic()
+        limits = self._limits
+        if self._ping_payload is not None:
+            left = self._ping_sent + limits.keepalive_timeout - now
+            if left > 0:
+                self._schedule_keepalive(left)
+                return
+            log.info(
+                "closing connection from %s: no PING ACK within %g s (%d calls cancelled)",
+                self._peer,
+                limits.keepalive_timeout,
+                len(self.processor.streams),
+            )
+            self.goaway(ErrorCodes.NO_ERROR, "keepalive timeout", abort=True)
+            return
+        silence = now - self._last_activity
+        if silence < limits.keepalive_seconds:
+            self._schedule_keepalive(limits.keepalive_seconds - silence)
+            return
+        if not self.processor.streams:
+            self._schedule_keepalive(limits.keepalive_seconds)
+            return
+        self._ping_payload = os.urandom(8)
+        self._ping_sent = now
+        with contextlib.suppress(ProtocolError):
+            self.connection._connection.ping(self._ping_payload)
+            self.connection.flush()
+        self._schedule_keepalive(limits.keepalive_timeout)
+
+    def ping_acked(self, payload: bytes) -> None:
+        if payload == self._ping_payload:
+            self._ping_payload = None
 
     def _schedule_idle_check(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -313,9 +450,7 @@ class HardenedProtocol(H2Protocol):
         if self._counted:
             self._counted = False
             self._server.release(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._cancel_timers()
         self._closed = True
         super().connection_lost(exc)
         self.processor.streams.clear()  # their tasks are cancelled; they hold their own
