@@ -52,3 +52,15 @@ async def server(tmp_path: Path, clock: Clock) -> AsyncIterator[GovcServer]:
 async def client(server: GovcServer) -> AsyncIterator[GovcClient]:
     async with GovcClient(f"127.0.0.1:{server.port}") as c:
         yield c
+
+
+@pytest.fixture
+async def limited(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[GovcServer]:
+    """A server with the settings the test parametrizes (indirect=True): `request.param` is a
+    dict of ServerConfig options."""
+    srv = GovcServer(server_config(tmp_path / "data", **request.param))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()

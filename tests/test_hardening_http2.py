@@ -12,8 +12,6 @@ import contextlib
 import gc
 import socket
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -27,7 +25,6 @@ from h2.errors import ErrorCodes
 
 from govc.client import GovcClient
 from govc.server import GovcServer
-from tests.conftest import server_config
 from tests.polling import poll_until
 
 REQUEST_HEADERS = [
@@ -130,16 +127,6 @@ def connections(server: GovcServer) -> int:
     door = server._door
     assert door is not None
     return int(door._server.connections)
-
-
-@pytest.fixture
-async def limited(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[GovcServer]:
-    srv = GovcServer(server_config(tmp_path / "data", **request.param))
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 async def test_rapid_reset_gets_goaway_and_spares_other_clients(

@@ -32,16 +32,6 @@ SLACK = 2.0  # seconds a close may come after its deadline on a loaded machine
 GOAWAY_FRAME = 0x7
 
 
-@pytest.fixture
-async def limited(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[GovcServer]:
-    srv = GovcServer(server_config(tmp_path / "data", **request.param))
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
 @asynccontextmanager
 async def normal_calls(port: int) -> AsyncIterator[GovcClient]:
     """A GovcClient making calls in the background all along; each must succeed."""

@@ -51,11 +51,11 @@ that matter only for their location once a directory's rename is settled
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from govc.core.objects import FileMap
-from govc.core.renames import detect_renames
+from govc.core.renames import detect_renames, directories
 from govc.core.xdiff import Favor, XDiffError, merge_file
 from govc.errors import FailedPrecondition
 
@@ -133,21 +133,6 @@ def _canon(version: FileVersion) -> FileVersion:
 def _dirname(path: str) -> str:
     slash = path.rfind("/")
     return path[:slash] if slash >= 0 else ""
-
-
-def _directories(paths: Iterable[str]) -> set[str]:
-    """Every directory that holds one of `paths` (at any depth), without the top level ""."""
-    parents = {p[: p.rfind("/")] for p in paths if "/" in p}
-    out = set(parents)
-    for parent in parents:
-        slash = parent.rfind("/")
-        while slash > 0:
-            prefix = parent[:slash]
-            if prefix in out:
-                break
-            out.add(prefix)
-            slash = parent.rfind("/", 0, slash)
-    return out
 
 
 @dataclass(frozen=True)
@@ -276,7 +261,7 @@ class _OrtMerge:
         on every side) and those of its changed ones."""
         if self._dirs is None:
             self._dirs = [
-                self._unchanged_dirs | _directories(p for p in self.changed if p in tree)
+                self._unchanged_dirs | directories(p for p in self.changed if p in tree)
                 for tree in self.trees
             ]
         return self._dirs[side]
@@ -322,10 +307,10 @@ class _OrtMerge:
         changed.extend(ours.keys() - base.keys())
         changed.extend(theirs.keys() - base.keys() - ours.keys())
         visited = self.visited
-        visited.update(_directories(changed))
+        visited.update(directories(changed))
         trees = self.trees
         self.changed = changed
-        self._unchanged_dirs = _directories(files)  # directories on all three sides
+        self._unchanged_dirs = directories(files)  # directories on all three sides
         self.noncanonical = bool({v[0] for v in base.values()} - _CANONICAL) or any(
             trees[i][p][0] not in _CANONICAL for p in changed for i in (1, 2) if p in trees[i]
         )
@@ -848,7 +833,7 @@ class _OrtMerge:
         """Whether the merged tree has anything under `path/` (write_completed_directory gave
         the directory a tree): asked once every entry below it was processed."""
         if self._occupied is None:
-            self._occupied = _directories(self.files)
+            self._occupied = directories(self.files)
         return path in self._occupied
 
     def process_entries(self) -> None:
@@ -995,7 +980,7 @@ class _OrtMerge:
 
     # ---- all of it ----
 
-    def keep_trivial_directories(self, relevant: tuple[set[str], set[str]]) -> None:
+    def keep_trivialdirectories(self, relevant: tuple[set[str], set[str]]) -> None:
         """The tree entries of directories ort never walks into, as they are.
 
         ort defers a directory that one side left as the base has it (or that only one side
@@ -1055,7 +1040,7 @@ class _OrtMerge:
         self.renames(relevant)
         self.process_entries()
         if self.noncanonical:
-            self.keep_trivial_directories(relevant)
+            self.keep_trivialdirectories(relevant)
         conflicts = []
         for path in sorted(self.conflicted):
             info = self.conflicted[path]

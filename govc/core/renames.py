@@ -395,20 +395,21 @@ def _highest_rename_path(per_dir: dict[str, int]) -> str:
 
 def _removed_dirs(base: FileMap, side: FileMap) -> dict[str, int]:
     """dirs_removed: directories of the base that are no directory on this side."""
-
-    def directories(paths: Iterable[str]) -> set[str]:
-        out: set[str] = set()
-        for path in paths:
-            slash = path.rfind("/")
-            while slash > 0:
-                prefix = path[:slash]
-                if prefix in out:
-                    break
-                out.add(prefix)
-                slash = path.rfind("/", 0, slash)
-        return out
-
     return dict.fromkeys(directories(base) - directories(side), _NOT_RELEVANT)
+
+
+def directories(paths: Iterable[str]) -> set[str]:
+    """Every directory that holds one of `paths` (at any depth), without the top level ""."""
+    out: set[str] = set()
+    for path in paths:
+        slash = path.rfind("/")
+        while slash > 0:
+            prefix = path[:slash]
+            if prefix in out:
+                break  # its parents are in already
+            out.add(prefix)
+            slash = path.rfind("/", 0, slash)
+    return out
 
 
 class _Renames:
