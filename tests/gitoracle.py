@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -32,3 +33,23 @@ class Git:
         target = self.path / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def govc_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `govc` command (offline forms such as export and import) as a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "govc.cli", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def export_checked(data_dir: str, repo: str, dest: Path) -> None:
+    """`govc export` of `repo` to `dest`, which must then pass `git fsck --strict`."""
+    result = govc_cli("export", repo, str(dest), "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    fsck = subprocess.run(
+        ["git", "--git-dir", str(dest), "fsck", "--strict"], capture_output=True, text=True
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr

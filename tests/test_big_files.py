@@ -12,6 +12,7 @@ import pytest
 
 from govc.client import GovcClient, GovcRpcError
 from govc.server import GovcServer
+from tests.gitoracle import export_checked
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "big"
@@ -31,21 +32,6 @@ def pseudo_random_file(path: Path, size: int) -> None:
             out.write(rng.randbytes(min(1 << 20, size - out.tell())))
 
 
-async def export_and_fsck(server: GovcServer, dest: Path) -> None:
-    data_dir = server.storage.config.path  # type: ignore[union-attr]
-    result = subprocess.run(
-        [sys.executable, "-m", "govc.cli", "export", REPO, str(dest), "--data-dir", data_dir],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    fsck = subprocess.run(
-        ["git", "--git-dir", str(dest), "fsck", "--strict"], capture_output=True, text=True
-    )
-    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-
-
 async def upload_add_commit_export(
     tmp_path: Path, server: GovcServer, client: GovcClient, size: int
 ) -> None:
@@ -60,7 +46,7 @@ async def upload_add_commit_export(
     listing = await client.get_commit(REPO, made.hash)
     assert [(ch.path, ch.hash) for ch in listing.changes] == [("data/big.bin", uploaded.hash)]
     dest = tmp_path / "out.git"
-    await export_and_fsck(server, dest)
+    export_checked(server.storage.config.path, REPO, dest)  # type: ignore[union-attr]
     shown = subprocess.run(
         ["git", "--git-dir", str(dest), "rev-parse", "main:data/big.bin"],
         capture_output=True,

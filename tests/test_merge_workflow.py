@@ -3,16 +3,14 @@ resolve (markers, UU status, the two-parent commit), AbortMerge, and renames; th
 is the oracle for contents and for what an exported history looks like."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from govc.client import GovcClient, GovcRpcError
 from govc.server import GovcServer
-from tests.gitoracle import Git
+from tests.gitoracle import Git, export_checked
 
-ROOT = Path(__file__).resolve().parent.parent
 REPO = "mw"
 BASE = b"".join(b"line %d\n" % i for i in range(12))
 
@@ -142,17 +140,8 @@ async def test_leave_conflicts_resolve_commit_export(
     assert (await c.read_file(REPO, "f.txt", commit=made.hash)).content == resolved
     # The history git sees: fsck-clean, a merge in the graph.
     dest = tmp_path / "out.git"
-    data_dir = server.storage.config.path  # type: ignore[union-attr]
-    export = subprocess.run(
-        [sys.executable, "-m", "govc.cli", "export", REPO, str(dest), "--data-dir", data_dir],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert export.returncode == 0, export.stderr
+    export_checked(server.storage.config.path, REPO, dest)  # type: ignore[union-attr]
     git = ["git", "--git-dir", str(dest)]
-    fsck = subprocess.run([*git, "fsck", "--strict"], capture_output=True, text=True)
-    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     graph = subprocess.run(
         [*git, "log", "--graph", "--format=%s", "main"], capture_output=True, text=True, check=True
     ).stdout

@@ -2,7 +2,6 @@
 table, and import/export keeping every ref: the real git is the oracle."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,9 @@ import pytest
 from govc.client import GovcClient, GovcRpcError
 from govc.server import GovcServer
 from tests.conftest import Clock
-from tests.gitoracle import Git
+from tests.gitoracle import Git, govc_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 REPO = "tagged"
-
-
-def govc_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "govc.cli", *args], cwd=ROOT, capture_output=True, text=True
-    )
 
 
 def git_out(git_dir: Path, *args: str) -> str:
