@@ -484,6 +484,18 @@ def _int32(value: int) -> int:
     return (value + 2**31) % 2**32 - 2**31
 
 
+def _printf_number(fmt: str, i: int, args: tuple[Any, ...], arg: int) -> tuple[int, int, int]:
+    """A printf width or precision at fmt[i]: `*` (the next argument) or digits, as sqlite
+    reads them; (its value, the index after it, the next argument's index)."""
+    if i < len(fmt) and fmt[i] == "*":
+        value = abs(_int32(_int_arg(args[arg]) if arg < len(args) else 0))
+        return value, i + 1, arg + 1
+    start = i
+    while i < len(fmt) and fmt[i].isdigit() and fmt[i].isascii():
+        i += 1
+    return (int(fmt[start:i] or "0") % 2**32) & 0x7FFFFFFF, i, arg
+
+
 def _printf_least(fmt: str, args: tuple[Any, ...]) -> int:
     """How many characters printf(fmt, *args) prints at least, from its widths and padding
     precisions (sqlite's printf repeats %c one character at a time, which no progress handler
@@ -495,27 +507,10 @@ def _printf_least(fmt: str, args: tuple[Any, ...]) -> int:
         i += 1
         while i < len(fmt) and fmt[i] in _PRINTF_FLAGS:
             i += 1
-        if i < len(fmt) and fmt[i] == "*":
-            width = abs(_int32(_int_arg(args[arg]) if arg < len(args) else 0))
-            arg += 1
-            i += 1
-        else:
-            start = i
-            while i < len(fmt) and fmt[i].isdigit() and fmt[i].isascii():
-                i += 1
-            width = (int(fmt[start:i]) % 2**32) & 0x7FFFFFFF if i > start else 0
+        width, i, arg = _printf_number(fmt, i, args, arg)
         precision = 0
         if i < len(fmt) and fmt[i] == ".":
-            i += 1
-            if i < len(fmt) and fmt[i] == "*":
-                precision = abs(_int32(_int_arg(args[arg]) if arg < len(args) else 0))
-                arg += 1
-                i += 1
-            else:
-                start = i
-                while i < len(fmt) and fmt[i].isdigit() and fmt[i].isascii():
-                    i += 1
-                precision = (int(fmt[start:i] or "0") % 2**32) & 0x7FFFFFFF
+            precision, i, arg = _printf_number(fmt, i + 1, args, arg)
         while i < len(fmt) and fmt[i] == "l":
             i += 1
         conversion = fmt[i] if i < len(fmt) else ""
